@@ -1,0 +1,184 @@
+"""Model bundles: a folder holding ``manifest.json`` and one ``.keras`` file per ensemble member.
+
+The manifest records the format version, the network variant, the output
+channels, the preprocessing parameters the members were trained with, each
+member file with its SHA-256, a training-data summary, metrics, the parent
+model, the creation date and the package version. Loading verifies the format
+and every hash before Keras sees a file, and loads with Keras safe mode
+(no Lambda layers or other arbitrary code).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ModelError
+
+BUNDLE_FORMAT = "lvmyoseg-model-bundle"
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed ``manifest.json`` of a bundle."""
+
+    model_id: str
+    variant: str
+    channels: tuple[str, ...]
+    preprocessing: dict[str, Any]
+    members: tuple[dict[str, Any], ...]
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None
+    created: str = ""
+    package_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "model_id": self.model_id,
+            "variant": self.variant,
+            "channels": list(self.channels),
+            "preprocessing": self.preprocessing,
+            "members": [dict(m) for m in self.members],
+            "training": self.training,
+            "metrics": self.metrics,
+            "parent": self.parent,
+            "created": self.created,
+            "package_version": self.package_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: Path) -> "Manifest":
+        if data.get("format") != BUNDLE_FORMAT:
+            raise ModelError(f"{where} is not an LVMyoSeg model manifest (format {data.get('format')!r}). "
+                             "Pick a folder made by `lvmyoseg train` or the bundled model.")
+        version = data.get("format_version")
+        if version != BUNDLE_FORMAT_VERSION:
+            raise ModelError(f"{where} has bundle format version {version!r}; this LVMyoSeg "
+                             f"({__version__}) reads version {BUNDLE_FORMAT_VERSION}. Update LVMyoSeg "
+                             "or re-export the model with this version.")
+        try:
+            members = tuple(dict(file=str(m["file"]), sha256=str(m["sha256"]), **{
+                k: v for k, v in m.items() if k not in ("file", "sha256")}) for m in data["members"])
+            manifest = cls(model_id=str(data["model_id"]), variant=str(data["variant"]),
+                           channels=tuple(data["channels"]), preprocessing=dict(data["preprocessing"]),
+                           members=members, training=dict(data.get("training", {})),
+                           metrics=dict(data.get("metrics", {})), parent=data.get("parent"),
+                           created=str(data.get("created", "")),
+                           package_version=str(data.get("package_version", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where} lacks or garbles the entry {exc}; the bundle is damaged. "
+                             "Re-copy it from its source.") from None
+        if not manifest.members:
+            raise ModelError(f"{where} lists no member files; the bundle is empty.")
+        return manifest
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Parse and check a bundle's manifest (hashes are checked by :func:`verify_bundle`)."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise ModelError(f"{bundle_dir} has no {MANIFEST_NAME}: it is not an LVMyoSeg model bundle. "
+                         "Pick the folder that holds manifest.json and the member .keras files.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON ({exc}); the bundle is damaged. "
+                         "Re-copy it from its source.") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} does not hold a JSON object; the bundle is damaged.")
+    return Manifest.from_dict(data, path)
+
+
+def verify_bundle(bundle_dir: Path) -> Manifest:
+    """Read the manifest and check every member file's SHA-256; raise :class:`ModelError` if any differs."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    for member in manifest.members:
+        path = bundle_dir / member["file"]
+        if Path(member["file"]).name != member["file"]:
+            raise ModelError(f"{bundle_dir / MANIFEST_NAME} names member {member['file']!r} outside "
+                             "the bundle folder; refusing it.")
+        if not path.is_file():
+            raise ModelError(f"Member file {path} listed in the manifest is missing; re-copy the bundle.")
+        actual = sha256_file(path)
+        if actual != member["sha256"]:
+            raise ModelError(f"Member file {path} does not match its SHA-256 in the manifest "
+                             f"(expected {member['sha256'][:12]}…, found {actual[:12]}…): it is damaged "
+                             "or was modified. Re-copy the bundle from its source.")
+    return manifest
+
+
+def load_members(bundle_dir: Path, members: int | None = None) -> tuple[Manifest, list]:
+    """Verify a bundle and load its first ``members`` Keras models (all when None), in safe mode."""
+    import keras
+
+    from . import networks  # noqa: F401  registers the project's serialisable layers
+
+    bundle_dir = Path(bundle_dir)
+    manifest = verify_bundle(bundle_dir)
+    n = len(manifest.members) if members is None else int(members)
+    if not 1 <= n <= len(manifest.members):
+        raise ModelError(f"{bundle_dir} has {len(manifest.members)} members; asked for {members}. "
+                         f"Choose between 1 and {len(manifest.members)}.")
+    models = []
+    for member in manifest.members[:n]:
+        path = bundle_dir / member["file"]
+        try:
+            models.append(keras.saving.load_model(path, compile=False, safe_mode=True))
+        except Exception as exc:
+            raise ModelError(f"Keras cannot load {path}: {exc}. The file matches its hash, so it was "
+                             "written by an incompatible LVMyoSeg/Keras version; retrain or re-export it.") from None
+    return manifest, models
+
+
+def write_bundle(bundle_dir: Path, models: list, *, model_id: str, variant: str,
+                 channels: tuple[str, ...], preprocessing: dict[str, Any],
+                 training: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                 parent: str | None = None, member_info: list[dict[str, Any]] | None = None) -> Manifest:
+    """Write a new bundle folder atomically; refuses to overwrite an existing one."""
+    bundle_dir = Path(bundle_dir)
+    if bundle_dir.exists():
+        raise ModelError(f"{bundle_dir} already exists; model bundles are never overwritten. "
+                         "Choose a new folder name.")
+    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.", dir=bundle_dir.parent))
+    try:
+        entries = []
+        for i, model in enumerate(models):
+            name = f"member_{i}.keras"
+            model.save(tmp / name)
+            info = dict(member_info[i]) if member_info else {}
+            entries.append({"file": name, "sha256": sha256_file(tmp / name), **info})
+        manifest = Manifest(model_id=model_id, variant=variant, channels=tuple(channels),
+                            preprocessing=preprocessing, members=tuple(entries),
+                            training=training or {}, metrics=metrics or {}, parent=parent,
+                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+        os.replace(tmp, bundle_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

@@ -1,0 +1,77 @@
+"""Cine -> probabilities and label map on the input grid, with stage timings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import preprocess
+from .bundle import Manifest, load_members
+from .cine import Cine
+from .errors import InputError
+from .inference import CancelFn, ProgressFn, predict_ensemble
+from .labels import BLOOD_POOL, MYOCARDIUM
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Network output mapped back onto the cine's voxel grid.
+
+    ``probabilities`` is float32 ``[T, Z, Y, X, 2]`` (myocardium, blood pool);
+    ``label_map`` is uint8 ``[T, Z, Y, X]`` (0 background, 1 myocardium, 2 blood pool).
+    """
+
+    probabilities: np.ndarray
+    label_map: np.ndarray
+    transform: "preprocess.CropTransform"
+    model_id: str
+    members: int
+    threshold: float
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Label map from ``[..., 2]`` probabilities: a voxel is myocardium when its myocardium
+    probability reaches ``threshold`` and is at least its blood-pool probability; blood pool
+    when the blood-pool probability reaches ``threshold`` and exceeds the myocardium one."""
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"Threshold {threshold} must lie strictly between 0 and 1.")
+    myo, pool = probabilities[..., 0], probabilities[..., 1]
+    label_map = np.zeros(myo.shape, dtype=np.uint8)
+    label_map[(pool >= threshold) & (pool > myo)] = BLOOD_POOL
+    label_map[(myo >= threshold) & (myo >= pool)] = MYOCARDIUM
+    return label_map
+
+
+def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, threshold: float = 0.5,
+                 progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                 loaded: tuple[Manifest, list] | None = None) -> SegmentationResult:
+    """Segment every frame of ``cine`` with the ensemble in ``bundle_dir``.
+
+    ``loaded`` lets a caller that segments many studies pass ``load_members(...)`` once.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    manifest, models = loaded if loaded is not None else load_members(bundle_dir, members)
+    if members is not None:
+        models = models[:members]
+    timings["load_model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    transform = preprocess.localise(cine, **manifest.preprocessing)
+    x = preprocess.to_network(cine, transform)
+    timings["preprocess"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    net = predict_ensemble(models, x, progress=progress, cancel=cancel)
+    timings["network"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    probabilities = preprocess.to_input(net, transform)
+    label_map = labels_from_probabilities(probabilities, threshold)
+    timings["inverse_mapping"] = time.perf_counter() - t0
+    return SegmentationResult(probabilities, label_map, transform, manifest.model_id, len(models),
+                              threshold, timings)
