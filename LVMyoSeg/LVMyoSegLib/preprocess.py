@@ -1,0 +1,328 @@
+"""Preprocessing (paper §2.1): 1 mm in-plane resampling, LV localisation, crop box, and back.
+
+Coordinates: an input pixel is ``(j, i)`` = (row, column) of a frame of the cine
+``[T, Z, Y, X]``; a crop pixel is ``(r, c)`` of the network grid ``[Z, T, H, W]``.
+Pixel centres sit at integer coordinates on both grids. For slice ``z`` the
+mapping is a rotation-free scale + translation::
+
+    j = origin_ji[z, 0] + r * step_ji[0]      step_ji = pixel_mm / (row spacing, column spacing)
+    i = origin_ji[z, 1] + c * step_ji[1]
+
+so the crop box of slice ``z`` covers input pixels ``origin .. origin + (crop_size-1)*step``
+and its centre pixel ``(crop_size-1)/2`` falls on the LV centre of that slice.
+Every frame of a slice uses the same box; only in-plane resampling is done
+(slices stay slices, phases stay phases).
+
+LV localisation (:func:`localise`):
+1. each slice is resampled to ``pixel_mm`` on the central ``search_mm`` × ``search_mm``
+   window of the image (the paper's 184 × 184 mm centre crop);
+2. motion map per slice: temporal standard deviation over the cycle, Gaussian
+   smoothed, scaled by its 99th percentile; the study map is the mean over the
+   mid slices (the central half of the stack);
+3. Hough circles (radii ``radius_mm``) on the Canny edges of the study map give
+   the study centre (the LV wall is the only circular structure that moves);
+4. per slice, the same on that slice's motion map, with centres restricted to
+   ``refine_mm`` of the study centre; a slice keeps its own centre only when
+   its circle is supported by enough edge pixels (``min_vote``), else it falls
+   back on the study centre (typical for apical and basal slices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.feature import canny
+from skimage.transform import hough_circle
+
+from .cine import Cine
+from .errors import GeometryError, InputError
+from .labels import CHANNELS, Labels
+
+
+@dataclass(frozen=True)
+class Localisation:
+    """What LV localisation found, per slice, in input pixel coordinates ``(j, i)``.
+
+    ``detected_ji`` / ``radii_mm`` are NaN where a slice found no acceptable
+    circle; ``fallback[z]`` is True where slice ``z`` uses ``study_centre_ji``.
+    """
+
+    study_centre_ji: tuple[float, float]
+    study_radius_mm: float
+    detected_ji: np.ndarray
+    radii_mm: np.ndarray
+    fallback: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {
+            "study_centre_ji": [float(v) for v in self.study_centre_ji],
+            "study_radius_mm": float(self.study_radius_mm),
+            "detected_ji": [[_num(v) for v in row] for row in np.asarray(self.detected_ji)],
+            "radii_mm": [_num(v) for v in np.asarray(self.radii_mm)],
+            "fallback": [bool(v) for v in np.asarray(self.fallback)],
+        }
+
+    @staticmethod
+    def from_dict(d: dict) -> "Localisation":
+        return Localisation(
+            study_centre_ji=tuple(float(v) for v in d["study_centre_ji"]),
+            study_radius_mm=float(d["study_radius_mm"]),
+            detected_ji=np.array([[np.nan if v is None else v for v in row]
+                                  for row in d["detected_ji"]], dtype=float).reshape(-1, 2),
+            radii_mm=np.array([np.nan if v is None else v for v in d["radii_mm"]], dtype=float),
+            fallback=np.array(d["fallback"], dtype=bool),
+        )
+
+
+def _num(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """Exact mapping between the input grid and the network's crop grid (see module doc).
+
+    Attributes:
+        input_shape_zyx: (Z, Y, X) of the input cine.
+        input_spacing_xy: input pixel spacing (column, row) in mm.
+        pixel_mm: crop pixel size in mm.
+        crop_size: crop box side in crop pixels (H = W = crop_size).
+        origin_ji: ``[Z, 2]`` input pixel (j, i) of crop pixel (0, 0), per slice.
+        localisation: how the box centres were found (None when given by hand).
+    """
+
+    input_shape_zyx: tuple[int, int, int]
+    input_spacing_xy: tuple[float, float]
+    pixel_mm: float
+    crop_size: int
+    origin_ji: np.ndarray
+    localisation: Localisation | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape_zyx", tuple(int(v) for v in self.input_shape_zyx))
+        object.__setattr__(self, "input_spacing_xy", tuple(float(v) for v in self.input_spacing_xy))
+        origin = np.asarray(self.origin_ji, dtype=np.float64).reshape(-1, 2)
+        if origin.shape[0] != self.input_shape_zyx[0]:
+            raise GeometryError(f"Crop transform has {origin.shape[0]} slice boxes for "
+                                f"{self.input_shape_zyx[0]} slices; recompute it for this cine.")
+        if self.pixel_mm <= 0 or self.crop_size < 8 or min(self.input_spacing_xy) <= 0:
+            raise GeometryError(f"Crop transform with pixel {self.pixel_mm} mm, size {self.crop_size}, "
+                                f"input spacing {self.input_spacing_xy} is not usable.")
+        object.__setattr__(self, "origin_ji", origin)
+
+    @property
+    def step_ji(self) -> np.ndarray:
+        """Input pixels per crop pixel along rows and columns."""
+        sx, sy = self.input_spacing_xy
+        return np.array([self.pixel_mm / sy, self.pixel_mm / sx])
+
+    @property
+    def centres_ji(self) -> np.ndarray:
+        """``[Z, 2]`` input pixel (j, i) of each box's centre."""
+        return self.origin_ji + (self.crop_size - 1) / 2.0 * self.step_ji
+
+    def affine(self, z: int) -> np.ndarray:
+        """3x3 matrix taking homogeneous crop (r, c, 1) to input (j, i, 1) for slice ``z``."""
+        m = np.eye(3)
+        m[0, 0], m[1, 1] = self.step_ji
+        m[:2, 2] = self.origin_ji[z]
+        return m
+
+    def to_dict(self) -> dict:
+        return {
+            "input_shape_zyx": list(self.input_shape_zyx),
+            "input_spacing_xy": list(self.input_spacing_xy),
+            "pixel_mm": float(self.pixel_mm),
+            "crop_size": int(self.crop_size),
+            "origin_ji": self.origin_ji.tolist(),
+            "localisation": None if self.localisation is None else self.localisation.to_dict(),
+        }
+
+    @staticmethod
+    def from_dict(d: dict) -> "CropTransform":
+        try:
+            loc = d.get("localisation")
+            return CropTransform(
+                input_shape_zyx=tuple(d["input_shape_zyx"]),
+                input_spacing_xy=tuple(d["input_spacing_xy"]),
+                pixel_mm=float(d["pixel_mm"]),
+                crop_size=int(d["crop_size"]),
+                origin_ji=np.asarray(d["origin_ji"], dtype=np.float64),
+                localisation=None if loc is None else Localisation.from_dict(loc),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"Crop transform record is incomplete or malformed ({exc!r}); "
+                             "re-run preprocessing to write a new one.") from None
+
+
+def crop_transform(input_shape_zyx: tuple[int, int, int], input_spacing_xy: tuple[float, float],
+                   centres_ji: np.ndarray, pixel_mm: float = 1.0, crop_size: int = 128,
+                   localisation: Localisation | None = None) -> CropTransform:
+    """Crop boxes of ``crop_size`` pixels of ``pixel_mm`` centred on ``centres_ji`` ``[Z, 2]``."""
+    sx, sy = input_spacing_xy
+    step = np.array([pixel_mm / sy, pixel_mm / sx])
+    centres = np.broadcast_to(np.asarray(centres_ji, dtype=np.float64), (input_shape_zyx[0], 2))
+    origin = centres - (crop_size - 1) / 2.0 * step
+    return CropTransform(input_shape_zyx, input_spacing_xy, pixel_mm, crop_size, origin, localisation)
+
+
+def _resample_slice(stack: np.ndarray, transform: CropTransform, z: int, order: int = 1) -> np.ndarray:
+    """Frames ``[T, Y, X]`` (or ``[T, Y, X, C]``) of slice ``z`` -> ``[T, H, W]`` (``[..., C]``)."""
+    step = transform.step_ji
+    n = transform.crop_size
+    matrix = [1.0, step[0], step[1]] + [1.0] * (stack.ndim - 3)
+    offset = [0.0, *transform.origin_ji[z]] + [0.0] * (stack.ndim - 3)
+    shape = (stack.shape[0], n, n) + stack.shape[3:]
+    return ndi.affine_transform(stack, matrix, offset=offset, output_shape=shape, order=order,
+                                mode="constant", cval=0.0, prefilter=False)
+
+
+def _inside_mask(transform: CropTransform, z: int) -> np.ndarray:
+    """``[H, W]`` True where the crop pixel's centre lies on the input image."""
+    _, ny, nx = transform.input_shape_zyx
+    k = np.arange(transform.crop_size)
+    j = transform.origin_ji[z, 0] + k * transform.step_ji[0]
+    i = transform.origin_ji[z, 1] + k * transform.step_ji[1]
+    return ((j >= 0) & (j <= ny - 1))[:, None] & ((i >= 0) & (i <= nx - 1))[None, :]
+
+
+def _check_fits(shape_tzyx: tuple[int, ...], spacing_xy: tuple[float, float],
+                transform: CropTransform, what: str) -> None:
+    if tuple(shape_tzyx[1:4]) != transform.input_shape_zyx or not np.allclose(
+            spacing_xy, transform.input_spacing_xy, rtol=1e-4):
+        raise GeometryError(f"{what} of shape {tuple(shape_tzyx)} and spacing {spacing_xy} does not fit "
+                            f"the crop transform (made for {transform.input_shape_zyx}, "
+                            f"{transform.input_spacing_xy} mm); localise this cine again.")
+
+
+def normalise_intensity(crop: np.ndarray, inside: np.ndarray,
+                        percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Scale one slice's cycle ``[T, H, W]`` to [0, 1] by its robust range.
+
+    The low and high percentiles are taken over every frame of the slice (the
+    whole cycle) at crop pixels that lie on the image (``inside`` ``[H, W]``);
+    values are clipped to [0, 1] and pixels off the image are 0.
+    """
+    values = crop[:, inside]
+    if values.size == 0:
+        return np.zeros_like(crop, dtype=np.float32)
+    lo, hi = np.percentile(values, percentiles)
+    if hi <= lo:
+        return np.zeros_like(crop, dtype=np.float32)
+    out = np.clip((crop - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    out[:, ~inside] = 0.0
+    return out
+
+
+def to_network(cine: Cine, transform: CropTransform,
+               percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Network input ``[Z, T, H, W, 1]`` float32: linear resampling + per-slice normalisation."""
+    _check_fits(cine.frames.shape, cine.spacing[:2], transform, f"Cine {cine.source}")
+    out = np.empty((cine.n_slices, cine.n_phases, transform.crop_size, transform.crop_size, 1),
+                   dtype=np.float32)
+    for z in range(cine.n_slices):
+        crop = _resample_slice(cine.frames[:, z], transform, z)
+        out[z, ..., 0] = normalise_intensity(crop, _inside_mask(transform, z), percentiles)
+    return out
+
+
+def labels_to_network(labels: Labels, transform: CropTransform) -> tuple[np.ndarray, np.ndarray]:
+    """Targets ``[Z, T, H, W, 2]`` float32 (0/1) and ``known [Z, T, 2]`` on the crop grid.
+
+    Each binary channel (order :data:`CHANNELS`) is resampled with linear
+    interpolation and thresholded at 0.5 (a crop pixel belongs to a structure
+    when its centre lies on the structure's side of the interpolated boundary).
+    """
+    lm = labels.label_map
+    spacing = transform.input_spacing_xy
+    _check_fits(lm.shape, spacing, transform, f"Labels {labels.source}")
+    targets = labels.targets()  # [T, Z, Y, X, 2]
+    n_t, n_z = lm.shape[:2]
+    out = np.empty((n_z, n_t, transform.crop_size, transform.crop_size, len(CHANNELS)), np.float32)
+    for z in range(n_z):
+        out[z] = _resample_slice(targets[:, z], transform, z) >= 0.5
+    return out, np.transpose(labels.known, (1, 0, 2)).copy()
+
+
+def to_input(prob: np.ndarray, transform: CropTransform) -> np.ndarray:
+    """Map network-grid maps ``[Z, T, H, W, C]`` back onto the input grid ``[T, Z, Y, X, C]``.
+
+    Linear interpolation of the crop grid at each input pixel centre; input
+    pixels outside slice ``z``'s crop box get 0.
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    n_z, ny, nx = transform.input_shape_zyx
+    if prob.ndim != 5 or prob.shape[0] != n_z or prob.shape[2:4] != (transform.crop_size,) * 2:
+        raise GeometryError(f"Network output of shape {prob.shape} does not fit the crop transform "
+                            f"({n_z} slices, {transform.crop_size}x{transform.crop_size} crops); it "
+                            "must be [Z, T, H, W, C] from the same preprocessing.")
+    n_t, n_c = prob.shape[1], prob.shape[4]
+    out = np.zeros((n_t, n_z, ny, nx, n_c), dtype=np.float32)
+    step = transform.step_ji
+    for z in range(n_z):
+        origin = transform.origin_ji[z]
+        out[:, z] = ndi.affine_transform(
+            prob[z], [1.0, 1.0 / step[0], 1.0 / step[1], 1.0],
+            offset=[0.0, -origin[0] / step[0], -origin[1] / step[1], 0.0],
+            output_shape=(n_t, ny, nx, n_c), order=1, mode="constant", cval=0.0, prefilter=False)
+    return out
+
+
+# --- LV localisation -------------------------------------------------------------------------
+
+
+def _motion_maps(cine: Cine, window: CropTransform, smooth_mm: float) -> np.ndarray:
+    """``[Z, S, S]`` temporal standard deviation per slice on the search window, scaled to ~[0, 1]."""
+    maps = []
+    for z in range(cine.n_slices):
+        frames = _resample_slice(cine.frames[:, z], window, z)
+        m = ndi.gaussian_filter(frames.std(axis=0), smooth_mm / window.pixel_mm)
+        scale = np.percentile(m, 99)
+        maps.append(m / scale if scale > 0 else m)
+    return np.stack(maps).astype(np.float32)
+
+
+def _hough(edges: np.ndarray, radii_px: np.ndarray, allowed: np.ndarray | None = None
+           ) -> tuple[np.ndarray, float, float]:
+    """Best circle on an edge map: (centre (r, c), radius index, vote fraction of its circumference)."""
+    acc = hough_circle(edges, radii_px, normalize=True, full_output=False)
+    score = acc.max(axis=0)
+    if allowed is not None:
+        score = np.where(allowed, score, -1.0)
+    r, c = np.unravel_index(int(np.argmax(score)), score.shape)
+    k = int(np.argmax(acc[:, r, c]))
+    return np.array([r, c], dtype=float), float(radii_px[k]), float(score[r, c])
+
+
+def localise(cine: Cine, pixel_mm: float = 1.0, crop_size: int = 128, search_mm: float = 184.0,
+             radius_mm: tuple[float, float] = (10.0, 40.0), smooth_mm: float = 2.0,
+             refine_mm: float = 12.0, min_vote: float = 0.3) -> CropTransform:
+    """Find the LV centre on every slice and return the crop boxes around it (see module doc)."""
+    n_z, ny, nx = cine.frames.shape[1:]
+    sx, sy = cine.spacing[:2]
+    size = int(round(search_mm / pixel_mm))
+    image_centre = np.array([(ny - 1) / 2.0, (nx - 1) / 2.0])
+    window = crop_transform((n_z, ny, nx), (sx, sy), image_centre, pixel_mm, size)
+    motion = _motion_maps(cine, window, smooth_mm)
+    radii = np.arange(radius_mm[0], radius_mm[1] + 1e-6, 2.0 * pixel_mm) / pixel_mm
+    lo, hi = n_z // 4, n_z - n_z // 4
+    study_map = motion[lo:max(hi, lo + 1)].mean(axis=0)
+    centre_rc, radius_px, _ = _hough(canny(study_map, sigma=1.0), radii)
+    to_ji = lambda rc: window.origin_ji[0] + np.asarray(rc) * window.step_ji  # noqa: E731
+    study_ji = to_ji(centre_rc)
+
+    rr, cc = np.mgrid[:size, :size]
+    near = (rr - centre_rc[0]) ** 2 + (cc - centre_rc[1]) ** 2 <= (refine_mm / pixel_mm) ** 2
+    detected = np.full((n_z, 2), np.nan)
+    found_r = np.full(n_z, np.nan)
+    fallback = np.ones(n_z, dtype=bool)
+    centres = np.tile(study_ji, (n_z, 1))
+    for z in range(n_z):
+        rc, rad, vote = _hough(canny(motion[z], sigma=1.0), radii, near)
+        if vote >= min_vote:
+            detected[z], found_r[z], fallback[z] = to_ji(rc), rad * pixel_mm, False
+            centres[z] = detected[z]
+    loc = Localisation(tuple(study_ji), radius_px * pixel_mm, detected, found_r, fallback)
+    return crop_transform((n_z, ny, nx), (sx, sy), centres, pixel_mm, crop_size, loc)

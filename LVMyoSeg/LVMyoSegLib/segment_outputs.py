@@ -1,0 +1,88 @@
+"""What ``lvmyoseg segment`` writes: 4D probability and label files aligned with the input,
+``report.json`` (geometry, model, timings, cardiac function) and an overlay PNG montage.
+
+Everything is written into a staging folder first and moved into place at the end,
+so a failure never leaves a half-written output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+from . import __version__
+from .cine import Cine
+from .labels import CHANNELS
+from .pipeline import SegmentationResult
+
+EXTENSIONS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
+
+
+def output_names(file_format: str) -> dict[str, str]:
+    """File names of the outputs for ``file_format`` ("nifti" or "nrrd")."""
+    ext = EXTENSIONS[file_format]
+    names = {f"probabilities_{c}": f"probabilities_{c}{ext}" for c in CHANNELS}
+    names["labels"] = f"labels{ext}"
+    names["report"] = "report.json"
+    names["overlay"] = "overlay.png"
+    names["volume_curve"] = "volume_curve.png"
+    names["thickness"] = "wall_thickness.png"
+    return names
+
+
+def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult, *, model_dir: Path,
+                               file_format: str = "nifti", read_seconds: float = 0.0,
+                               overlay: bool = True) -> list[Path]:
+    """Write all outputs of one segmented study into ``out``; returns the written paths."""
+    from . import cardiac_function
+    from .figures import overlay_montage
+    from .volume_files import write_4d
+
+    names = output_names(file_format)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial.", dir=out.parent))
+    try:
+        t0 = time.perf_counter()
+        for c, channel in enumerate(CHANNELS):
+            write_4d(staging / names[f"probabilities_{channel}"], result.probabilities[..., c],
+                     cine.geometry, cine.trigger_times_ms, kind="probabilities")
+        write_4d(staging / names["labels"], result.label_map, cine.geometry, cine.trigger_times_ms,
+                 kind="labels")
+        write_s = time.perf_counter() - t0
+
+        function = cardiac_function.compute(result.label_map, cine.geometry, cine.trigger_times_ms)
+        if overlay:
+            overlay_montage(cine, result.label_map, [function.ed_frame, function.es_frame],
+                            staging / names["overlay"])
+            cardiac_function.plot_volume_curve(function, staging / names["volume_curve"])
+            cardiac_function.plot_thickness(function, staging / names["thickness"])
+        report = {
+            "lvmyoseg_version": __version__,
+            "input": cine.summary(),
+            "model": {"id": result.model_id, "dir": str(model_dir), "members_used": result.members},
+            "threshold": result.threshold,
+            "outputs": {k: v for k, v in names.items() if (staging / v).exists() or k == "report"},
+            "label_values": {"0": "background", "1": "LV myocardium", "2": "LV blood pool"},
+            "timing_s": {"read": round(read_seconds, 3),
+                         **{k: round(v, 3) for k, v in result.timings_s.items()},
+                         "write": round(write_s, 3)},
+            "crop_transform": result.transform.to_dict(),
+            "cardiac_function": function.to_dict(),
+        }
+        (staging / names["report"]).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for item in sorted(staging.iterdir()):
+            os.replace(item, out / item.name)
+            written.append(out / item.name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
