@@ -23,6 +23,7 @@ from .errors import GeometryError, InputError
 
 SLICE_POSITION_TOLERANCE_MM = 0.05
 SLICE_STEP_TOLERANCE = 0.1  # relative deviation of any step from the mean step
+MR_IMAGE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.4"  # MR image storage SOP classes
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ def _read_header(path: Path) -> _Header | None:
         raise InputError(f"Cannot read the DICOM header of {path}: {exc}. The file is damaged or "
                          "truncated; replace it with a good copy or remove it.") from None
     if "PixelData" not in ds and not hasattr(ds, "Rows"):
+        sop = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
+        if path.suffix.lower() in (".dcm", ".ima") and (not sop or sop.startswith(MR_IMAGE_SOP_PREFIX)):
+            raise InputError(f"{path} is not a complete DICOM image (truncated, damaged or not DICOM); "
+                             "replace it with a good copy or remove it from the folder.")
         return None
     missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows",
                            "Columns") if k not in ds]

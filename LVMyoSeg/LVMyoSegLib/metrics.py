@@ -158,7 +158,8 @@ def _largest_4(mask: np.ndarray) -> np.ndarray:
     return lab == (1 + int(np.argmax(np.bincount(lab.ravel())[1:])))
 
 
-def ring_cavity(ring: np.ndarray, closed_fraction: float = 0.5) -> tuple[np.ndarray, bool, np.ndarray]:
+def ring_cavity(ring: np.ndarray, closed_fraction: float = 0.5
+                ) -> tuple[np.ndarray, bool, np.ndarray]:
     """Cavity enclosed by a myocardium ring, and whether the ring really encloses it.
 
     ``hole`` = the largest 4-connected hole of the ring's largest component
@@ -176,7 +177,7 @@ def ring_cavity(ring: np.ndarray, closed_fraction: float = 0.5) -> tuple[np.ndar
         return empty, False, empty
     hole = _largest_4(ndimage.binary_fill_holes(comp) & ~comp)
     hull_cav = _largest_4(convex_hull_image(comp) & ~comp)
-    closed = bool(hole.any()) and hole.sum() >= closed_fraction * hull_cav.sum()
+    closed = bool(hole.any() and hole.sum() >= closed_fraction * hull_cav.sum())
     return (hole if closed else empty), closed, hull_cav
 
 

@@ -2,7 +2,8 @@
 
 - a list/tuple of files: one 3D volume per phase (:func:`volume_files.read_frames`);
 - a folder holding volume files (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd): those files,
-  one per phase, in natural name order (frame2 before frame10);
+  one 3D file per phase, in natural name order (frame2 before frame10); a lone file in
+  the folder is read as a 4D cine;
 - any other folder: a DICOM cine series (:mod:`dicom_reader`; ``series_uid`` picks one
   when it holds several);
 - a volume file: a 4D cine (:func:`volume_files.read_4d`); a 3D one is refused (T=1).
@@ -49,7 +50,7 @@ def _read_folder(folder: Path, series_uid: str | None) -> Cine:
                              f"({dicoms[0].name}, ...); put the cine in a folder of its own.")
         if series_uid is not None:
             raise InputError(f"A series UID was given but {folder} holds volume files, not DICOM.")
-        return read_frames(volumes)
+        return read_4d(volumes[0]) if len(volumes) == 1 else read_frames(volumes)
     from .dicom_reader import read_dicom_cine  # lazy: pydicom only when reading DICOM
 
     return read_dicom_cine(folder, series_uid).cine

@@ -17,4 +17,4 @@ def bundled_model_dir() -> Path:
 
 def sample_case_dir() -> Path:
     """Folder of the bundled sample study (a Sunnybrook CC0 cine with its expert labels)."""
-    return SAMPLE_DIR / "SCD0000101"
+    return SAMPLE_DIR / "cases" / "SCD0000101"

@@ -34,6 +34,7 @@ import gzip
 import os
 import re
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -76,24 +77,34 @@ def volume_suffix(path: Path) -> str:
 # ---------------------------------------------------------------- reading
 
 
-def _check_nifti_complete(path: Path, reader: sitk.ImageFileReader) -> None:
-    """ITK reads truncated NIfTI files without complaint (zero-filled): check the byte count."""
-    dims = [int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, int(reader.GetMetaData("dim[0]")) + 1)]
-    expected = int(float(reader.GetMetaData("vox_offset"))) + \
-        int(np.prod(dims)) * int(reader.GetMetaData("bitpix")) // 8
-    if path.name.lower().endswith(".gz"):
-        got = 0
-        try:
-            with gzip.open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    got += len(chunk)
-        except (EOFError, OSError, gzip.BadGzipFile) as exc:
-            raise InputError(f"{path} is truncated or damaged ({exc}); replace it with a complete copy.") from None
-    else:
-        got = path.stat().st_size
-    if got < expected:
-        raise InputError(f"{path} is truncated: it holds {got} bytes of image data and header, "
-                         f"{expected} are needed. Replace it with a complete copy.")
+def _check_nifti_payload(path: Path, reader: sitk.ImageFileReader) -> None:
+    """Checks ITK's NIfTI reader skips: it zero-fills truncated files and turns NaN/Inf into 0."""
+    n_values = int(np.prod([int(reader.GetMetaData(f"dim[{i}]"))
+                            for i in range(1, int(reader.GetMetaData("dim[0]")) + 1)]))
+    itemsize = int(reader.GetMetaData("bitpix")) // 8
+    offset = int(float(reader.GetMetaData("vox_offset")))
+    float_type = {16: "f4", 64: "f8"}.get(int(reader.GetMetaData("datatype")))
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    got, bad, rest = 0, 0, b""
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(offset)
+            endian = "<" if int.from_bytes(head[:4], "little") in (348, 540) else ">"
+            while got < n_values * itemsize and (chunk := f.read(min(1 << 22, n_values * itemsize - got))):
+                got += len(chunk)
+                if float_type:
+                    data, cut = rest + chunk, (len(rest) + len(chunk)) // itemsize * itemsize
+                    values = np.frombuffer(data[:cut], dtype=endian + float_type)
+                    bad += int(np.count_nonzero(~np.isfinite(values)))
+                    rest = data[cut:]
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{path} is truncated or damaged ({exc}); replace it with a complete copy.") from None
+    if got < n_values * itemsize:
+        raise InputError(f"{path} is truncated: it holds {got} of the {n_values * itemsize} bytes of image "
+                         "data its header announces. Replace it with a complete copy.")
+    if bad:
+        raise InputError(f"{path} has {bad} NaN/Inf voxels. Fix or re-export the images; LVMyoSeg does "
+                         "not guess values for them.")
 
 
 def read_image(path: Path) -> sitk.Image:
@@ -106,7 +117,7 @@ def read_image(path: Path) -> sitk.Image:
     try:
         reader.ReadImageInformation()
         if "dim[0]" in reader.GetMetaDataKeys() and "vox_offset" in reader.GetMetaDataKeys():
-            _check_nifti_complete(path, reader)
+            _check_nifti_payload(path, reader)
         return reader.Execute()
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()
@@ -123,7 +134,10 @@ def _spatial_geometry(img: sitk.Image, path: Path) -> Geometry:
     if n == 4 and (np.abs(direction[:3, 3]).max() > 1e-6 or np.abs(direction[3, :3]).max() > 1e-6):
         raise GeometryError(f"{path} has a direction matrix that mixes time with space; the 4th axis "
                             "must be time alone. Re-export the cine as a 4D (3D + time) volume.")
-    return Geometry(spacing=img.GetSpacing()[:3], origin=img.GetOrigin()[:3], direction=direction[:3, :3])
+    try:
+        return Geometry(spacing=img.GetSpacing()[:3], origin=img.GetOrigin()[:3], direction=direction[:3, :3])
+    except GeometryError as exc:
+        raise GeometryError(f"{path}: {exc}") from None
 
 
 def _meta(img: sitk.Image) -> dict[str, str]:
@@ -215,6 +229,9 @@ def read_frames(paths: Sequence[Path]) -> Cine:
                              "value(s) per voxel; each phase must be one 3D scalar volume.")
         geometry = _spatial_geometry(img, path)
         array = sitk.GetArrayFromImage(img)
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise InputError(f"{path} has {int(np.count_nonzero(~np.isfinite(array)))} NaN/Inf voxels. Fix "
+                             "or re-export the frame; LVMyoSeg does not guess values for them.")
         if first_geometry is None:
             first_geometry = geometry
         elif array.shape != frames[0].shape or not geometry.matches(first_geometry, GEOMETRY_TOLERANCE_MM):
@@ -267,6 +284,9 @@ def _prepare(array: np.ndarray, kind: str, path: Path) -> np.ndarray:
     if kind == "labels":
         return _as_label_map(array, f"Label array for {path}")
     out = np.asarray(array, dtype=np.float32)
+    if kind == "image" and out.size and np.array_equal(out, np.round(out)) \
+            and -32768 <= out.min() and out.max() <= 32767:
+        return out.astype(np.int16)  # whole-valued images (e.g. DICOM pixels) stored losslessly as int16
     if not np.all(np.isfinite(out)):
         raise InputError(f"Refusing to write {path}: the array holds NaN/Inf values.")
     if kind == "probabilities" and out.size and (out.min() < -1e-6 or out.max() > 1 + 1e-6):
@@ -283,7 +303,8 @@ def _write_nrrd(path: Path, array: np.ndarray, geometry: Geometry, times: np.nda
     """Slicer volume-sequence NRRD: sizes X Y Z T, list axis last, gzip, LPS."""
     t, z, y, x = array.shape
     axes = geometry.direction @ np.diag(geometry.spacing)
-    ntype = {np.dtype(np.uint8): "uchar", np.dtype(np.float32): "float"}[array.dtype]
+    ntype = {np.dtype(np.uint8): "uchar", np.dtype(np.int16): "short",
+             np.dtype(np.float32): "float"}[array.dtype]
     time_text = " ".join(repr(float(v)) for v in times)
     header = "\n".join([
         "NRRD0004",

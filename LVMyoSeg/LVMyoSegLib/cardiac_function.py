@@ -1,0 +1,553 @@
+"""Cardiac function from a label map and its geometry: volumes, EF, LV mass, wall thickness.
+
+Works on any label map ``[T, Z, Y, X]`` (0 background, 1 LV myocardium, 2 LV
+blood pool): network output or expert labels. Conventions:
+
+- Slice step: the distance between slice planes along the slice normal,
+  ``spacing[2] * |d_k . (d_i x d_j)|`` (``d_*`` the direction columns); it is
+  ``spacing[2]`` for an orthonormal geometry. Never DICOM SliceThickness.
+- Volumes (Simpson's rule by discs): per frame, the sum over slices of
+  (pixel count x pixel area x slice step), in mL. A frame holding no label at
+  all has NaN volumes (it was not segmented), so sparse expert labels work.
+- Blood pool of a slice: label 2 where present on that slice; otherwise the
+  cavity enclosed by the myocardium ring (``binary_fill_holes`` minus ring, see
+  :func:`LVMyoSegLib.metrics.ring_cavity`). When the ring is open (no hole, or
+  a hole under half of the convex-hull cavity, while that hull cavity is at
+  least ``min_open_cavity_mm2``: typically a basal slice cut through the
+  outflow tract) the slice is *flagged* and its cavity is **not** counted; the
+  flag carries the convex-hull cavity volume the slice would have added.
+- ED = frame of largest blood-pool volume, ES = smallest (unless given).
+  SV = EDV - ESV, EF = 100 SV / EDV, LV mass = myocardial volume at ED x 1.05 g/mL.
+- Heart rate: trigger times are ms after the R wave, so the RR interval is
+  estimated as the last trigger time + one frame interval (median step of the
+  trigger times); HR = 60000 / RR, reported only when strictly increasing trigger
+  times give 20-250 bpm. Cardiac output = SV x HR.
+- Wall thickness (at ED and ES, where myocardium is labelled): along ``n_rays``
+  rays from the cavity centroid (rays straight in mm), thickness = distance
+  from the last exit of the cavity to the exit of the filled myocardium
+  (iso-level 0.5 of the bilinearly interpolated masks, the boundary of
+  :mod:`LVMyoSegLib.metrics`); NaN on rays that cross no myocardium (the gap of
+  an open ring). Each slice has 6 angular sectors of 60 degrees.
+- Sector numbering: angles turn in the anterior -> septal sense, a positive turn
+  about the base -> apex axis. That axis is the slice normal oriented towards
+  left-anterior-inferior (LPS ``(+1, -1, -1)``), the apex direction of a normally
+  placed heart. With an anterior RV insertion point the six sectors are AHA
+  positions 1 anterior, 2 anteroseptal, 3 inferoseptal, 4 inferior,
+  5 inferolateral, 6 anterolateral (the insertion point is the anterior /
+  anteroseptal border); the myocardium-bearing slices of a frame are split base
+  to apex in thirds (basal: AHA 1-6, mid: 7-12, apical: 13-16 with 4 sectors of
+  90 degrees, septal centred 60 degrees past the insertion point). Without it,
+  sector 1 starts at the image +column direction and numbering is relative
+  (``thickness_reference == "relative"``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .cine import Geometry
+from .errors import InputError, LabelError
+from .labels import BLOOD_POOL, MYOCARDIUM, Labels
+from .metrics import ring_cavity
+
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+_APEX_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)
+_LEVELS = ("basal", "mid", "apical")
+
+
+@dataclass(frozen=True)
+class SectorThickness:
+    """Wall thickness over one angular sector of one slice (mm)."""
+
+    sector: int
+    aha_segment: int | None
+    angle_start_deg: float
+    angle_end_deg: float
+    mean_mm: float
+    sd_mm: float
+    min_mm: float
+    max_mm: float
+    n_rays: int
+
+
+@dataclass(frozen=True)
+class SliceThickness:
+    """Wall thickness of one slice of one frame; angles relative to the reference direction.
+
+    ``level`` is the slice's third of the myocardium-bearing slices, base to apex
+    ("basal", "mid", "apical"); sectors carry AHA numbers only with an RV insertion point.
+    """
+
+    frame: int
+    slice: int
+    level: str | None
+    centroid_rc: tuple[float, float]
+    mean_mm: float
+    sectors: list[SectorThickness]
+
+
+@dataclass(frozen=True)
+class FlaggedSlice:
+    """A slice whose cavity was not counted, and why."""
+
+    frame: int
+    slice: int
+    reason: str
+    hull_cavity_ml: float
+
+
+@dataclass(frozen=True)
+class CardiacFunction:
+    """Global LV function of one cine plus per-frame volumes and wall thickness."""
+
+    edv_ml: float
+    esv_ml: float
+    sv_ml: float
+    ef_percent: float
+    lv_mass_g: float
+    ed_frame: int
+    es_frame: int
+    heart_rate_bpm: float
+    cardiac_output_l_min: float
+    rr_interval_ms: float
+    slice_step_mm: float
+    blood_volume_ml: np.ndarray
+    myocardium_volume_ml: np.ndarray
+    trigger_times_ms: np.ndarray | None
+    thickness: list[SliceThickness] = field(default_factory=list)
+    thickness_reference: str = "relative"
+    flagged_slices: list[FlaggedSlice] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (NaN becomes None, arrays become lists)."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_jsonable(x) for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if not math.isfinite(float(v)) else float(v)
+    return v
+
+
+# ---------------------------------------------------------------- geometry helpers
+
+def slice_step_mm(geometry: Geometry) -> float:
+    """Distance between adjacent slice planes along the slice normal (mm)."""
+    d = geometry.direction
+    n = np.cross(d[:, 0], d[:, 1])
+    n /= np.linalg.norm(n)
+    return float(geometry.spacing[2] * abs(float(d[:, 2] @ n)))
+
+
+def _apex_axis(geometry: Geometry) -> tuple[int, int, float]:
+    """(handedness s, +1 if slice index k grows towards the apex else -1, |cos| to the prior)."""
+    d = geometry.direction
+    n = np.cross(d[:, 0], d[:, 1])
+    n /= np.linalg.norm(n)
+    c = float(n @ _APEX_LPS)
+    s = 1 if c >= 0 else -1
+    k_dir = 1 if float(d[:, 2] @ (s * n)) >= 0 else -1
+    return s, k_dir, abs(c)
+
+
+def _insertion_rc(rv_insertion: Sequence[float] | None, geometry: Geometry) -> np.ndarray | None:
+    if rv_insertion is None:
+        return None
+    p = np.asarray(rv_insertion, dtype=np.float64).reshape(-1)
+    if p.shape == (2,) and np.all(np.isfinite(p)):
+        return p
+    if p.shape == (3,) and np.all(np.isfinite(p)):
+        ijk = np.linalg.solve(geometry.index_to_lps(), np.append(p, 1.0))[:3]
+        return np.array([ijk[1], ijk[0]])
+    raise InputError(f"RV insertion point {tuple(rv_insertion)} must be a pixel (row, col) or an "
+                     "LPS point (x, y, z) in mm.")
+
+
+# ---------------------------------------------------------------- cavity and volumes
+
+def slice_cavity(labels_2d: np.ndarray, pixel_area_mm2: float,
+                 min_open_cavity_mm2: float = 25.0) -> tuple[np.ndarray, str]:
+    """Blood pool of one slice and how it was found.
+
+    Returns ``(cavity, how)``; ``how`` is ``"label"`` (label 2 present),
+    ``"ring"`` (enclosed by a closed myocardium ring), ``"open_ring"`` (cavity
+    not enclosed: returned empty, see module notes), ``"none"`` (no cavity).
+    """
+    blood = labels_2d == BLOOD_POOL
+    if blood.any():
+        return blood, "label"
+    myo = labels_2d == MYOCARDIUM
+    if not myo.any():
+        return blood, "none"
+    hole, closed, hull_cav = ring_cavity(myo)
+    if closed:
+        return hole, "ring"
+    if hull_cav.sum() * pixel_area_mm2 >= min_open_cavity_mm2:
+        return hole, "open_ring"
+    return hole, "none"
+
+
+# ---------------------------------------------------------------- wall thickness
+
+def _crossing(prof: np.ndarray, idx: np.ndarray, dr: float) -> np.ndarray:
+    """Radius where ``prof`` falls through 0.5 between samples idx and idx + 1 (per ray)."""
+    rows = np.arange(len(idx))
+    v0, v1 = prof[rows, idx], prof[rows, np.minimum(idx + 1, prof.shape[1] - 1)]
+    frac = np.divide(v0 - 0.5, v0 - v1, out=np.zeros_like(v0), where=(v0 - v1) != 0)
+    return (idx + np.clip(frac, 0.0, 1.0)) * dr
+
+
+def ray_thickness(myo: np.ndarray, cavity: np.ndarray, spacing_rc: Sequence[float],
+                  angles_rad: np.ndarray, handedness: int = 1,
+                  centre_rc: Sequence[float] | None = None) -> np.ndarray:
+    """Radial wall thickness (mm) along rays from the cavity centroid.
+
+    A ray at angle ``a`` runs along ``cos(a)`` x image columns + ``handedness *
+    sin(a)`` x image rows, in mm. Thickness = exit radius of
+    ``fill_holes(myo | cavity)`` minus the last exit radius of the cavity before
+    it; NaN when the ray never leaves the filled region, starts outside the
+    cavity without meeting it, or crosses less than 50 % myocardium in between.
+    """
+    sy, sx = (float(v) for v in spacing_rc)
+    myo, cavity = np.asarray(myo, bool), np.asarray(cavity, bool)
+    filled = ndimage.binary_fill_holes(myo | cavity)
+    if centre_rc is None:
+        centre_rc = ndimage.center_of_mass(cavity)
+    cr, cc = (float(v) for v in centre_rc)
+    rr, ccol = np.nonzero(filled)
+    r_max = float(np.hypot((rr - cr) * sy, (ccol - cc) * sx).max()) + 3.0 * max(sy, sx)
+    dr = 0.2 * min(sy, sx)
+    radii = np.arange(0.0, r_max + dr, dr)
+    u, v = np.cos(angles_rad), handedness * np.sin(angles_rad)
+    rows = cr + radii[None, :] * v[:, None] / sy
+    cols = cc + radii[None, :] * u[:, None] / sx
+    coords = np.stack([rows.ravel(), cols.ravel()])
+
+    def profile(m: np.ndarray) -> np.ndarray:
+        return ndimage.map_coordinates(m.astype(np.float32), coords, order=1, mode="constant",
+                                       cval=0.0).reshape(rows.shape)
+
+    pf, pc, pm = profile(filled), profile(cavity), profile(myo)
+    out_f = pf < 0.5
+    has_exit = out_f.any(axis=1)
+    i_epi = np.argmax(out_f, axis=1) - 1  # last sample inside the filled region
+    n = radii.size
+    before = np.arange(n)[None, :] <= i_epi[:, None]
+    in_c = (pc >= 0.5) & before
+    has_cav = in_c.any(axis=1)
+    i_endo = n - 1 - np.argmax(in_c[:, ::-1], axis=1)  # last cavity sample before the exit
+    i_epi_c, i_endo_c = np.maximum(i_epi, 0), np.minimum(i_endo, n - 1)
+    r_epi = _crossing(pf, i_epi_c, dr)
+    r_endo = _crossing(pc, i_endo_c, dr)
+    between = (np.arange(n)[None, :] > i_endo_c[:, None]) & before
+    n_between = between.sum(axis=1)
+    myo_frac = np.divide((pm * between).sum(axis=1), n_between,
+                         out=np.zeros(len(angles_rad)), where=n_between > 0)
+    ok = has_exit & has_cav & (i_epi >= 0) & (myo_frac >= 0.5)
+    return np.where(ok, r_epi - r_endo, np.nan)
+
+
+def _sector_layout(n_sectors: int, aha: bool) -> tuple[float, float]:
+    """(angle offset, width) in degrees of sector 1 relative to the reference direction."""
+    width = 360.0 / n_sectors
+    if not aha:
+        return 0.0, width
+    return (-60.0 if n_sectors == 6 else -75.0), width
+
+
+def _sectors(thick: np.ndarray, rel_deg: np.ndarray, n_sectors: int, aha_level: str | None
+             ) -> list[SectorThickness]:
+    aha = aha_level is not None
+    offset, width = _sector_layout(n_sectors, aha)
+    idx = np.floor(((rel_deg - offset) % 360.0) / width).astype(int)
+    base = {"basal": 0, "mid": 6, "apical": 12}.get(aha_level or "", 0)
+    out = []
+    for k in range(n_sectors):
+        t = thick[idx == k]
+        t = t[np.isfinite(t)]
+        out.append(SectorThickness(
+            sector=k + 1,
+            aha_segment=(base + k + 1) if aha else None,
+            angle_start_deg=offset + k * width,
+            angle_end_deg=offset + (k + 1) * width,
+            mean_mm=float(t.mean()) if t.size else float("nan"),
+            sd_mm=float(t.std(ddof=1)) if t.size > 1 else float("nan"),
+            min_mm=float(t.min()) if t.size else float("nan"),
+            max_mm=float(t.max()) if t.size else float("nan"),
+            n_rays=int(t.size),
+        ))
+    return out
+
+
+def _frame_thickness(lm: np.ndarray, frame: int, spacing_rc: tuple[float, float],
+                     handedness: int, k_dir: int, ins_rc: np.ndarray | None, n_rays: int,
+                     notes: list[str]) -> list[SliceThickness]:
+    sy, sx = spacing_rc
+    slices = [z for z in range(lm.shape[0]) if (lm[z] == MYOCARDIUM).any()]
+    order = slices if k_dir > 0 else slices[::-1]  # base -> apex
+    level_of = {}
+    for name, chunk in zip(_LEVELS, np.array_split(np.array(order, dtype=int), 3)):
+        level_of.update({int(z): name for z in chunk})
+    out = []
+    for z in slices:
+        myo = lm[z] == MYOCARDIUM
+        cav = lm[z] == BLOOD_POOL
+        if not cav.any():
+            hole, closed, hull_cav = ring_cavity(myo)
+            cav = hole if closed else hull_cav
+        if not cav.any():
+            notes.append(f"frame {frame} slice {z}: myocardium without cavity; no wall thickness.")
+            continue
+        cr, cc = ndimage.center_of_mass(cav)
+        ref = 0.0
+        if ins_rc is not None:
+            du, dv = (ins_rc[1] - cc) * sx, (ins_rc[0] - cr) * sy
+            ref = math.atan2(handedness * dv, du)
+        rel = (np.arange(n_rays) + 0.5) * (360.0 / n_rays)
+        thick = ray_thickness(myo, cav, spacing_rc, ref + np.radians(rel), handedness, (cr, cc))
+        level = level_of[z] if ins_rc is not None else None
+        n_sec = 4 if level == "apical" else 6
+        finite = thick[np.isfinite(thick)]
+        out.append(SliceThickness(
+            frame=frame, slice=z, level=level_of[z], centroid_rc=(float(cr), float(cc)),
+            mean_mm=float(finite.mean()) if finite.size else float("nan"),
+            sectors=_sectors(thick, rel, n_sec, level)))
+    return out
+
+
+# ---------------------------------------------------------------- main entry
+
+def _heart_rate(times: np.ndarray | None, notes: list[str]) -> tuple[float, float]:
+    nan = float("nan")
+    if times is None:
+        notes.append("No trigger times: heart rate and cardiac output not reported.")
+        return nan, nan
+    t = np.asarray(times, dtype=np.float64).reshape(-1)
+    dt = np.diff(t)
+    if t.size < 2 or not np.all(np.isfinite(t)) or np.any(dt <= 0):
+        notes.append("Trigger times are not strictly increasing: heart rate not reported.")
+        return nan, nan
+    rr = float(t[-1] + np.median(dt))
+    hr = 60000.0 / rr
+    if not 20.0 <= hr <= 250.0:
+        notes.append(f"Trigger times give RR = {rr:.1f} ms ({hr:.0f} bpm), implausible (are they "
+                     "frame indices, not ms?): heart rate not reported.")
+        return nan, nan
+    notes.append("RR interval estimated as last trigger time + one frame interval "
+                 f"({rr:.1f} ms).")
+    return rr, hr
+
+
+def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
+                             trigger_times_ms: Sequence[float] | None = None,
+                             ed_frame: int | None = None, es_frame: int | None = None,
+                             rv_insertion: Sequence[float] | None = None, n_rays: int = 360,
+                             min_open_cavity_mm2: float = 25.0) -> CardiacFunction:
+    """Volumes, EDV/ESV/SV/EF, LV mass, heart rate and wall thickness (module docstring).
+
+    Args:
+        label_map: ``[T, Z, Y, X]`` labels 0/1/2 (or a :class:`Labels`).
+        geometry: the cine's geometry; ``spacing`` = (column, row, slice) mm.
+        trigger_times_ms: ``[T]`` ms after the R wave, for heart rate / cardiac output.
+        ed_frame, es_frame: force ED / ES (0-based); default: largest / smallest cavity.
+        rv_insertion: anterior RV insertion point, pixel ``(row, col)`` or LPS ``(x, y, z)``
+            mm; enables AHA segment numbering.
+        n_rays: rays per slice for wall thickness (a multiple of 24 gives equal sectors).
+    """
+    lm = label_map.label_map if isinstance(label_map, Labels) else np.asarray(label_map)
+    if lm.ndim != 4:
+        raise LabelError(f"Label map must be [T, Z, Y, X]; got shape {lm.shape}.")
+    values = set(np.unique(lm).tolist())
+    if not values <= {0, MYOCARDIUM, BLOOD_POOL}:
+        raise LabelError(f"Label map holds values {sorted(values)}; only 0, 1 (LV myocardium) "
+                         "and 2 (LV blood pool) are allowed.")
+    if not isinstance(geometry, Geometry):
+        raise InputError("geometry must be an LVMyoSegLib.cine.Geometry (the cine's geometry).")
+    n_t = lm.shape[0]
+    times = None
+    if trigger_times_ms is not None:
+        times = np.asarray(trigger_times_ms, dtype=np.float64).reshape(-1)
+        if times.size != n_t:
+            raise InputError(f"{times.size} trigger times for {n_t} frames of the label map.")
+    sx, sy, _ = geometry.spacing
+    step = slice_step_mm(geometry)
+    px_area = sx * sy
+    notes: list[str] = []
+    flagged: list[FlaggedSlice] = []
+
+    blood = np.full(n_t, np.nan)
+    myo_v = np.full(n_t, np.nan)
+    for t in range(n_t):
+        if not lm[t].any():
+            continue
+        b_px = m_px = 0
+        for z in range(lm.shape[1]):
+            cav, how = slice_cavity(lm[t, z], px_area, min_open_cavity_mm2)
+            b_px += int(cav.sum())
+            m_px += int(np.count_nonzero(lm[t, z] == MYOCARDIUM))
+            if how == "open_ring":
+                hull_ml = float(ring_cavity(lm[t, z] == MYOCARDIUM)[2].sum() * px_area * step / 1e3)
+                flagged.append(FlaggedSlice(
+                    t, z, "open myocardium ring: cavity not enclosed, not counted", hull_ml))
+        blood[t] = b_px * px_area * step / 1e3
+        myo_v[t] = m_px * px_area * step / 1e3
+    labelled = np.flatnonzero(np.isfinite(blood))
+    if labelled.size == 0:
+        raise LabelError("The label map holds no myocardium or blood pool on any frame; nothing "
+                         "to measure. Segment the cine first.")
+    for name, f in (("ED", ed_frame), ("ES", es_frame)):
+        if f is not None and not (0 <= int(f) < n_t and np.isfinite(blood[int(f)])):
+            raise InputError(f"{name} frame {f} is outside 0..{n_t - 1} or holds no labels.")
+    ed = int(ed_frame) if ed_frame is not None else int(labelled[np.argmax(blood[labelled])])
+    es = int(es_frame) if es_frame is not None else int(labelled[np.argmin(blood[labelled])])
+    if labelled.size < n_t:
+        notes.append(f"{labelled.size} of {n_t} frames hold labels; the others have no volume.")
+    if flagged:
+        notes.append(f"{len(flagged)} slice(s) with an open myocardium ring: their cavity is not "
+                     "counted (see flagged_slices).")
+    edv, esv = float(blood[ed]), float(blood[es])
+    sv = edv - esv if ed != es else float("nan")
+    ef = 100.0 * sv / edv if ed != es and edv > 0 else float("nan")
+    if ed == es:
+        notes.append("ED and ES are the same frame: SV and EF undefined.")
+    mass = float(myo_v[ed] * MYOCARDIAL_DENSITY_G_PER_ML)
+    if mass == 0:
+        mass = float("nan")
+        notes.append(f"No myocardium on the ED frame {ed}: LV mass not reported.")
+    rr, hr = _heart_rate(times, notes)
+    co = sv * hr / 1000.0 if math.isfinite(hr) else float("nan")
+
+    s, k_dir, cos_prior = _apex_axis(geometry)
+    if cos_prior < 0.3:
+        notes.append("The slice normal is far from the usual long axis: base/apex and sector "
+                     "orientation may be wrong.")
+    ins = _insertion_rc(rv_insertion, geometry)
+    if ins is None:
+        notes.append("No RV insertion point: sectors are numbered from the image +column "
+                     "direction (relative), not AHA segments.")
+    thickness: list[SliceThickness] = []
+    for f in sorted({ed, es}):
+        thickness += _frame_thickness(lm[f], f, (sy, sx), s, k_dir, ins, n_rays, notes)
+
+    return CardiacFunction(
+        edv_ml=edv, esv_ml=esv, sv_ml=sv, ef_percent=ef, lv_mass_g=mass, ed_frame=ed,
+        es_frame=es, heart_rate_bpm=hr, cardiac_output_l_min=co, rr_interval_ms=rr,
+        slice_step_mm=step, blood_volume_ml=blood, myocardium_volume_ml=myo_v,
+        trigger_times_ms=times, thickness=thickness,
+        thickness_reference="aha" if ins is not None else "relative",
+        flagged_slices=flagged, notes=notes)
+
+
+# ---------------------------------------------------------------- plots
+
+def _save_atomic(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"Cannot write plot {path}: folder {path.parent} does not exist.")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _figure(size: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_volume_curve(result: CardiacFunction, path: str | os.PathLike) -> Path:
+    """PNG of the blood-pool (and myocardial) volume per frame, ED and ES marked."""
+    fig = _figure((6.4, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    times = result.trigger_times_ms
+    x = np.asarray(times) if times is not None else np.arange(result.blood_volume_ml.size)
+    ok = np.isfinite(result.blood_volume_ml)
+    ax.plot(x[ok], result.blood_volume_ml[ok], "o-", label="LV blood pool")
+    ax.plot(x[ok], result.myocardium_volume_ml[ok], "s--", color="0.5", label="myocardium")
+    for f, name, c in ((result.ed_frame, "ED", "tab:red"), (result.es_frame, "ES", "tab:green")):
+        ax.axvline(x[f], color=c, lw=1)
+        ax.annotate(f"{name} {result.blood_volume_ml[f]:.1f} mL", (x[f], result.blood_volume_ml[f]),
+                    textcoords="offset points", xytext=(4, 6), color=c)
+    ax.set_xlabel("trigger time (ms)" if times is not None else "frame")
+    ax.set_ylabel("volume (mL)")
+    ef = result.ef_percent
+    ax.set_title(f"LV volume curve — EF {ef:.1f} %" if math.isfinite(ef) else "LV volume curve")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return _save_atomic(fig, path)
+
+
+def plot_thickness(result: CardiacFunction, path: str | os.PathLike, frame: int | None = None
+                   ) -> Path:
+    """PNG of ED (or ``frame``) wall thickness: AHA bull's-eye, else a slice x sector map."""
+    frame = result.ed_frame if frame is None else frame
+    rows = [s for s in result.thickness if s.frame == frame]
+    if not rows:
+        raise InputError(f"No wall thickness for frame {frame}: it holds no myocardium ring.")
+    fig = _figure((5.6, 5.0))
+    if result.thickness_reference == "aha":
+        ax = fig.add_subplot(1, 1, 1, projection="polar")
+        seg: dict[int, list[float]] = {}
+        for s in rows:
+            for sec in s.sectors:
+                if math.isfinite(sec.mean_mm):
+                    seg.setdefault(sec.aha_segment, []).append(sec.mean_mm)
+        means = {k: float(np.mean(v)) for k, v in seg.items()}
+        from matplotlib import colormaps
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        lo, hi = min(means.values(), default=0.0), max(means.values(), default=1.0)
+        norm = Normalize(lo - 0.5, hi + 0.5) if hi - lo < 1.0 else Normalize(lo, hi)
+        cmap = colormaps["viridis"]
+        ring_r = {"basal": (2.0, 3.0), "mid": (1.0, 2.0), "apical": (0.0, 1.0)}
+        for s in rows:
+            r0, r1 = ring_r[s.level]
+            for sec in s.sectors:
+                # plot angle: anterior at the top, septum on the left (120 deg + relative angle)
+                a0 = math.radians(120.0 + sec.angle_start_deg)
+                w = math.radians(sec.angle_end_deg - sec.angle_start_deg)
+                val = means.get(sec.aha_segment, float("nan"))
+                col = cmap(norm(val)) if math.isfinite(val) else (0.85, 0.85, 0.85, 1)
+                ax.bar(a0, r1 - r0, width=w, bottom=r0, align="edge", color=col, edgecolor="w")
+                txt = f"{sec.aha_segment}" + (f"\n{val:.1f}" if math.isfinite(val) else "")
+                ax.text(a0 + w / 2, (r0 + r1) / 2, txt, ha="center", va="center", fontsize=7)
+        ax.set_axis_off()
+        fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="mm", shrink=0.7)
+        ax.set_title(f"Wall thickness (mm), AHA segments, frame {frame}")
+    else:
+        ax = fig.add_subplot(1, 1, 1)
+        img = np.array([[sec.mean_mm for sec in s.sectors] for s in rows])
+        im = ax.imshow(img, aspect="auto", cmap="viridis")
+        ax.set_yticks(range(len(rows)), [f"slice {s.slice}" for s in rows])
+        ax.set_xticks(range(img.shape[1]), [str(k + 1) for k in range(img.shape[1])])
+        ax.set_xlabel("sector (relative numbering, no RV insertion point)")
+        for (i, j), v in np.ndenumerate(img):
+            if math.isfinite(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(im, ax=ax, label="mm")
+        ax.set_title(f"Wall thickness (mm), frame {frame}")
+    fig.tight_layout()
+    return _save_atomic(fig, path)
