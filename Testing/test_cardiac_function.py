@@ -204,9 +204,10 @@ def test_plots_are_written(tmp_path):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rel = CF.compute_cardiac_function(lm, Geometry((1.0, 1.0, 10.0), (0, 0, 0)))
     assert CF.plot_thickness(rel, tmp_path / "sectors.png").stat().st_size > 1000
+    assert CF.plot_thickness(rel, tmp_path / "none.png", frame=5).stat().st_size > 1000
     with pytest.raises(InputError, match="does not exist"):
         CF.plot_volume_curve(res, tmp_path / "missing" / "x.png")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bullseye.png", "curve.png",
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bullseye.png", "curve.png", "none.png",
                                                           "sectors.png"]
 
 

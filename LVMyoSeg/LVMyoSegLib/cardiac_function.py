@@ -454,6 +454,8 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
         flagged_slices=flagged, notes=notes)
 
 
+
+
 # ---------------------------------------------------------------- plots
 
 def _save_atomic(fig, path: str | os.PathLike) -> Path:
@@ -502,13 +504,19 @@ def plot_volume_curve(result: CardiacFunction, path: str | os.PathLike) -> Path:
 
 def plot_thickness(result: CardiacFunction, path: str | os.PathLike, frame: int | None = None
                    ) -> Path:
-    """PNG of ED (or ``frame``) wall thickness: AHA bull's-eye, else a slice x sector map."""
+    """PNG of ED (or ``frame``) wall thickness: AHA bull's-eye, else a slice x sector map.
+
+    A frame without any measured slice gives a PNG that says so (outputs stay complete).
+    """
     frame = result.ed_frame if frame is None else frame
     rows = [s for s in result.thickness if s.frame == frame]
-    if not rows:
-        raise InputError(f"No wall thickness for frame {frame}: it holds no myocardium ring.")
     fig = _figure((5.6, 5.0))
-    if result.thickness_reference == "aha":
+    if not rows:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"No wall thickness on frame {frame}:\nno myocardium ring with a cavity.",
+                ha="center", va="center")
+    elif result.thickness_reference == "aha":
         ax = fig.add_subplot(1, 1, 1, projection="polar")
         seg: dict[int, list[float]] = {}
         for s in rows:

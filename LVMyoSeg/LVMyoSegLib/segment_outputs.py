@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .cine import Cine
+from .errors import LabelError
 from .labels import CHANNELS
 from .pipeline import SegmentationResult
 
@@ -56,12 +57,18 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
                  kind="labels")
         write_s = time.perf_counter() - t0
 
-        function = cardiac_function.compute(result.label_map, cine.geometry, cine.trigger_times_ms)
+        try:
+            function = cardiac_function.compute_cardiac_function(result.label_map, cine.geometry,
+                                                                 cine.trigger_times_ms)
+            function_report = function.to_dict()
+        except LabelError as exc:  # e.g. the network found no myocardium at all
+            function, function_report = None, {"error": str(exc)}
         if overlay:
-            overlay_montage(cine, result.label_map, [function.ed_frame, function.es_frame],
-                            staging / names["overlay"])
-            cardiac_function.plot_volume_curve(function, staging / names["volume_curve"])
-            cardiac_function.plot_thickness(function, staging / names["thickness"])
+            frames = [function.ed_frame, function.es_frame] if function else [0, cine.n_phases // 2]
+            overlay_montage(cine, result.label_map, frames, staging / names["overlay"])
+            if function is not None:
+                cardiac_function.plot_volume_curve(function, staging / names["volume_curve"])
+                cardiac_function.plot_thickness(function, staging / names["thickness"])
         report = {
             "lvmyoseg_version": __version__,
             "input": cine.summary(),
@@ -73,7 +80,7 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
                          **{k: round(v, 3) for k, v in result.timings_s.items()},
                          "write": round(write_s, 3)},
             "crop_transform": result.transform.to_dict(),
-            "cardiac_function": function.to_dict(),
+            "cardiac_function": function_report,
         }
         (staging / names["report"]).write_text(json.dumps(report, indent=2), encoding="utf-8")
         out.mkdir(parents=True, exist_ok=True)
