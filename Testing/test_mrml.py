@@ -278,6 +278,8 @@ def test_threshold_rederives_masks_without_network(scene):
                                               mrml.ijk_to_ras(cine.geometry), cine.frames.shape[1:])
         assert np.array_equal(shown, expected[1])  # the displayed frame follows
         assert res.segmentation.GetAttribute(mrml.ATTR_THRESHOLD) == f"{threshold:g}"
+    read_back = mrml.probabilities_from_sequences(res.myocardium_probability, res.blood_pool_probability)
+    assert np.array_equal(read_back, probabilities)
     kept = res.segmentation.GetNthDataNode(0).GetSegmentation().GetSegment("LV_myocardium").GetColor()
     assert tuple(kept) == (0.0, 1.0, 0.0)
     with pytest.raises(InputError, match="Threshold"):

@@ -547,6 +547,20 @@ def result_nodes(segmentation_sequence_node) -> tuple:
             ref(REF_VOLUMES_TABLE))
 
 
+def probabilities_from_sequences(myocardium_probability_node, blood_pool_probability_node=None) -> np.ndarray:
+    """Float32 ``[T, Z, Y, X, 2]`` probabilities (myocardium, blood pool) read from result sequences."""
+    myo = np.stack([volume_array(n) for n in _data_nodes(myocardium_probability_node)])
+    if blood_pool_probability_node is None:
+        pool = np.zeros_like(myo)
+    else:
+        pool = np.stack([volume_array(n) for n in _data_nodes(blood_pool_probability_node)])
+        if pool.shape != myo.shape:
+            raise GeometryError(f"Probability sequences '{myocardium_probability_node.GetName()}' "
+                                f"{myo.shape} and '{blood_pool_probability_node.GetName()}' {pool.shape} "
+                                "differ in shape; they come from different runs.")
+    return np.stack([myo, pool], axis=-1).astype(np.float32, copy=False)
+
+
 def update_segmentations_from_probabilities(segmentation_sequence_node, myocardium_probability_node,
                                             threshold: float,
                                             blood_pool_probability_node=None) -> np.ndarray:
