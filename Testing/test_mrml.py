@@ -375,3 +375,40 @@ def test_bad_inputs_raise_clear_errors(scene):
     # labels for a cine with another number of phases
     with pytest.raises(LabelError, match="phases"):
         mrml.labels_from_segmentation_sequence(seg_seq, cine)
+
+
+# ---------------------------------------------------------------------------------------
+# The Slicer module's static contracts (LVMyoSeg.py itself only runs inside 3D Slicer)
+
+MODULE_DIR = Path(__file__).resolve().parents[1] / "LVMyoSeg"
+
+
+def test_ui_widgets_and_parameter_bindings_match_the_module():
+    import ast
+    import re
+    import xml.etree.ElementTree as ET
+
+    ui = ET.parse(MODULE_DIR / "Resources" / "UI" / "LVMyoSeg.ui").getroot()
+    widgets = {w.get("name") for w in ui.iter("widget")}
+    bound = {w.get("name"): w.find("property[@name='SlicerParameterName']/string").text
+             for w in ui.iter("widget") if w.find("property[@name='SlicerParameterName']") is not None}
+    source = (MODULE_DIR / "LVMyoSeg.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    node_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LVMyoSegParameterNode")
+    fields = {s.target.id for s in node_class.body if isinstance(s, ast.AnnAssign)}
+    assert set(bound.values()) == fields  # every parameter has a widget and vice versa
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used <= widgets, f"widgets used in LVMyoSeg.py but missing from the .ui: {used - widgets}"
+
+
+def test_requirements_file_is_pyproject_minus_slicer_own_packages():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((MODULE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    expected = {str(Requirement(r)) for r in pyproject["project"]["dependencies"]
+                if Requirement(r).name not in ("numpy", "SimpleITK")}
+    lines = [ln.split("#", 1)[0].strip() for ln in
+             (MODULE_DIR / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
+    assert {str(Requirement(ln)) for ln in lines if ln} == expected

@@ -174,7 +174,7 @@ def _conv_bn(x, filters: int, stride: int, seeds: _Seeds, name: str, relu: bool 
     return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def _residual_unit(x, filters: int, stride: int, seeds: _Seeds, name: str):
+def _residual_unit(x, filters: int, stride: int, seeds: _Seeds, name: str, out_name: str):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
@@ -183,7 +183,7 @@ def _residual_unit(x, filters: int, stride: int, seeds: _Seeds, name: str):
     y = _conv_bn(x, filters, stride, seeds, f"{name}_a")
     y = _conv_bn(y, filters, 1, seeds, f"{name}_b", relu=False)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=f"{name}_out")(y)
+    return keras.layers.ReLU(name=out_name)(y)
 
 
 def _decoder(quarter, half, width: int, seeds: _Seeds, prefix: str):
@@ -198,24 +198,30 @@ def _decoder(quarter, half, width: int, seeds: _Seeds, prefix: str):
 
 
 def _stage_out_name(stage: int) -> str:
-    return f"s{stage}u{UNITS_PER_STAGE}_out"
+    return f"stage{stage}_out"
 
 
-def build_cnn(crop_size: int | None = None, width: int = 16, seed: int = 0) -> keras.Model:
+def build_cnn(crop_size: int | None = None, width: int = 16, seed: int = 0,
+              units: int = UNITS_PER_STAGE) -> keras.Model:
     """Fully convolutional ResNet-56 segmenter (the paper's "CNN"), applied per frame.
 
     ``crop_size`` fixes H = W (a multiple of 4) or leaves them free (None).
-    Initial weights are a deterministic function of ``seed``.
+    ``units`` residual units per stage: 9 is ResNet-56 (the product); fewer only
+    for fast unit tests. Initial weights are a deterministic function of ``seed``.
     """
     if crop_size is not None and (crop_size <= 0 or crop_size % 4):
         raise ValueError(f"crop_size {crop_size} must be a positive multiple of 4.")
+    if units < 1 or width < 1:
+        raise ValueError(f"units ({units}) and width ({width}) must be >= 1.")
     seeds = _Seeds(seed)
     inp = keras.Input(shape=(None, crop_size, crop_size, 1), name="cine")
     x = FoldTime(name="fold_time")(inp)
     x = _conv_bn(x, width, 1, seeds, "stem")
     for stage, (mult, stride) in enumerate(((1, 1), (2, 2), (4, 2)), start=1):
-        for unit in range(1, UNITS_PER_STAGE + 1):
-            x = _residual_unit(x, mult * width, stride if unit == 1 else 1, seeds, f"s{stage}u{unit}")
+        for unit in range(1, units + 1):
+            name = f"s{stage}u{unit}"
+            out_name = _stage_out_name(stage) if unit == units else f"{name}_out"
+            x = _residual_unit(x, mult * width, stride if unit == 1 else 1, seeds, name, out_name)
         if stage == 2:
             half = x
     out = _decoder(x, half, width, seeds, prefix="")
@@ -311,7 +317,7 @@ def _check_variant(variant: str) -> None:
 
 
 def multiply_accumulates(variant: str, T: int, H: int, W: int, width: int = 16,
-                         circular_passes: int = 1) -> int:
+                         circular_passes: int = 1, units: int = UNITS_PER_STAGE) -> int:
     """Multiply-accumulates of one cardiac cycle of one slice (convolutions only).
 
     Counts every convolution / transposed convolution (k*k*C_in*C_out per output
@@ -327,11 +333,11 @@ def multiply_accumulates(variant: str, T: int, H: int, W: int, width: int = 16,
     p1, p2, p4 = H * W, (H // 2) * (W // 2), (H // 4) * (W // 4)
     k2 = 9
     cnn = p1 * k2 * 1 * w                                   # stem
-    cnn += UNITS_PER_STAGE * 2 * p1 * k2 * w * w             # stage 1
+    cnn += units * 2 * p1 * k2 * w * w             # stage 1
     for pix, cin, cout in ((p2, w, 2 * w), (p4, 2 * w, 4 * w)):  # stages 2, 3
         cnn += pix * k2 * cin * cout + pix * cin * cout      # first conv (stride 2) + 1x1 projection
         cnn += pix * k2 * cout * cout                         # second conv of unit 1
-        cnn += (UNITS_PER_STAGE - 1) * 2 * pix * k2 * cout * cout
+        cnn += (units - 1) * 2 * pix * k2 * cout * cout
     d2 = DECONV_KERNEL ** 2
     decoder = p4 * d2 * (4 * w) * (2 * w) + p2 * d2 * (4 * w) * 2
     per_frame = cnn + decoder

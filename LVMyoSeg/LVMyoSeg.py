@@ -1,0 +1,822 @@
+"""LV Myocardium Segmentation: the 3D Slicer scripted module (Module, Widget, Logic, Test).
+
+The Widget only reads the GUI and calls the Logic. The Logic works without the Widget
+(Python console, scripts, the self-test). The network runs in a background process
+(``PythonSlicer -m LVMyoSegLib.cli segment ... --progress-lines``) so the GUI stays
+responsive and Cancel can stop it; everything that computes lives in LVMyoSegLib, and
+LVMyoSegLib.mrml alone turns arrays into MRML nodes.
+"""
+
+import importlib
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLSequenceNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from LVMyoSegLib import mrml
+from LVMyoSegLib.errors import InputError, LabelError, LVMyoSegError, ModelError
+from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir, sample_case_dir
+
+MODULE_DIR = Path(__file__).resolve().parent
+REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
+SAMPLE_DATASET_DIR = SAMPLE_DIR  # the bundled sample is a one-case LVMyoSeg training dataset
+SAMPLE_CASE_ID = "SCD0000101"
+SAMPLE_CINE = sample_case_dir() / "cine.nrrd"
+# Slicer ships its own builds of these; installing LVMyoSeg's requirements never replaces them.
+PROTECTED_PACKAGES = ("numpy", "SimpleITK")
+# A requirement is also met by these distributions (e.g. a GPU TensorFlow instead of the CPU one).
+REQUIREMENT_ALTERNATIVES = {"tensorflow-cpu": ("tensorflow",)}
+PROGRESS_PREFIX = "PROGRESS "
+OUTPUT_FILES = {"myocardium": "probabilities_myocardium.nii.gz",
+                "blood_pool": "probabilities_blood_pool.nii.gz",
+                "labels": "labels.nii.gz"}
+
+
+#
+# LVMyoSeg
+#
+
+
+class LVMyoSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LV Myocardium Segmentation"
+        self.parent.categories = ["Cardiac"]
+        self.parent.dependencies = ["Sequences", "Segmentations"]
+        self.parent.contributors = ["LVMyoSeg developers"]
+        self.parent.helpText = """
+Segments the left-ventricle myocardium (and the LV blood pool) on every frame of a short-axis
+cine MRI with an ensemble of CNN + multi-level ConvLSTM networks: a fully convolutional
+ResNet-56 extracts features of each frame, convolutional LSTMs at two resolutions carry them
+along the cardiac cycle (with a circular connection, since the cycle is periodic), and the
+probabilities of the ensemble members are averaged and thresholded.<br><br>
+Select the cine (a volume sequence, e.g. loaded with the DICOM module) and press <b>Apply</b>.
+The result is a probability-map sequence and a segmentation sequence ("LV myocardium",
+"LV blood pool") synchronised with the cine's sequence browser, a table of the LV cavity and
+myocardium volumes per frame, and EDV, ESV, SV, EF and LV mass. The <b>Threshold</b> slider
+re-derives the masks from the probabilities without running the network again. Correct
+mistakes with the Segment Editor, then <b>Export for training</b> to improve the model with the
+LV Myocardium Trainer module.<br><br>
+The network runs in a separate Python process; on first use the module offers to install the
+Python packages it needs (TensorFlow, scikit-image, ...) into Slicer. Slicer's NumPy and
+SimpleITK are never replaced.
+"""
+        self.parent.acknowledgementText = """
+The method follows "multi-level convolutional LSTM" LV myocardium segmentation of cine MRI
+(CNN + ConvLSTM ensemble). The bundled model and sample use the Sunnybrook Cardiac Data
+(CC0): Radau P, Lu Y, Connelly K, Paul G, Dick AJ, Wright GA. "Evaluation Framework for
+Algorithms Segmenting Short Axis Cardiac MRI." The MIDAS Journal - Cardiac MR Left Ventricle
+Segmentation Challenge, <a href="http://hdl.handle.net/10380/3070">http://hdl.handle.net/10380/3070</a>.
+The module structure follows the 3D Slicer scripted module template and KitwareMedical's
+SlicerNNUnet extension.
+"""
+
+
+#
+# LVMyoSegParameterNode
+#
+
+
+@parameterNodeWrapper
+class LVMyoSegParameterNode:
+    """
+    inputSequence - the cine: a volume sequence, one 3D stack per phase.
+    modelPath - model bundle folder (default: the bundled model).
+    members - ensemble members to use (0 = all).
+    threshold - probability threshold of the masks.
+    segmentationSequence - the result being shown / thresholded / exported.
+    """
+
+    inputSequence: vtkMRMLSequenceNode
+    modelPath: Path
+    members: Annotated[int, WithinRange(0, 20)] = 0
+    threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
+    segmentationSequence: vtkMRMLSequenceNode
+
+
+#
+# LVMyoSegWidget
+#
+
+
+class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Reads the GUI and calls :class:`LVMyoSegLogic`; holds no computation."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LVMyoSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        # only segmentation sequences made by this module
+        self.ui.segmentationSelector.addAttribute("vtkMRMLSequenceNode", mrml.ATTR_ROLE, "segmentation")
+
+        self.logic = LVMyoSegLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.thresholdSliderWidget.connect("valueChanged(double)", self.onThresholdChanged)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.logic.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.logic.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if str(self._parameterNode.modelPath) in ("", "."):
+            self._parameterNode.modelPath = bundled_model_dir()
+        if not self._parameterNode.inputSequence:
+            cine = self.logic.firstCineSequence()
+            if cine:
+                self._parameterNode.inputSequence = cine
+
+    def setParameterNode(self, inputParameterNode: Optional[LVMyoSegParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._updateButtons()
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        running = self.logic.isRunning()
+        p = self._parameterNode
+        self.ui.applyButton.enabled = bool(p and p.inputSequence) and not running
+        self.ui.applyButton.toolTip = ("Segment every frame of the cine" if p and p.inputSequence
+                                       else "Select a cine (volume sequence) first")
+        self.ui.cancelButton.enabled = running
+        hasResult = bool(p and p.segmentationSequence) and not running
+        self.ui.exportButton.enabled = hasResult
+        self.ui.thresholdSliderWidget.enabled = hasResult
+
+    # -- segmentation
+
+    def onApplyButton(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
+            if not self.logic.ensureRequirements(askUser=True):
+                self.ui.statusLabel.text = "The Python packages LVMyoSeg needs are not installed."
+                return
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = "Starting..."
+            self.logic.startSegmentation(p.inputSequence, p.modelPath, p.members, p.threshold,
+                                         onProgress=self.onProgress, onFinished=self.onFinished)
+        self._updateButtons()
+
+    def onCancelButton(self) -> None:
+        self.logic.cancel()
+        self._updateButtons()
+
+    def onProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = int(round(1000 * max(0.0, min(1.0, fraction))))
+        self.ui.statusLabel.text = message
+
+    def onFinished(self, job: "SegmentationJob") -> None:
+        self._updateButtons()
+        if job.cancelled:
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
+        elif job.error:
+            self.ui.statusLabel.text = "Segmentation failed."
+            slicer.util.errorDisplay("Segmentation failed:\n\n" + job.error.splitlines()[0],
+                                     detailedText=job.error)
+        else:
+            self.ui.progressBar.value = 1000
+            self.ui.statusLabel.text = f"Done in {job.elapsedSeconds:.0f} s."
+            self._parameterNode.segmentationSequence = job.result.segmentation
+        self._updateButtons()
+
+    # -- results
+
+    def onSegmentationChanged(self, node) -> None:
+        if node is None:
+            self.ui.functionLabel.text = ""
+            return
+        threshold = node.GetAttribute(mrml.ATTR_THRESHOLD)
+        if threshold and self._parameterNode:
+            self._parameterNode.threshold = float(threshold)
+        self.ui.functionLabel.text = self.logic.functionSummary(node)
+        self._updateButtons()
+
+    def onThresholdChanged(self, value: float) -> None:
+        segmentation = self._parameterNode.segmentationSequence if self._parameterNode else None
+        if segmentation is None or self.logic.isRunning():
+            return
+        current = segmentation.GetAttribute(mrml.ATTR_THRESHOLD)
+        if current is not None and abs(float(current) - value) < 1e-6:
+            return  # GUI refresh, not a user change
+        with slicer.util.tryWithErrorDisplay("Could not apply the threshold.", waitCursor=True):
+            edited = int(self.logic.editedSlices(segmentation).sum())
+            if edited and not slicer.util.confirmOkCancelDisplay(
+                    f"You edited the LV segments on {edited} slice(s). A new threshold re-derives every frame "
+                    "from the probabilities and replaces those edits. Continue?"):
+                if current is not None:
+                    self._parameterNode.threshold = float(current)
+                return
+            self.logic.applyThreshold(segmentation, value)
+            self.ui.functionLabel.text = self.logic.functionSummary(segmentation)
+
+    def onExportButton(self) -> None:
+        segmentation = self._parameterNode.segmentationSequence
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), "Training dataset folder (new or existing)")
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay("Export for training failed.", waitCursor=True):
+            includeAll = False
+            if not self.logic.editedSlices(segmentation).any():
+                if not slicer.util.confirmOkCancelDisplay(
+                        "You have not edited any slice of this segmentation. Export every frame as "
+                        "reviewed and correct?"):
+                    return
+                includeAll = True
+            caseDir = self.logic.exportForTraining(segmentation, Path(folder), includeUnedited=includeAll)
+            self.ui.statusLabel.text = f"Exported case to {caseDir}"
+
+
+#
+# LVMyoSegLogic
+#
+
+
+@dataclass
+class SegmentationJob:
+    """One background segmentation run."""
+
+    sequenceNode: object
+    browserNode: object
+    cine: object
+    workDir: Path
+    modelDir: Path
+    threshold: float
+    onProgress: Optional[Callable[[float, str], None]] = None
+    onFinished: Optional[Callable[["SegmentationJob"], None]] = None
+    process: object = None
+    startTime: float = field(default_factory=time.time)
+    elapsedSeconds: float = 0.0
+    stdoutBuffer: str = ""
+    log: List[str] = field(default_factory=list)
+    cancelled: bool = False
+    finished: bool = False
+    error: Optional[str] = None
+    result: Optional[mrml.ResultNodes] = None
+
+
+class LVMyoSegLogic(ScriptedLoadableModuleLogic):
+    """Runs the segmentation and manages its results; usable without the Widget.
+
+    Example (Python console)::
+
+        logic = slicer.util.getModuleLogic("LVMyoSeg")
+        logic.ensureRequirements()
+        results = logic.segmentBlocking(slicer.util.getNode("cine*"))
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._job: Optional[SegmentationJob] = None
+
+    def getParameterNode(self) -> LVMyoSegParameterNode:
+        return LVMyoSegParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def firstCineSequence():
+        """First sequence of scalar volumes in the scene (a likely cine), or None."""
+        for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSequenceNode")):
+            node = slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLSequenceNode")
+            first = node.GetNthDataNode(0) if node.GetNumberOfDataNodes() > 1 else None
+            if first is not None and first.IsA("vtkMRMLScalarVolumeNode") and not node.GetAttribute(mrml.ATTR_ROLE):
+                return node
+        return None
+
+    # -- Python dependencies
+
+    @staticmethod
+    def requirementLines(requirementsFile: Path = REQUIREMENTS_FILE) -> List[str]:
+        lines = []
+        for line in Path(requirementsFile).read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line and not line.startswith("-"):
+                lines.append(line)
+        return lines
+
+    @classmethod
+    def missingRequirements(cls, requirementsFile: Path = REQUIREMENTS_FILE) -> List[str]:
+        """Requirements (``name<specifier>``) of this platform that are not installed in a fitting version."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from packaging.requirements import Requirement
+
+        missing = []
+        for line in cls.requirementLines(requirementsFile):
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate():
+                continue
+            if req.name.lower() in {p.lower() for p in PROTECTED_PACKAGES}:
+                continue
+            satisfied = False
+            for name in (req.name,) + REQUIREMENT_ALTERNATIVES.get(req.name.lower(), ()):
+                try:
+                    installed = version(name)
+                except PackageNotFoundError:
+                    continue
+                if req.specifier.contains(installed, prereleases=True):
+                    satisfied = True
+                    break
+            if not satisfied:
+                extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+                missing.append(f"{req.name}{extras}{req.specifier}")
+        return missing
+
+    def ensureRequirements(self, askUser: bool = True) -> bool:
+        """Install missing requirements (after asking the user); False when the user declines.
+
+        Installation runs with a pip constraints file that pins Slicer's own NumPy and
+        SimpleITK to their installed versions, so they are never replaced.
+        """
+        from importlib.metadata import PackageNotFoundError, version
+        from subprocess import CalledProcessError
+
+        missing = self.missingRequirements()
+        if not missing:
+            return True
+        if askUser and not slicer.util.confirmOkCancelDisplay(
+                "LV Myocardium Segmentation needs Python packages that are not installed in 3D Slicer:\n\n"
+                + "\n".join(missing)
+                + "\n\nInstall them now? TensorFlow is a large download; this can take several minutes. "
+                  "Slicer's own NumPy and SimpleITK are kept.",
+                "LVMyoSeg: install Python packages"):
+            return False
+        pins = []
+        for name in PROTECTED_PACKAGES:
+            try:
+                pins.append(f"{name}=={version(name)}")
+            except PackageNotFoundError:
+                pass
+        fd, constraints = tempfile.mkstemp(prefix="LVMyoSeg-constraints-", suffix=".txt")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(pins) + "\n")
+        try:
+            logging.info(f"LVMyoSeg: installing {missing} with constraints {pins}")
+            slicer.util.pip_install(["-c", constraints] + missing)
+        except CalledProcessError as exc:
+            raise InputError(f"pip could not install {', '.join(missing)} while keeping {', '.join(pins)} "
+                             f"(exit code {exc.returncode}); see the Python console for pip's message. "
+                             "A newer 3D Slicer may be needed.") from None
+        finally:
+            os.remove(constraints)
+        importlib.invalidate_caches()
+        still = self.missingRequirements()
+        if still:
+            raise InputError(f"After installation {', '.join(still)} are still missing or of the wrong version; "
+                             "see the Python console, or restart 3D Slicer and try again.")
+        return True
+
+    # -- segmentation in a background process
+
+    def isRunning(self) -> bool:
+        return self._job is not None and not self._job.finished
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """Slicer's Python interpreter (PythonSlicer), found as slicer.util does."""
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+        candidate = Path(sys.executable).parent / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+        return str(candidate) if candidate.is_file() else sys.executable
+
+    def startSegmentation(self, sequenceNode, modelDir: Optional[Path] = None, members: int = 0,
+                          threshold: float = 0.5, onProgress=None, onFinished=None) -> SegmentationJob:
+        """Start segmenting the cine ``sequenceNode``; ``onFinished(job)`` is called at the end.
+
+        Results (``job.result``) are added to the scene only when the run succeeds.
+        """
+        from LVMyoSegLib.volume_files import write_4d
+
+        if self.isRunning():
+            raise InputError("A segmentation is already running; wait for it or press Cancel.")
+        if sequenceNode is None:
+            raise InputError("No cine selected; select the cine's volume sequence.")
+        if not 0.0 < threshold < 1.0:
+            raise InputError(f"Threshold {threshold} must lie strictly between 0 and 1.")
+        modelDir = Path(modelDir) if modelDir and str(modelDir) not in ("", ".") else bundled_model_dir()
+        if not (modelDir / "manifest.json").is_file():
+            raise ModelError(f"{modelDir} is not a model bundle (no manifest.json). Select the model folder, "
+                             "or reinstall the extension to restore the bundled model.")
+        missing = self.missingRequirements()
+        if missing:
+            raise InputError(f"Python packages missing: {', '.join(missing)}. Call ensureRequirements() "
+                             "(the Apply button offers to install them).")
+        cine = mrml.cine_from_sequence(sequenceNode)  # validates the cine before anything runs
+        browser = mrml.find_browser_node(slicer.mrmlScene, sequenceNode)
+        workDir = Path(tempfile.mkdtemp(prefix="LVMyoSeg-", dir=slicer.app.temporaryPath))
+        job = SegmentationJob(sequenceNode, browser, cine, workDir, modelDir, threshold, onProgress, onFinished)
+        try:
+            inputPath = workDir / "cine.nrrd"
+            write_4d(inputPath, cine.frames, cine.geometry, cine.trigger_times_ms, kind="image")
+            args = ["-m", "LVMyoSegLib.cli", "segment", str(inputPath), "-o", str(workDir / "output"),
+                    "--model", str(modelDir), "--threshold", f"{threshold:g}", "--format", "nifti",
+                    "--no-overlay", "--progress-lines"]
+            if members:
+                args += ["--members", str(int(members))]
+            self._startProcess(job, args)
+        except BaseException:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+        self._job = job
+        return job
+
+    def _startProcess(self, job: SegmentationJob, args: List[str]) -> None:
+        process = job.process = qt.QProcess()
+        process.setProcessChannelMode(qt.QProcess.SeparateChannels)
+        env = qt.QProcessEnvironment.systemEnvironment()
+        pythonPath = [str(MODULE_DIR)] + ([env.value("PYTHONPATH")] if env.contains("PYTHONPATH") else [])
+        env.insert("PYTHONPATH", os.pathsep.join(pythonPath))
+        env.insert("PYTHONUNBUFFERED", "1")
+        env.insert("TF_CPP_MIN_LOG_LEVEL", "2")
+        process.setProcessEnvironment(env)
+        process.setWorkingDirectory(str(job.workDir))
+        process.readyReadStandardOutput.connect(lambda: self._readStdout(job))
+        process.readyReadStandardError.connect(lambda: self._readStderr(job))
+        # read the exit code and error from the process itself: the signals' signatures differ between Qt versions
+        process.finished.connect(lambda *args: self._onProcessFinished(job))
+        process.errorOccurred.connect(lambda *args: self._onProcessError(job))
+        logging.info(f"LVMyoSeg: {self.pythonExecutable()} {' '.join(args)}")
+        process.start(self.pythonExecutable(), args)
+
+    def _readStdout(self, job: SegmentationJob) -> None:
+        job.stdoutBuffer += bytes(job.process.readAllStandardOutput().data()).decode("utf-8", "replace")
+        *lines, job.stdoutBuffer = job.stdoutBuffer.split("\n")
+        for line in lines:
+            self._handleLine(job, line.rstrip("\r"))
+
+    def _readStderr(self, job: SegmentationJob) -> None:
+        text = bytes(job.process.readAllStandardError().data()).decode("utf-8", "replace")
+        job.log.extend(line for line in text.splitlines() if line.strip())
+
+    @staticmethod
+    def parseProgressLine(line: str):
+        """``(fraction, message)`` of a ``PROGRESS <fraction> <message>`` line, else None."""
+        if not line.startswith(PROGRESS_PREFIX):
+            return None
+        parts = line[len(PROGRESS_PREFIX):].split(" ", 1)
+        try:
+            fraction = float(parts[0])
+        except ValueError:
+            return None
+        return fraction, (parts[1] if len(parts) > 1 else "")
+
+    def _handleLine(self, job: SegmentationJob, line: str) -> None:
+        progress = self.parseProgressLine(line)
+        if progress is None:
+            if line.strip():
+                job.log.append(line)
+                logging.info(f"LVMyoSeg: {line}")
+        elif job.onProgress:
+            job.onProgress(*progress)
+
+    def _onProcessError(self, job: SegmentationJob) -> None:
+        if job.process.error() == qt.QProcess.FailedToStart and not job.finished:
+            job.error = (f"Could not start {self.pythonExecutable()} (the Python interpreter of 3D Slicer). "
+                         "Check that the Slicer installation is complete.")
+            self._finish(job)
+
+    def _onProcessFinished(self, job: SegmentationJob) -> None:
+        if job.finished:
+            return
+        exitCode, exitStatus = job.process.exitCode(), job.process.exitStatus()
+        self._readStdout(job)
+        self._readStderr(job)
+        if job.stdoutBuffer:
+            self._handleLine(job, job.stdoutBuffer)
+            job.stdoutBuffer = ""
+        if job.cancelled:
+            pass
+        elif exitStatus != qt.QProcess.NormalExit or exitCode != 0:
+            tail = "\n".join(job.log[-30:])
+            message = next((line.split("error:", 1)[1].strip() for line in reversed(job.log)
+                            if "lvmyoseg: error:" in line), None)
+            job.error = (message or f"The segmentation process stopped with exit code {exitCode}.") + \
+                "\n\nLast output:\n" + tail
+        else:
+            try:
+                job.result = self.loadResults(job)
+            except LVMyoSegError as exc:
+                job.error = str(exc)
+        self._finish(job)
+
+    def _finish(self, job: SegmentationJob) -> None:
+        job.finished = True
+        job.elapsedSeconds = time.time() - job.startTime
+        shutil.rmtree(job.workDir, ignore_errors=True)
+        if self._job is job:
+            self._job = None
+        if job.onFinished:
+            job.onFinished(job)
+
+    def cancel(self) -> None:
+        """Stop the running segmentation (if any); nothing is added to the scene."""
+        job = self._job
+        if job is None or job.finished:
+            return
+        job.cancelled = True
+        if job.process is not None and job.process.state() != qt.QProcess.NotRunning:
+            job.process.kill()
+            job.process.waitForFinished(5000)
+        if not job.finished:
+            self._finish(job)
+
+    def segmentBlocking(self, sequenceNode, modelDir: Optional[Path] = None, members: int = 0,
+                        threshold: float = 0.5, timeoutSeconds: float = 3600.0) -> mrml.ResultNodes:
+        """Segment and wait (keeping the GUI alive); returns the result nodes or raises."""
+        job = self.startSegmentation(sequenceNode, modelDir, members, threshold)
+        deadline = time.time() + timeoutSeconds
+        while not job.finished:
+            job.process.waitForFinished(100)
+            slicer.app.processEvents()
+            if time.time() > deadline:
+                self.cancel()
+                raise LVMyoSegError(f"Segmentation did not finish within {timeoutSeconds:.0f} s; it was cancelled.")
+        if job.error:
+            raise LVMyoSegError(job.error)
+        return job.result
+
+    def loadResults(self, job: SegmentationJob) -> mrml.ResultNodes:
+        """Read the process outputs and add them to the scene, synchronised with the cine."""
+        from LVMyoSegLib.errors import GeometryError
+        from LVMyoSegLib.volume_files import read_volume_4d
+
+        outDir = job.workDir / "output"
+        volumes = {}
+        for key, name in OUTPUT_FILES.items():
+            path = outDir / name
+            if not path.is_file():
+                raise ModelError(f"The segmentation process wrote no {name} into {outDir}; see the log.")
+            volume = read_volume_4d(path)
+            if volume.array.shape != job.cine.frames.shape or not volume.geometry.matches(job.cine.geometry):
+                raise GeometryError(f"{name} ({volume.array.shape}) is not on the cine's grid "
+                                    f"({job.cine.frames.shape}); the result cannot be shown on this cine.")
+            volumes[key] = volume.array
+        probabilities = np.stack([volumes["myocardium"], volumes["blood_pool"]], axis=-1).astype(np.float32)
+        labels = volumes["labels"].astype(np.uint8)
+        results = mrml.add_results_to_scene(slicer.mrmlScene, job.sequenceNode, probabilities, labels,
+                                            job.browserNode, threshold=job.threshold)
+        table, _ = self.updateVolumesTable(results.segmentation, labels)
+        self.showResults(results, table)
+        return results
+
+    # -- results
+
+    @staticmethod
+    def _resultNodes(segmentationSequence):
+        cineSequence, myoSequence, poolSequence, table = mrml.result_nodes(segmentationSequence)
+        if cineSequence is None or myoSequence is None:
+            raise InputError(f"'{segmentationSequence.GetName()}' was not made by LV Myocardium Segmentation "
+                             "(it has no cine or probability maps attached); select one of its results.")
+        return cineSequence, myoSequence, poolSequence, table
+
+    def updateVolumesTable(self, segmentationSequence, labels: Optional[np.ndarray] = None):
+        """(Re)compute the per-frame volumes table and cardiac function of a result; returns both."""
+        from LVMyoSegLib.cardiac_function import compute_cardiac_function
+
+        cineSequence, _, _, table = self._resultNodes(segmentationSequence)
+        cine = mrml.cine_from_sequence(cineSequence)
+        if labels is None:
+            labels = mrml.labels_from_segmentation_sequence(segmentationSequence, cine)
+        function = compute_cardiac_function(labels, cine.geometry, cine.trigger_times_ms)
+        table = mrml.volumes_table(slicer.mrmlScene, labels, cine.geometry, trigger_times_ms=cine.trigger_times_ms,
+                                   name=f"{segmentationSequence.GetName()} volumes", table_node=table,
+                                   function=function)
+        segmentationSequence.SetNodeReferenceID(mrml.REF_VOLUMES_TABLE, table.GetID())
+        return table, function
+
+    @staticmethod
+    def functionSummary(segmentationSequence) -> str:
+        """One-paragraph EDV/ESV/SV/EF/LV mass text from a result's volumes table."""
+        table = mrml.result_nodes(segmentationSequence)[3]
+        if table is None or table.GetAttribute("LVMyoSeg.EDV_mL") is None:
+            return ""
+        a = lambda key: float(table.GetAttribute(f"LVMyoSeg.{key}"))  # noqa: E731
+        return (f"EDV {a('EDV_mL'):.1f} mL (frame {int(a('EDFrame'))}), ESV {a('ESV_mL'):.1f} mL "
+                f"(frame {int(a('ESFrame'))}), SV {a('SV_mL'):.1f} mL, EF {a('EF_percent'):.1f} %, "
+                f"LV mass {a('LVMass_g'):.1f} g. Per-frame volumes: table '{table.GetName()}'.")
+
+    def applyThreshold(self, segmentationSequence, threshold: float) -> np.ndarray:
+        """Re-derive every frame's segments from the stored probabilities (no network run)."""
+        _, myoSequence, poolSequence, _ = self._resultNodes(segmentationSequence)
+        labels = mrml.update_segmentations_from_probabilities(segmentationSequence, myoSequence, threshold,
+                                                              poolSequence)
+        self.updateVolumesTable(segmentationSequence, labels)
+        return labels
+
+    def editedSlices(self, segmentationSequence) -> np.ndarray:
+        """Bool ``[T, Z]``: slices whose LV labels differ from what the probabilities give at the
+        result's threshold, i.e. the slices the user edited."""
+        from LVMyoSegLib.pipeline import labels_from_probabilities
+
+        cineSequence, myoSequence, poolSequence, _ = self._resultNodes(segmentationSequence)
+        cine = mrml.cine_from_sequence(cineSequence)
+        labels = mrml.labels_from_segmentation_sequence(segmentationSequence, cine)
+        threshold = float(segmentationSequence.GetAttribute(mrml.ATTR_THRESHOLD) or 0.5)
+        derived = labels_from_probabilities(mrml.probabilities_from_sequences(myoSequence, poolSequence), threshold)
+        return (labels != derived).any(axis=(2, 3))
+
+    def exportForTraining(self, segmentationSequence, datasetDir: Path, caseId: Optional[str] = None,
+                          includeUnedited: bool = False, notes: str = "") -> Path:
+        """Add the cine and its current segmentation as a case of an LVMyoSeg training dataset.
+
+        Slices the user edited are marked as labelled (both channels); with ``includeUnedited``
+        every slice is (the user reviewed them all). Returns the case folder.
+        """
+        from LVMyoSegLib.dataset import add_case, list_cases
+        from LVMyoSegLib.labels import CHANNELS, Labels
+
+        cineSequence, _, _, _ = self._resultNodes(segmentationSequence)
+        cine = mrml.cine_from_sequence(cineSequence)
+        labels = mrml.labels_from_segmentation_sequence(segmentationSequence, cine)
+        edited = self.editedSlices(segmentationSequence)
+        known2d = np.ones_like(edited) if includeUnedited else edited
+        if not known2d.any():
+            raise LabelError(f"No slice of '{segmentationSequence.GetName()}' was edited. Correct the "
+                             "segmentation with the Segment Editor first, or export all frames as reviewed.")
+        known = np.repeat(known2d[:, :, None], len(CHANNELS), axis=2)
+        datasetDir = Path(datasetDir)
+        if caseId is None:
+            base = re.sub(r"[^A-Za-z0-9._-]+", "_", cineSequence.GetName()).strip("._-")[:80] or "case"
+            existing = set(list_cases(datasetDir)) if (datasetDir / "dataset.json").is_file() else set()
+            caseId, n = base, 2
+            while caseId in existing or (datasetDir / "cases" / caseId).exists():
+                caseId, n = f"{base}_{n}", n + 1
+        return add_case(datasetDir, caseId, cine, Labels(labels, known, source=cineSequence.GetName()),
+                        source=f"3D Slicer: {cineSequence.GetName()}",
+                        edited_frames=np.argwhere(edited).tolist(), notes=notes)
+
+    @staticmethod
+    def showResults(results: mrml.ResultNodes, table=None) -> None:
+        """Show the cine with the segmentation outlines, and the cavity volume curve."""
+        sequencesLogic = slicer.modules.sequences.logic()
+        sequencesLogic.UpdateProxyNodesFromSequences(results.browser)
+        cineProxy = results.browser.GetProxyNode(results.browser.GetMasterSequenceNode())
+        segProxy = results.browser.GetProxyNode(results.segmentation)
+        if segProxy is not None:
+            segProxy.CreateDefaultDisplayNodes()
+        for sequence in (results.myocardium_probability, results.blood_pool_probability):
+            proxy = results.browser.GetProxyNode(sequence)
+            if proxy is None:
+                continue
+            proxy.CreateDefaultDisplayNodes()
+            display = proxy.GetDisplayNode()
+            display.SetAutoWindowLevel(False)
+            display.SetWindowLevelMinMax(0.0, 1.0)
+            if slicer.mrmlScene.GetNodeByID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt"):
+                display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
+        if cineProxy is not None:
+            slicer.util.setSliceViewerLayers(background=cineProxy, fit=True)
+        toolbar = getattr(slicer.modules.sequences, "setToolBarActiveBrowserNode", None)
+        if toolbar:
+            toolbar(results.browser)
+        if table is not None and slicer.app.layoutManager() is not None:
+            series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{table.GetName()} cavity")
+            series.SetAndObserveTableNodeID(table.GetID())
+            series.SetXColumnName("time")
+            series.SetYColumnName("cavity_volume")
+            series.SetPlotType(series.PlotTypeScatter)
+            series.SetColor(*mrml.BLOOD_POOL_SEGMENT.color)
+            chart = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{table.GetName()} chart")
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+            chart.SetTitle("LV cavity volume")
+            chart.SetXAxisTitle("time (ms)")
+            chart.SetYAxisTitle("volume (mL)")
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+
+
+#
+# LVMyoSegTest
+#
+
+
+class LVMyoSegTest(ScriptedLoadableModuleTest):
+    """Whole path on the bundled sample study: cine -> background process -> MRML results."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_segment_sample()
+        self.setUp()
+        self.test_cancel_leaves_scene_unchanged()
+
+    def _loadSample(self):
+        from LVMyoSegLib.dataset import read_case
+
+        self.assertTrue(SAMPLE_CINE.is_file(), f"Bundled sample missing: {SAMPLE_CINE}")
+        case = read_case(SAMPLE_DATASET_DIR, SAMPLE_CASE_ID)
+        sequence, browser = mrml.sequence_from_cine(slicer.mrmlScene, case.cine, "LVMyoSeg sample cine")
+        return case, sequence, browser
+
+    def test_segment_sample(self) -> None:
+        self.delayDisplay("Segmenting the bundled sample study")
+        case, sequence, browser = self._loadSample()
+        logic = LVMyoSegLogic()
+        self.assertTrue(logic.ensureRequirements(askUser=False))
+        self.assertTrue((bundled_model_dir() / "manifest.json").is_file(),
+                        f"No bundled model at {bundled_model_dir()}")
+        results = logic.segmentBlocking(sequence, bundled_model_dir(), members=1, threshold=0.5)
+
+        self.assertIs(results.browser, browser)
+        for t in range(case.cine.n_phases):  # every frame on the input grid
+            inputMatrix = mrml.volume_ijk_to_ras(sequence.GetNthDataNode(t))
+            segmentation = results.segmentation.GetNthDataNode(t).GetSegmentation()
+            image = segmentation.GetSegment(mrml.MYOCARDIUM_SEGMENT.segment_id).GetRepresentation(
+                slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName())
+            m = vtk.vtkMatrix4x4()
+            image.GetImageToWorldMatrix(m)
+            worldMatrix = np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+            self.assertTrue(np.allclose(worldMatrix, inputMatrix, atol=1e-6), f"frame {t} off the input grid")
+
+        labels = mrml.labels_from_segmentation_sequence(results.segmentation, case.cine)
+        self.assertTrue((labels == 1).any(), "no myocardium found on the sample")
+        known = case.labels.known[:, :, 0]
+        expert = case.labels.label_map[known] == 1
+        auto = labels[known] == 1
+        dice = 2.0 * np.count_nonzero(expert & auto) / max(1, np.count_nonzero(expert) + np.count_nonzero(auto))
+        self.delayDisplay(f"Myocardium DSC vs expert on the labelled slices: {dice:.3f}")
+        self.assertGreater(dice, 0.5)
+
+        table = mrml.result_nodes(results.segmentation)[3]
+        self.assertIsNotNone(table)
+        self.assertEqual(table.GetNumberOfRows(), case.cine.n_phases)
+
+        before = int((labels == 1).sum())
+        after = int((logic.applyThreshold(results.segmentation, 0.8) == 1).sum())
+        self.assertLessEqual(after, before)
+        self.delayDisplay("Test passed")
+
+    def test_cancel_leaves_scene_unchanged(self) -> None:
+        self.delayDisplay("Cancelling a running segmentation")
+        _, sequence, _ = self._loadSample()
+        logic = LVMyoSegLogic()
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        job = logic.startSegmentation(sequence, bundled_model_dir(), members=1)
+        logic.cancel()
+        self.assertTrue(job.finished and job.cancelled)
+        self.assertFalse(logic.isRunning())
+        self.assertIsNone(job.result)
+        self.assertFalse(job.workDir.exists())
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+        self.delayDisplay("Test passed")

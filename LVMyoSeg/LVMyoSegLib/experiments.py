@@ -1,0 +1,241 @@
+"""Leave-one-case-out experiments and whole-dataset training on LVMyoSeg datasets.
+
+``run_loo`` trains, for every held-out case, an ensemble on the other cases and
+scores it on the held-out one, exactly as the paper's Table 1: the CNN stage of
+a fold is shared by its one-level and multi-level models; every member i of an
+RNN variant starts from CNN member i. Work is resumable: each stage of each
+member checkpoints every epoch (see :mod:`LVMyoSegLib.training`), and a fold
+whose ``fold_<case>.json`` exists is not run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import preprocess
+from .bundle import load_members, write_bundle
+from .dataset import Case, dataset_hash, list_cases, read_case
+from .errors import InputError
+from .evaluation import average_over_folds, case_summary, evaluate_case, markdown_table
+from .inference import predict_ensemble
+from .labels import CHANNELS
+from .networks import VARIANTS
+from .pipeline import labels_from_probabilities
+from .training import TrainConfig, fit_cnn, fit_rnn
+
+VARIANT_TITLES = {"cnn": "CNN", "one_level": "One-level ConvLSTM", "multi_level": "Multi-level ConvLSTM"}
+ProgressFn = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What to train: variants, ensemble size, both stages' settings, preprocessing."""
+
+    variants: tuple[str, ...] = VARIANTS
+    members: int = 1
+    cnn: TrainConfig = TrainConfig(epochs=60)
+    rnn: TrainConfig = TrainConfig(epochs=20)
+    preprocessing: dict[str, Any] = field(default_factory=lambda: {"pixel_mm": 1.0, "crop_size": 128})
+    threshold: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": list(self.variants), "members": self.members, "cnn": self.cnn.to_dict(),
+                "rnn": self.rnn.to_dict(), "preprocessing": self.preprocessing,
+                "threshold": self.threshold}
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    """A case in network space: ``x [Z, T, H, W, 1]``, ``y [Z, T, H, W, 2]``, ``known [Z, T, 2]``."""
+
+    case: Case
+    transform: preprocess.CropTransform
+    x: np.ndarray
+    y: np.ndarray
+    known: np.ndarray
+
+
+def prepare_case(case: Case, preprocessing: dict[str, Any]) -> PreparedCase:
+    """Localise the LV and map a case's cine and labels into network space."""
+    transform = preprocess.localise(case.cine, **preprocessing)
+    x = preprocess.to_network(case.cine, transform)
+    y, known = preprocess.labels_to_network(case.labels, transform)
+    return PreparedCase(case, transform, x, y, known)
+
+
+def training_arrays(prepared: Sequence[PreparedCase]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate the labelled slices (cycles) of several cases."""
+    xs, ys, ks = [], [], []
+    for p in prepared:
+        keep = p.known.any(axis=(1, 2))
+        xs.append(p.x[keep]), ys.append(p.y[keep]), ks.append(p.known[keep])
+    if not xs or sum(len(k) for k in ks) == 0:
+        raise InputError("The training cases hold no labelled slice.")
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ks)
+
+
+def train_variants(prepared: Sequence[PreparedCase], run_dir: Path, config: ExperimentConfig, *,
+                   initial: dict[str, list] | None = None, progress: ProgressFn | None = None,
+                   cancel: Callable[[], bool] | None = None) -> dict[str, list]:
+    """Train ``config.members`` members of every variant in ``config.variants`` on ``prepared``.
+
+    CNN member i is shared by all variants; RNN member i starts from it.
+    ``initial[variant][i]`` fine-tunes from an existing model instead of training from scratch.
+    """
+    x, y, known = training_arrays(prepared)
+    models: dict[str, list] = {v: [] for v in config.variants}
+    for i in range(config.members):
+        def tagged(info: dict, i: int = i) -> None:
+            if progress is not None:
+                progress({**info, "member": i, "members": config.members})
+
+        start = None
+        if initial:
+            start = next(iter(initial.values()))[i]
+        member_dir = Path(run_dir) / f"member_{i}"
+        cnn = fit_cnn(x, y, known, member_dir / "cnn",
+                      dataclasses.replace(config.cnn, seed=config.cnn.seed + i), initial=start,
+                      progress=tagged, cancel=cancel).model
+        for variant in config.variants:
+            if variant == "cnn":
+                models["cnn"].append(cnn)
+                continue
+            start_rnn = (initial or {}).get(variant, [None] * config.members)[i]
+            fit = fit_rnn(x, y, known, cnn, member_dir / f"rnn_{variant}",
+                          dataclasses.replace(config.rnn, seed=config.rnn.seed + i), variant=variant,
+                          initial=start_rnn, progress=lambda info, v=variant: tagged({**info, "variant": v}),
+                          cancel=cancel)
+            models[variant].append(fit.model)
+    return models
+
+
+def predict_case(models: Sequence, prepared: PreparedCase, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [T, Z, Y, X, 2], label map) of an ensemble on a prepared case, on its input grid."""
+    probs = preprocess.to_input(predict_ensemble(models, prepared.x), prepared.transform)
+    return probs, labels_from_probabilities(probs, threshold)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, allow_nan=True)
+    os.replace(tmp, path)
+
+
+def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
+            init_bundle: Path | None = None, cases: Sequence[str] | None = None,
+            progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Leave-one-case-out over ``dataset_dir``; writes ``loo_results.json`` and ``loo_table.md``.
+
+    With ``init_bundle`` every fold fine-tunes that bundle's members (its own
+    variant only) and the held-out case is also scored with the starting model
+    ("before"), so the table shows before vs after.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    case_ids = list(cases) if cases else list_cases(dataset_dir)
+    if len(case_ids) < 2:
+        raise InputError(f"Leave-one-out needs at least 2 cases; {dataset_dir} has {len(case_ids)}.")
+    initial_models: dict[str, list] | None = None
+    if init_bundle is not None:
+        manifest, members = load_members(init_bundle, config.members)
+        config = dataclasses.replace(config, variants=(manifest.variant,), preprocessing=manifest.preprocessing)
+        initial_models = {manifest.variant: members}
+    settings = {"dataset": str(dataset_dir), "dataset_sha256": dataset_hash(dataset_dir),
+                "cases": case_ids, "init": str(init_bundle) if init_bundle else "scratch",
+                **config.to_dict()}
+    settings_path = out_dir / "settings.json"
+    if settings_path.is_file():
+        previous = json.loads(settings_path.read_text())
+        if previous != json.loads(json.dumps(settings)):
+            raise InputError(f"{out_dir} holds a run with other settings ({settings_path}); resume it "
+                             "with the same settings or choose a new output folder.")
+    else:
+        _write_json(settings_path, settings)
+    t_start = time.perf_counter()
+    prepared = {cid: prepare_case(read_case(dataset_dir, cid), config.preprocessing) for cid in case_ids}
+    for k, held_out in enumerate(case_ids):
+        fold_path = out_dir / f"fold_{held_out}.json"
+        if fold_path.is_file():
+            continue
+        t_fold = time.perf_counter()
+        fold_progress = None if progress is None else (
+            lambda info, k=k, h=held_out: progress({**info, "fold": k, "folds": len(case_ids), "case": h}))
+        train = [prepared[c] for c in case_ids if c != held_out]
+        models = train_variants(train, out_dir / f"fold_{held_out}", config, initial=initial_models,
+                                progress=fold_progress, cancel=cancel)
+        test = prepared[held_out]
+        fold: dict[str, Any] = {"case": held_out, "records": {}, "summary": {}}
+        scored = dict(models)
+        if initial_models is not None:
+            scored = {"before": next(iter(initial_models.values())), "after": next(iter(models.values()))}
+        for name, members in scored.items():
+            _, label_map = predict_case(members, test, config.threshold)
+            records = evaluate_case(label_map, test.case.labels, test.case.cine.geometry, held_out)
+            fold["records"][name] = records
+            fold["summary"][name] = case_summary(records)
+            np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map)
+        fold["wall_time_s"] = time.perf_counter() - t_fold
+        _write_json(fold_path, fold)
+    return summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
+
+
+def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, Any]:
+    """Collect the fold files of a LOO run into ``loo_results.json`` and ``loo_table.md``."""
+    out_dir = Path(out_dir)
+    settings = json.loads((out_dir / "settings.json").read_text())
+    folds = [json.loads((out_dir / f"fold_{c}.json").read_text()) for c in settings["cases"]
+             if (out_dir / f"fold_{c}.json").is_file()]
+    names = list(folds[0]["summary"]) if folds else []
+    overall = {n: average_over_folds(f["summary"][n] for f in folds) for n in names}
+    results = {"settings": settings, "folds_done": len(folds), "folds_total": len(settings["cases"]),
+               "overall": overall, "folds": folds,
+               "fold_wall_time_s": {f["case"]: round(f["wall_time_s"], 1) for f in folds}}
+    if wall_time_s is not None:
+        results["last_invocation_wall_time_s"] = round(wall_time_s, 1)
+    _write_json(out_dir / "loo_results.json", results)
+    titles = {n: VARIANT_TITLES.get(n, n) for n in names}
+    lines = [f"Leave-one-case-out over {len(folds)} of {len(settings['cases'])} folds "
+             f"({settings['members']} member(s) per ensemble), slice-wise mean (sd) averaged over folds.", "",
+             markdown_table({titles[n]: overall[n] for n in names}), ""]
+    for f in folds:
+        lines += [f"Fold {f['case']}:", "", markdown_table({titles[n]: f["summary"][n] for n in names}), ""]
+    (out_dir / "loo_table.md").write_text("\n".join(lines), encoding="utf-8")
+    return results
+
+
+def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: ExperimentConfig, *,
+                variant: str = "multi_level", model_id: str, init_bundle: Path | None = None,
+                metrics: dict[str, Any] | None = None, progress: ProgressFn | None = None,
+                cancel: Callable[[], bool] | None = None) -> Path:
+    """Train ``variant`` on every case of a dataset and write a new model bundle."""
+    case_ids = list_cases(dataset_dir)
+    initial, parent = None, None
+    if init_bundle is not None:
+        manifest, members = load_members(init_bundle, config.members)
+        variant, parent = manifest.variant, manifest.model_id
+        config = dataclasses.replace(config, preprocessing=manifest.preprocessing)
+        initial = {variant: members}
+    config = dataclasses.replace(config, variants=(variant,))
+    t0 = time.perf_counter()
+    prepared = [prepare_case(read_case(dataset_dir, c), config.preprocessing) for c in case_ids]
+    models = train_variants(prepared, run_dir, config, initial=initial, progress=progress, cancel=cancel)
+    wall = time.perf_counter() - t0
+    write_bundle(bundle_dir, models[variant], model_id=model_id, variant=variant, channels=CHANNELS,
+                 preprocessing=config.preprocessing,
+                 training={"dataset": str(dataset_dir), "dataset_sha256": dataset_hash(dataset_dir),
+                           "cases": case_ids, "settings": config.to_dict(),
+                           "wall_time_s": round(wall, 1), "init": str(init_bundle) if init_bundle else "scratch"},
+                 metrics=metrics or {}, parent=parent,
+                 member_info=[{"seed": config.cnn.seed + i} for i in range(config.members)])
+    return Path(bundle_dir)
