@@ -25,17 +25,27 @@ def small_models(small_cnn):
     return {v: networks.build_model(v, small_cnn, seed=5) for v in networks.VARIANTS}
 
 
-def test_real_size_output_shapes_for_20_and_25_frames():
+def test_real_size_models_map_cycles_to_two_probability_channels():
     cnn = networks.build_cnn(width=16, seed=0)  # the product's ResNet-56
     assert len([l for l in cnn.layers if isinstance(l, keras.layers.Conv2D)
                 and l.kernel_size == (3, 3)]) == 1 + 3 * 9 * 2
-    for t in (20, 25):
-        y = np.asarray(cnn(_x((1, t, 128, 128, 1))))
-        assert y.shape == (1, t, 128, 128, 2) and y.dtype == np.float32
-        assert np.all((y >= 0) & (y <= 1))
-    for variant, t in (("one_level", 20), ("multi_level", 25)):
-        y = np.asarray(networks.build_model(variant, cnn)(_x((1, t, 128, 128, 1))))
-        assert y.shape == (1, t, 128, 128, 2)
+    models = {v: networks.build_model(v, cnn) for v in networks.VARIANTS}
+    for variant, model in models.items():
+        for t in (20, 25):
+            spec = model.compute_output_spec(keras.KerasTensor((2, t, 128, 128, 1)))
+            assert tuple(spec.shape) == (2, t, 128, 128, 2), variant
+    y = np.asarray(models["multi_level"].predict_on_batch(_x((1, 3, 128, 128, 1))))
+    assert y.shape == (1, 3, 128, 128, 2) and y.dtype == np.float32
+    assert np.all((y >= 0) & (y <= 1))
+
+
+@pytest.mark.parametrize("t", [20, 25])
+def test_all_variants_run_on_20_and_25_frames(small_models, t):
+    x = _x((2, t, 32, 32, 1))
+    for variant, model in small_models.items():
+        y = np.asarray(model.predict_on_batch(x))
+        assert y.shape == (2, t, 32, 32, 2), variant
+        assert np.all((y > 0) & (y < 1)), variant
 
 
 def test_feature_model_gives_half_and_quarter_resolution(small_cnn):

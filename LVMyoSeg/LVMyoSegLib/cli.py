@@ -128,6 +128,102 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _training_progress(lines: bool):
+    """Progress printer for training: a bar on a terminal, or PROGRESS lines."""
+
+    def show(info: dict) -> None:
+        fold = f"fold {info['fold'] + 1}/{info['folds']} ({info['case']}) " if "fold" in info else ""
+        member = f"member {info['member'] + 1}/{info['members']} " if "member" in info else ""
+        stage = info.get("variant", info.get("stage", ""))
+        val = info.get("val_dsc")
+        msg = (f"{fold}{member}{stage} epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}"
+               + (f" val DSC {val:.3f}" if val is not None else "") + f" ETA {info['eta_s'] / 60:.1f} min")
+        if lines:
+            if info.get("event") == "epoch":
+                print(f"PROGRESS {info['epoch'] / info['epochs']:.4f} {msg}", flush=True)
+        elif info.get("event") == "epoch":
+            print(msg, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _experiment_config(args: argparse.Namespace):
+    from .experiments import ExperimentConfig
+    from .training import TrainConfig
+
+    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
+    cnn = TrainConfig(epochs=args.cnn_epochs, seed=args.seed, width=args.width,
+                      learning_rate=args.learning_rate, jit_compile=args.jit)
+    rnn = TrainConfig(epochs=args.rnn_epochs, seed=args.seed, width=args.width,
+                      learning_rate=args.learning_rate, jit_compile=args.jit)
+    kwargs = {"members": args.members, "cnn": cnn, "rnn": rnn,
+              "preprocessing": {"pixel_mm": args.pixel_mm, "crop_size": args.crop_size}}
+    if variants:
+        kwargs["variants"] = variants
+    return ExperimentConfig(**kwargs)
+
+
+def _init_bundle(value: str | None) -> Path | None:
+    from .resources import bundled_model_dir
+
+    if value in (None, "scratch"):
+        return None
+    return bundled_model_dir() if value == "bundled" else Path(value)
+
+
+def cmd_loo(args: argparse.Namespace) -> int:
+    from .experiments import run_loo
+
+    t0 = time.perf_counter()
+    results = run_loo(Path(args.dataset), Path(args.output), _experiment_config(args),
+                      init_bundle=_init_bundle(args.init),
+                      cases=args.cases.split(",") if args.cases else None,
+                      progress=_training_progress(args.progress_lines))
+    print((Path(args.output) / "loo_table.md").read_text())
+    print(f"{results['folds_done']}/{results['folds_total']} folds done; this run took "
+          f"{time.perf_counter() - t0:.0f} s. Results: {Path(args.output) / 'loo_results.json'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from .experiments import train_final
+
+    metrics = _json.loads(Path(args.loo_results).read_text())["overall"] if args.loo_results else None
+    out = train_final(Path(args.dataset), Path(args.output), Path(args.run_dir), _experiment_config(args),
+                      variant=args.variant, model_id=args.model_id or Path(args.output).name,
+                      init_bundle=_init_bundle(args.init), metrics=metrics,
+                      progress=_training_progress(args.progress_lines))
+    print(f"wrote model bundle {out}")
+    return 0
+
+
+def cmd_dataset_sunnybrook(args: argparse.Namespace) -> int:
+    from .sunnybrook import sunnybrook_to_dataset
+
+    for case_dir in sunnybrook_to_dataset(Path(args.root) if args.root else None, Path(args.output)):
+        print(f"added {case_dir}")
+    return 0
+
+
+def _add_training_options(p: argparse.ArgumentParser, default_members: int) -> None:
+    p.add_argument("--init", default="scratch",
+                   help="start from: 'scratch' (default), 'bundled', or a model bundle folder (fine-tuning)")
+    p.add_argument("--variants", help="comma-separated: cnn,one_level,multi_level (default: all three)")
+    p.add_argument("--members", type=int, default=default_members, help="ensemble members")
+    p.add_argument("--cnn-epochs", type=int, default=60, help="stage 1 epochs")
+    p.add_argument("--rnn-epochs", type=int, default=20, help="stage 2 epochs")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3, 1e-4 fine-tuning)")
+    p.add_argument("--width", type=int, default=16, help="ResNet-56 base width (paper: 16)")
+    p.add_argument("--pixel-mm", type=float, default=1.0, help="in-plane pixel size of the network (mm)")
+    p.add_argument("--crop-size", type=int, default=128, help="crop box side (pixels)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jit", action="store_true", help="XLA-compile the training step")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="print 'PROGRESS <fraction> <message>' lines (for the Slicer module)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvmyoseg", description=(
         "LV myocardium segmentation of short-axis cine MRI (CNN + multi-level ConvLSTM ensemble)."))
@@ -163,6 +259,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="segment the bundled sample study")
     p.add_argument("-o", "--output", default="output/demo")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("loo", help="leave-one-case-out training and evaluation on a dataset")
+    p.add_argument("dataset", help="LVMyoSeg training dataset folder")
+    p.add_argument("-o", "--output", required=True, help="run folder (resumes when it exists)")
+    p.add_argument("--cases", help="comma-separated subset of case ids")
+    _add_training_options(p, default_members=1)
+    p.set_defaults(func=cmd_loo)
+
+    p = sub.add_parser("train", help="train on every case of a dataset and write a model bundle")
+    p.add_argument("dataset")
+    p.add_argument("-o", "--output", required=True, help="new model bundle folder (never overwritten)")
+    p.add_argument("--run-dir", required=True, help="checkpoint folder (resumes when it exists)")
+    p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
+    p.add_argument("--model-id", help="model id for the manifest (default: the output folder name)")
+    p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")
+    _add_training_options(p, default_members=5)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sunnybrook-dataset", help="convert the Sunnybrook studies into a training dataset")
+    p.add_argument("-o", "--output", required=True, help="dataset folder")
+    p.add_argument("--root", help="Sunnybrook folder (default: $LVMYOSEG_SUNNYBROOK or ../shared/data/sunnybrook)")
+    p.set_defaults(func=cmd_dataset_sunnybrook)
     return parser
 
 

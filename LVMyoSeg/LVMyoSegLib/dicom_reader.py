@@ -3,9 +3,9 @@
 Frames are ordered from the headers, never from file names: slices by their
 position along the slice normal (ImagePositionPatient · normal, the normal being
 the cross product of the two ImageOrientationPatient axes), phases by
-TriggerTime. The slice step comes from those positions; SliceThickness is
-ignored (on the Sunnybrook studies it says 8-10 mm where the real step is
-5.3-6.7 mm). UID values that break the DICOM UI syntax are used as plain strings.
+TriggerTime. The slice step comes from those positions; SliceThickness and
+SliceLocation are ignored (SliceLocation differences on the Sunnybrook studies,
+5.3-6.7 mm, are not the distance between the planes, which is 8 or 10 mm). UID values that break the DICOM UI syntax are used as plain strings.
 """
 
 from __future__ import annotations

@@ -128,28 +128,33 @@ class PeepholeConvLSTM2D(keras.layers.Layer):
         self.peephole_f = self.add_weight(name="peephole_f", shape=(f,), initializer="zeros")
         self.peephole_o = self.add_weight(name="peephole_o", shape=(f,), initializer="zeros")
 
-    def _step(self, carry, zx_t):
-        h_prev, c_prev = carry
-        z = zx_t + ops.conv(h_prev, self.kernel_h, strides=1, padding="same")
-        zi, zf, zc, zo = ops.split(z, 4, axis=-1)
-        i = ops.sigmoid(zi + self.peephole_i * c_prev)
-        f = ops.sigmoid(zf + self.peephole_f * c_prev)
-        c = f * c_prev + i * ops.tanh(zc)
-        o = ops.sigmoid(zo + self.peephole_o * c)
-        h = o * ops.tanh(c)
-        return (h, c), (h, c)
-
     def call(self, x):
         s = ops.shape(x)
         b, t, hh, ww = s[0], s[1], s[2], s[3]
         zx = ops.conv(ops.reshape(x, (-1, hh, ww, s[4])), self.kernel_x, strides=1,
                       padding="same") + self.bias
         zx = ops.transpose(ops.reshape(zx, (b, t, hh, ww, 4 * self.filters)), (1, 0, 2, 3, 4))
+        # variables are read once, outside the time loop
+        k_h = ops.copy(self.kernel_h)
+        w_ci, w_cf, w_co = (ops.copy(w) for w in
+                            (self.peephole_i, self.peephole_f, self.peephole_o))
+
+        def step(carry, zx_t):
+            h_prev, c_prev = carry
+            z = zx_t + ops.conv(h_prev, k_h, strides=1, padding="same")
+            zi, zf, zc, zo = ops.split(z, 4, axis=-1)
+            i = ops.sigmoid(zi + w_ci * c_prev)              # (1)
+            f = ops.sigmoid(zf + w_cf * c_prev)              # (2)
+            c = f * c_prev + i * ops.tanh(zc)                # (3)
+            o = ops.sigmoid(zo + w_co * c)                   # (4)
+            h = o * ops.tanh(c)                              # (5)
+            return (h, c), (h, c)
+
         zero = ops.zeros_like(zx[0, :, :, :, : self.filters])
         state = (zero, zero)
-        for _ in range(self.circular_passes):
-            state, _ = ops.scan(self._step, state, zx)
-        _, (hs, _) = ops.scan(self._step, state, zx)
+        for _ in range(self.circular_passes):  # warm-up passes: circular connection
+            state, _ = ops.scan(step, state, zx)
+        _, (hs, _) = ops.scan(step, state, zx)
         return ops.transpose(hs, (1, 0, 2, 3, 4))
 
     def compute_output_shape(self, input_shape):
@@ -277,8 +282,10 @@ def build_model(variant: str, cnn: keras.Model, *, seed: int = 0, circular_passe
 
     ``"cnn"`` returns ``cnn`` itself. The RNN variants embed the CNN feature
     extractor frozen (``trainable=False``, BatchNorm in inference mode) and a new
-    trainable head; with ``init_decoder_from_cnn`` the head's decoder starts
-    from the CNN decoder's weights (same shapes), a warm start for stage 2.
+    trainable head. The feature layers are shared with ``cnn``, which is frozen
+    too: pass ``cnn_from_model(cnn)`` to keep an independent, trainable CNN.
+    With ``init_decoder_from_cnn`` the head's decoder starts from the CNN
+    decoder's weights (same shapes), a warm start for stage 2.
     """
     _check_variant(variant)
     if variant == "cnn":
@@ -295,6 +302,37 @@ def build_model(variant: str, cnn: keras.Model, *, seed: int = 0, circular_passe
     inp = keras.Input(shape=cnn.inputs[0].shape[1:], name="cine")
     out = head(features(inp))
     return keras.Model(inp, out, name=variant)
+
+
+def _model_width_units(model: keras.Model) -> tuple[int, int]:
+    """(width, units per stage) of a CNN or RNN-variant model built here."""
+    source = model if model.name == "cnn" else model_parts(model)[0]
+    width = int(source.get_layer("stem_conv").filters)
+    units = sum(1 for layer in source.layers
+                if layer.name.startswith("s1u") and layer.name.endswith("_a_conv"))
+    return width, units
+
+
+def cnn_from_model(model: keras.Model, seed: int = 0) -> keras.Model:
+    """A new, independent CNN carrying the weights of ``model`` (a CNN or an RNN variant).
+
+    The new CNN has free H, W (crop size None) and is trainable. From an RNN variant the feature layers are copied and the decoder is taken
+    from the RNN head's decoder (same shapes); fine-tuning stage 1 adapts it.
+    """
+    width, units = _model_width_units(model)
+    cnn = build_cnn(width=width, seed=seed, units=units)
+    if model.name == "cnn":
+        cnn.set_weights(model.get_weights())
+        return cnn
+    features, head = model_parts(model)
+    for layer in cnn.layers:
+        if not layer.weights:
+            continue
+        if layer.name in ("dec_up", "dec_out"):
+            layer.set_weights(head.get_layer(f"rnn_{layer.name}").get_weights())
+        else:
+            layer.set_weights(features.get_layer(layer.name).get_weights())
+    return cnn
 
 
 def model_parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:

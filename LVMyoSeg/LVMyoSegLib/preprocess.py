@@ -13,18 +13,23 @@ and its centre pixel ``(crop_size-1)/2`` falls on the LV centre of that slice.
 Every frame of a slice uses the same box; only in-plane resampling is done
 (slices stay slices, phases stay phases).
 
-LV localisation (:func:`localise`):
+Resampling is separable linear interpolation (:func:`interpolation_matrix`,
+one matrix per axis, applied to all frames at once); positions off the source
+grid give 0. :func:`to_input` interpolates the crop grid at every input pixel
+centre, so a forward then inverse mapping of a smooth image returns it inside
+the box up to interpolation error.
+
+LV localisation (:func:`localise`, after the paper's §2.1: motion analysis + Hough circles):
 1. each slice is resampled to ``pixel_mm`` on the central ``search_mm`` × ``search_mm``
    window of the image (the paper's 184 × 184 mm centre crop);
 2. motion map per slice: temporal standard deviation over the cycle, Gaussian
-   smoothed, scaled by its 99th percentile; the study map is the mean over the
-   mid slices (the central half of the stack);
-3. Hough circles (radii ``radius_mm``) on the Canny edges of the study map give
-   the study centre (the LV wall is the only circular structure that moves);
-4. per slice, the same on that slice's motion map, with centres restricted to
-   ``refine_mm`` of the study centre; a slice keeps its own centre only when
-   its circle is supported by enough edge pixels (``min_vote``), else it falls
-   back on the study centre (typical for apical and basal slices).
+   smoothed, scaled by its 99th percentile;
+3. per slice, the few best Hough circles on the Canny edges of its motion map;
+4. study centre: where the circles of the mid slices agree (most votes within
+   ``consensus_mm``); per slice, circles near the study centre feed a robust
+   line fit of the centre against the slice index (an oblique LV axis), kept
+   within ``refine_mm`` of the study centre; slices without a circle of their own
+   (often apical or basal) rely on that line (``fallback``).
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ from .labels import CHANNELS, Labels
 class Localisation:
     """What LV localisation found, per slice, in input pixel coordinates ``(j, i)``.
 
-    ``detected_ji`` / ``radii_mm`` are NaN where a slice found no acceptable
-    circle; ``fallback[z]`` is True where slice ``z`` uses ``study_centre_ji``.
+    ``detected_ji`` / ``radii_mm``: the slice's own best circle near the study
+    centre, NaN where it has none; ``fallback[z]`` is True for those slices, whose
+    box centre then comes from the study-level LV axis alone.
     """
 
     study_centre_ji: tuple[float, float]
@@ -168,15 +174,45 @@ def crop_transform(input_shape_zyx: tuple[int, int, int], input_spacing_xy: tupl
     return CropTransform(input_shape_zyx, input_spacing_xy, pixel_mm, crop_size, origin, localisation)
 
 
-def _resample_slice(stack: np.ndarray, transform: CropTransform, z: int, order: int = 1) -> np.ndarray:
-    """Frames ``[T, Y, X]`` (or ``[T, Y, X, C]``) of slice ``z`` -> ``[T, H, W]`` (``[..., C]``)."""
-    step = transform.step_ji
-    n = transform.crop_size
-    matrix = [1.0, step[0], step[1]] + [1.0] * (stack.ndim - 3)
-    offset = [0.0, *transform.origin_ji[z]] + [0.0] * (stack.ndim - 3)
-    shape = (stack.shape[0], n, n) + stack.shape[3:]
-    return ndi.affine_transform(stack, matrix, offset=offset, output_shape=shape, order=order,
-                                mode="constant", cval=0.0, prefilter=False)
+def interpolation_matrix(n_out: int, n_in: int, origin: float, step: float) -> np.ndarray:
+    """``[n_out, n_in]`` linear-interpolation weights sampling positions ``origin + k * step``.
+
+    Rows of positions outside ``[0, n_in - 1]`` are zero (no extrapolation), so
+    ``M @ v`` is the linear interpolation of ``v`` with 0 outside its extent.
+    """
+    pos = origin + np.arange(n_out) * step
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    inside = np.flatnonzero((pos >= -1e-9) & (pos <= n_in - 1 + 1e-9))
+    p = np.clip(pos[inside], 0.0, n_in - 1)
+    lo = np.minimum(np.floor(p).astype(int), max(n_in - 2, 0))
+    frac = p - lo
+    m[inside, lo] = 1.0 - frac
+    if n_in > 1:
+        m[inside, lo + 1] += frac
+    return m
+
+
+def _separable(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``rows @ image @ cols.T`` for every image of ``stack [B, Y, X]``, as two large products."""
+    b, ny, nx = stack.shape
+    a = np.ascontiguousarray(np.moveaxis(stack, 0, 1), dtype=np.float32).reshape(ny, b * nx)
+    a = (rows @ a).reshape(rows.shape[0], b, nx)
+    a = np.ascontiguousarray(np.moveaxis(a, 0, 1)).reshape(b * rows.shape[0], nx) @ cols.T
+    return a.reshape(b, rows.shape[0], cols.shape[0])
+
+
+def _matrices(transform: CropTransform, z: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column interpolation matrices (crop <- input) of slice ``z``."""
+    _, ny, nx = transform.input_shape_zyx
+    n, step, origin = transform.crop_size, transform.step_ji, transform.origin_ji[z]
+    return (interpolation_matrix(n, ny, origin[0], step[0]),
+            interpolation_matrix(n, nx, origin[1], step[1]))
+
+
+def _resample_slice(stack: np.ndarray, transform: CropTransform, z: int) -> np.ndarray:
+    """Frames ``[T, Y, X]`` of slice ``z`` -> ``[T, H, W]`` (separable linear interpolation)."""
+    rows, cols = _matrices(transform, z)
+    return _separable(np.asarray(stack, dtype=np.float32), rows, cols)
 
 
 def _inside_mask(transform: CropTransform, z: int) -> np.ndarray:
@@ -216,9 +252,34 @@ def normalise_intensity(crop: np.ndarray, inside: np.ndarray,
     return out
 
 
+def resample_to_network(stack: np.ndarray, transform: CropTransform) -> np.ndarray:
+    """Resample input-grid maps ``[T, Z, Y, X]`` or ``[T, Z, Y, X, C]`` to ``[Z, T, H, W, C]``.
+
+    Linear interpolation only (no normalisation); crop pixels off the image are 0.
+    """
+    stack = np.asarray(stack, dtype=np.float32)
+    if stack.ndim == 4:
+        stack = stack[..., None]
+    if stack.ndim != 5 or tuple(stack.shape[1:4]) != transform.input_shape_zyx:
+        raise GeometryError(f"Maps of shape {stack.shape} do not fit the crop transform made for "
+                            f"[T, {', '.join(map(str, transform.input_shape_zyx))}(, C)].")
+    n_t, n_z, n_c = stack.shape[0], stack.shape[1], stack.shape[4]
+    n = transform.crop_size
+    out = np.empty((n_z, n_t, n, n, n_c), dtype=np.float32)
+    for z in range(n_z):
+        rows, cols = _matrices(transform, z)
+        maps = np.moveaxis(stack[:, z], -1, 1).reshape(n_t * n_c, *stack.shape[2:4])  # [T*C, Y, X]
+        out[z] = np.moveaxis(_separable(maps, rows, cols).reshape(n_t, n_c, n, n), 1, -1)
+    return out
+
+
 def to_network(cine: Cine, transform: CropTransform,
                percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
-    """Network input ``[Z, T, H, W, 1]`` float32: linear resampling + per-slice normalisation."""
+    """Network input ``[Z, T, H, W, 1]`` float32: linear resampling + per-slice normalisation.
+
+    Normalisation (:func:`normalise_intensity`): the 1st..99th percentile range
+    of the slice's whole cycle inside its crop box maps to [0, 1], clipped.
+    """
     _check_fits(cine.frames.shape, cine.spacing[:2], transform, f"Cine {cine.source}")
     out = np.empty((cine.n_slices, cine.n_phases, transform.crop_size, transform.crop_size, 1),
                    dtype=np.float32)
@@ -236,13 +297,13 @@ def labels_to_network(labels: Labels, transform: CropTransform) -> tuple[np.ndar
     when its centre lies on the structure's side of the interpolated boundary).
     """
     lm = labels.label_map
-    spacing = transform.input_spacing_xy
-    _check_fits(lm.shape, spacing, transform, f"Labels {labels.source}")
-    targets = labels.targets()  # [T, Z, Y, X, 2]
+    # labels carry no spacing of their own: only their grid shape can be checked here
+    _check_fits(lm.shape, transform.input_spacing_xy, transform, f"Labels {labels.source}")
     n_t, n_z = lm.shape[:2]
-    out = np.empty((n_z, n_t, transform.crop_size, transform.crop_size, len(CHANNELS)), np.float32)
+    out = np.zeros((n_z, n_t, transform.crop_size, transform.crop_size, len(CHANNELS)), np.float32)
     for z in range(n_z):
-        out[z] = _resample_slice(targets[:, z], transform, z) >= 0.5
+        for c, name in enumerate(CHANNELS):
+            out[z, ..., c] = _resample_slice(labels.channel(name)[:, z], transform, z) >= 0.5
     return out, np.transpose(labels.known, (1, 0, 2)).copy()
 
 
@@ -263,10 +324,10 @@ def to_input(prob: np.ndarray, transform: CropTransform) -> np.ndarray:
     step = transform.step_ji
     for z in range(n_z):
         origin = transform.origin_ji[z]
-        out[:, z] = ndi.affine_transform(
-            prob[z], [1.0, 1.0 / step[0], 1.0 / step[1], 1.0],
-            offset=[0.0, -origin[0] / step[0], -origin[1] / step[1], 0.0],
-            output_shape=(n_t, ny, nx, n_c), order=1, mode="constant", cval=0.0, prefilter=False)
+        rows = interpolation_matrix(ny, transform.crop_size, -origin[0] / step[0], 1.0 / step[0])
+        cols = interpolation_matrix(nx, transform.crop_size, -origin[1] / step[1], 1.0 / step[1])
+        maps = np.moveaxis(prob[z], -1, 1).reshape(n_t * n_c, transform.crop_size, -1)  # [T*C, H, W]
+        out[:, z] = np.moveaxis(_separable(maps, rows, cols).reshape(n_t, n_c, ny, nx), 1, -1)
     return out
 
 

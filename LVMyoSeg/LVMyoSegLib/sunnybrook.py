@@ -189,3 +189,18 @@ def load_study(study: SunnybrookStudy) -> tuple[DicomCine, Labels]:
     labels = contours_to_labels(contours, dicom.cine.frames.shape,
                                 source=f"{study.contour_dir} ({study.patient_id})")
     return dicom, labels
+
+
+def sunnybrook_to_dataset(root: Path | str | None, dataset_dir: Path) -> list[Path]:
+    """Add every Sunnybrook study under ``root`` to the LVMyoSeg dataset ``dataset_dir``
+    (case id = DICOM patient id); studies already in the dataset are refused, not overwritten."""
+    from .dataset import add_case
+
+    added = []
+    for study in list_studies(root):
+        dicom, labels = load_study(study)
+        added.append(add_case(dataset_dir, study.patient_id, dicom.cine, labels,
+                              source=f"Sunnybrook Cardiac Data {study.patient_id} ({study.contour_id}), CC0",
+                              notes="Expert contours: myocardium at ED, cavity at ED and ES "
+                                    "(Radau et al. 2009)."))
+    return added

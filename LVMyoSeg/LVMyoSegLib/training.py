@@ -66,6 +66,12 @@ class TrainConfig:
     ``width`` and ``units`` define a new CNN (ignored when fine-tuning: the
     initial model's are used). ``learning_rate=None`` means
     :data:`LEARNING_RATE`, or :data:`FINE_TUNE_LEARNING_RATE` when fine-tuning.
+    ``frames_per_batch`` is stage 1's batch, ``sequences_per_batch`` stage 2's.
+    ``jit_compile`` (XLA) applies to stage 1 only: XLA cannot compile the gradient
+    of the ConvLSTM's variable-length time loop. Off by default: on a 2-core CPU
+    it doubled the first-step compile time and did not speed up the steps.
+    ``feature_cache_mb`` caps the memory of stage 2's precomputed CNN features
+    (used only without augmentation).
     """
 
     epochs: int = 50
@@ -198,41 +204,13 @@ def split_sequences(n: int, validation_fraction: float, seed: int,
     return np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
 
 
-# ---------------------------------------------------------------- models for each stage
+# ---------------------------------------------------------------- compiling
 
-def _model_width_units(model: keras.Model) -> tuple[int, int]:
-    source = model if model.name == "cnn" else networks.model_parts(model)[0]
-    width = int(source.get_layer("stem_conv").filters)
-    units = sum(1 for layer in source.layers if layer.name.startswith("s1u") and layer.name.endswith("_a_conv"))
-    return width, units
-
-
-def cnn_from_model(model: keras.Model, seed: int = 0) -> keras.Model:
-    """A new, independent CNN carrying the weights of ``model`` (a CNN or an RNN variant).
-
-    From an RNN variant the feature layers are copied and the decoder is taken
-    from the RNN head's decoder (same shapes); fine-tuning stage 1 adapts it.
-    """
-    width, units = _model_width_units(model)
-    cnn = networks.build_cnn(width=width, seed=seed, units=units)
-    if model.name == "cnn":
-        cnn.set_weights(model.get_weights())
-        return cnn
-    features, head = networks.model_parts(model)
-    for layer in cnn.layers:
-        if not layer.weights:
-            continue
-        if layer.name in ("dec_up", "dec_out"):
-            layer.set_weights(head.get_layer(f"rnn_{layer.name}").get_weights())
-        else:
-            layer.set_weights(features.get_layer(layer.name).get_weights())
-    return cnn
-
-
-def _compile(model: keras.Model, lr: float, config: TrainConfig) -> keras.optimizers.Optimizer:
+def _compile(model: keras.Model, lr: float, config: TrainConfig, jit: bool = False
+             ) -> keras.optimizers.Optimizer:
     optimizer = keras.optimizers.Adam(learning_rate=lr)
     model.compile(optimizer=optimizer, loss=MaskedSegmentationLoss(config.dice_weight),
-                  jit_compile=config.jit_compile)
+                  jit_compile=jit)
     optimizer.build(model.trainable_variables)  # before the first step: avoids a second trace
     return optimizer
 
@@ -315,7 +293,7 @@ class _Stage:
 def _train_loop(stage: _Stage, config: TrainConfig, lr: float, run_dir: Path, fine_tune: bool,
                 progress: ProgressFn | None, cancel: CancelFn | None) -> FitResult:
     run_dir.mkdir(parents=True, exist_ok=True)
-    optimizer = _compile(stage.trainee, lr, config)
+    optimizer = _compile(stage.trainee, lr, config, jit=config.jit_compile and stage.name == "cnn")
     expect = {"format": CHECKPOINT_FORMAT, "stage": stage.name, "config": config.to_dict(),
               "learning_rate": lr, "n_items": stage.n_items, "fine_tune": fine_tune,
               "rng": "numpy default_rng([seed, stage, epoch(, batch)])", **stage.extra_state}
@@ -427,7 +405,7 @@ def fit_cnn(images: np.ndarray, targets: np.ndarray, known: np.ndarray, run_dir:
     keras.utils.set_random_seed(config.seed)
     known = np.asarray(known, bool)
     train_idx, val_idx = split_sequences(images.shape[0], config.validation_fraction, config.seed, groups)
-    cnn = (cnn_from_model(initial, seed=config.seed) if initial is not None else
+    cnn = (networks.cnn_from_model(initial, seed=config.seed) if initial is not None else
            networks.build_cnn(width=config.width, seed=config.seed, units=config.units))
     lr = config.learning_rate or (FINE_TUNE_LEARNING_RATE if initial is not None else LEARNING_RATE)
 
@@ -488,7 +466,7 @@ def fit_rnn(images: np.ndarray, targets: np.ndarray, known: np.ndarray, cnn: ker
     if len(train_idx) == 0:
         raise InputError("No labelled cycle is left for training after the validation split; "
                          "lower validation_fraction or add labelled cases.")
-    frozen = cnn_from_model(cnn, seed=config.seed)
+    frozen = networks.cnn_from_model(cnn, seed=config.seed)
     model = networks.build_model(variant, frozen, seed=config.seed,
                                  circular_passes=config.circular_passes)
     features, head = networks.model_parts(model)

@@ -1,0 +1,114 @@
+"""Pictures for reports and checks (matplotlib, Agg canvas, no pyplot global state)."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .cine import Cine
+from .errors import InputError
+from .preprocess import CropTransform
+
+
+def save_figure(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"Cannot write {path}: folder {path.parent} does not exist; create it first.")
+    FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def preprocessing_figure(cine: Cine, transform: CropTransform, path: Path | str) -> Path:
+    """PNG montage: per slice, the mid-cycle frame with the LV centre and the crop box drawn.
+
+    Green box and cross: the slice found its own circle; orange: it relies on the
+    study-level LV axis (``fallback``). A small white circle marks that slice's
+    own detected circle centre when there is one.
+    """
+    n_z = cine.n_slices
+    t_mid = cine.n_phases // 2
+    cols = math.ceil(math.sqrt(n_z))
+    rows = math.ceil(n_z / cols)
+    fig = Figure(figsize=(2.6 * cols, 2.8 * rows))
+    loc = transform.localisation
+    size = (transform.crop_size * transform.step_ji)  # box extent in input pixels (rows, cols)
+    for z in range(n_z):
+        ax = fig.add_subplot(rows, cols, z + 1)
+        frame = cine.frames[t_mid, z]
+        lo, hi = np.percentile(frame, (1, 99.5))
+        ax.imshow(frame, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+        fallback = bool(loc.fallback[z]) if loc is not None else False
+        colour = "orange" if fallback else "lime"
+        corner = transform.origin_ji[z] - 0.5 * transform.step_ji  # pixel edge, not centre
+        ax.add_patch(Rectangle((corner[1], corner[0]), size[1], size[0], fill=False,
+                               edgecolor=colour, linewidth=1.2))
+        cj, ci = transform.centres_ji[z]
+        ax.plot([ci], [cj], marker="+", color=colour, markersize=10, mew=1.5)
+        if loc is not None and np.isfinite(loc.detected_ji[z]).all():
+            ax.plot([loc.detected_ji[z, 1]], [loc.detected_ji[z, 0]], marker="o", mfc="none",
+                    color="white", markersize=5)
+        ax.set_title(f"slice {z}{' (axis fallback)' if fallback else ''}", fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(f"LV localisation, phase {t_mid}: {Path(cine.source).name or 'cine'}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def overlay_montage(cine: Cine, label_map: np.ndarray, frames: list[int], path: Path | str,
+                    expert: np.ndarray | None = None) -> Path:
+    """PNG montage: one row per slice, one column per frame in ``frames`` (e.g. ED, ES), with
+    the automatic myocardium contour (red) and, when given, the expert one (green, dashed).
+
+    Each panel is zoomed on the labelled region of its slice when there is one.
+    """
+    from skimage.measure import find_contours
+
+    from .labels import MYOCARDIUM
+
+    n_z = cine.n_slices
+    fig = Figure(figsize=(2.2 * len(frames), 2.2 * n_z))
+    any_label = (label_map > 0).any(axis=(0, 1))
+    rows, cols = np.nonzero(any_label)
+    if len(rows):
+        pad = 15
+        r0, r1 = max(rows.min() - pad, 0), min(rows.max() + pad, any_label.shape[0] - 1)
+        c0, c1 = max(cols.min() - pad, 0), min(cols.max() + pad, any_label.shape[1] - 1)
+    else:
+        r0, r1, c0, c1 = 0, any_label.shape[0] - 1, 0, any_label.shape[1] - 1
+    for z in range(n_z):
+        for k, t in enumerate(frames):
+            ax = fig.add_subplot(n_z, len(frames), z * len(frames) + k + 1)
+            frame = cine.frames[t, z, r0:r1 + 1, c0:c1 + 1]
+            lo, hi = np.percentile(frame, (1, 99.5))
+            ax.imshow(frame, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+            layers = [(label_map, "red", "-")]
+            if expert is not None:
+                layers.append((expert, "lime", "--"))
+            for labels, colour, style in layers:
+                mask = np.pad(labels[t, z, r0:r1 + 1, c0:c1 + 1] == MYOCARDIUM, 1)
+                for contour in find_contours(mask.astype(float), 0.5):
+                    ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=colour, linestyle=style,
+                            linewidth=1.0)
+            ax.set_xticks([]), ax.set_yticks([])
+            if z == 0:
+                ax.set_title(f"frame {t + 1}", fontsize=9)
+            if k == 0:
+                ax.set_ylabel(f"slice {z + 1}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
