@@ -155,7 +155,7 @@ def _experiment_config(args: argparse.Namespace):
     cnn = TrainConfig(epochs=args.cnn_epochs, seed=args.seed, width=args.width,
                       learning_rate=args.learning_rate, jit_compile=args.jit)
     rnn = TrainConfig(epochs=args.rnn_epochs, seed=args.seed, width=args.width,
-                      learning_rate=args.learning_rate, jit_compile=args.jit)
+                      learning_rate=args.learning_rate, augment=args.rnn_augment)
     kwargs = {"members": args.members, "cnn": cnn, "rnn": rnn,
               "preprocessing": {"pixel_mm": args.pixel_mm, "crop_size": args.crop_size}}
     if variants:
@@ -216,10 +216,14 @@ def _add_training_options(p: argparse.ArgumentParser, default_members: int) -> N
     p.add_argument("--rnn-epochs", type=int, default=20, help="stage 2 epochs")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3, 1e-4 fine-tuning)")
     p.add_argument("--width", type=int, default=16, help="ResNet-56 base width (paper: 16)")
-    p.add_argument("--pixel-mm", type=float, default=1.0, help="in-plane pixel size of the network (mm)")
-    p.add_argument("--crop-size", type=int, default=128, help="crop box side (pixels)")
+    p.add_argument("--pixel-mm", type=float, default=4 / 3,
+                   help="in-plane pixel size of the network (mm; default 4/3, the acquisitions' own)")
+    p.add_argument("--crop-size", type=int, default=96, help="crop box side in pixels (default 96: 128 mm)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jit", action="store_true", help="XLA-compile the training step")
+    p.add_argument("--jit", action="store_true", help="XLA-compile the stage 1 training step")
+    p.add_argument("--rnn-augment", action="store_true",
+                   help="augment stage 2 too (slower: the frozen CNN then runs in every step "
+                        "instead of once on cached features)")
     p.add_argument("--progress-lines", action="store_true",
                    help="print 'PROGRESS <fraction> <message>' lines (for the Slicer module)")
 

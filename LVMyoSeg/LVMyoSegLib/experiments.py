@@ -44,8 +44,8 @@ class ExperimentConfig:
     variants: tuple[str, ...] = VARIANTS
     members: int = 1
     cnn: TrainConfig = TrainConfig(epochs=60)
-    rnn: TrainConfig = TrainConfig(epochs=20)
-    preprocessing: dict[str, Any] = field(default_factory=lambda: {"pixel_mm": 1.0, "crop_size": 128})
+    rnn: TrainConfig = TrainConfig(epochs=20, augment=False)
+    preprocessing: dict[str, Any] = field(default_factory=lambda: {"pixel_mm": 4 / 3, "crop_size": 96})
     threshold: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,76 @@
+"""The `lvmyoseg` command line end to end on the real sample study (with a tiny untrained
+bundle where a network is needed: these tests check the path, not accuracy)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LVMyoSegLib.bundle import write_bundle
+from LVMyoSegLib.cli import main
+from LVMyoSegLib.labels import CHANNELS
+from LVMyoSegLib.networks import build_cnn, build_model
+from LVMyoSegLib.resources import sample_case_dir
+from LVMyoSegLib.volume_files import read_4d, read_labels_4d
+
+SAMPLE = sample_case_dir() / "cine.nrrd"
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    models = [build_model("multi_level", build_cnn(width=4, seed=s, units=1), seed=s) for s in (0, 1)]
+    write_bundle(path, models, model_id="tiny-untrained", variant="multi_level", channels=CHANNELS,
+                 preprocessing={"pixel_mm": 2.0, "crop_size": 64})
+    return path
+
+
+def test_inspect_json(capsys, sunnybrook_root: Path) -> None:
+    assert main(["inspect", str(sunnybrook_root / "dicom" / "SCD0000301"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["T"], info["Z"]) == (20, 10)
+    assert info["spacing_mm_xyz"][0] == pytest.approx(1.2891) and info["spacing_mm_xyz"][2] == pytest.approx(8.0, abs=1e-3)
+    assert len(info["trigger_times_ms"]) == 20
+
+
+def test_preprocess_writes_picture(tmp_path: Path) -> None:
+    assert main(["preprocess", str(SAMPLE), "-o", str(tmp_path / "pre")]) == 0
+    assert (tmp_path / "pre" / "preprocessing.png").stat().st_size > 10_000
+    transform = json.loads((tmp_path / "pre" / "crop_transform.json").read_text())
+    assert transform["crop_size"] > 0
+
+
+def test_segment_outputs_are_aligned_with_input(tmp_path: Path, tiny_bundle: Path) -> None:
+    out = tmp_path / "seg"
+    assert main(["segment", str(SAMPLE), "-o", str(out), "--model", str(tiny_bundle), "--members", "1",
+                 "--threshold", "0.5"]) == 0
+    cine = read_4d(SAMPLE)
+    labels = read_labels_4d(out / "labels.nrrd", cine)  # raises unless voxel-aligned with the input
+    assert labels.shape == cine.frames.shape
+    for channel in CHANNELS:
+        prob = read_4d(out / f"probabilities_{channel}.nrrd")
+        assert prob.geometry.matches(cine.geometry)
+        assert prob.frames.shape == cine.frames.shape
+        assert 0.0 <= prob.frames.min() and prob.frames.max() <= 1.0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == {"id": "tiny-untrained", "dir": str(tiny_bundle), "members_used": 1}
+    assert report["input"]["shape_tzyx"] == list(cine.frames.shape)
+    assert set(report["timing_s"]) >= {"read", "preprocess", "network", "inverse_mapping", "write"}
+    assert "cardiac_function" in report and (out / "overlay.png").is_file()
+    assert not list(tmp_path.glob(".seg.partial*"))
+
+
+def test_bad_model_leaves_no_output(tmp_path: Path, tiny_bundle: Path, capsys) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    out = tmp_path / "seg"
+    assert main(["segment", str(SAMPLE), "-o", str(out), "--model", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest" in err and str(broken) in err
+    assert not out.exists()
+    assert main(["segment", str(tmp_path / "nothing.nii.gz"), "-o", str(out), "--model", str(tiny_bundle)]) == 2
+    assert not out.exists()
