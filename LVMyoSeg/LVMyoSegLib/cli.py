@@ -163,12 +163,18 @@ def _experiment_config(args: argparse.Namespace):
     return ExperimentConfig(**kwargs)
 
 
-def _init_bundle(value: str | None) -> Path | None:
-    from .resources import bundled_model_dir
+def _registry_dir(args: argparse.Namespace) -> Path:
+    from .registry import default_registry_dir
+
+    return Path(args.registry) if getattr(args, "registry", None) else default_registry_dir()
+
+
+def _init_bundle(value: str | None, registry_dir: Path | None = None) -> Path | None:
+    from .registry import resolve
 
     if value in (None, "scratch"):
         return None
-    return bundled_model_dir() if value == "bundled" else Path(value)
+    return resolve(value, registry_dir)
 
 
 def cmd_loo(args: argparse.Namespace) -> int:
@@ -176,7 +182,7 @@ def cmd_loo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     results = run_loo(Path(args.dataset), Path(args.output), _experiment_config(args),
-                      init_bundle=_init_bundle(args.init),
+                      init_bundle=_init_bundle(args.init, _registry_dir(args)),
                       cases=args.cases.split(",") if args.cases else None,
                       progress=_training_progress(args.progress_lines))
     print((Path(args.output) / "loo_table.md").read_text())
@@ -190,12 +196,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .experiments import train_final
 
+    from .registry import check_model_id, new_model_dir
+
     metrics = _json.loads(Path(args.loo_results).read_text())["overall"] if args.loo_results else None
-    out = train_final(Path(args.dataset), Path(args.output), Path(args.run_dir), _experiment_config(args),
-                      variant=args.variant, model_id=args.model_id or Path(args.output).name,
-                      init_bundle=_init_bundle(args.init), metrics=metrics,
+    registry_dir = _registry_dir(args)
+    if args.register:  # the new version is written straight into the registry
+        model_id = args.model_id or f"{Path(args.dataset).resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        output = new_model_dir(registry_dir, model_id)
+    else:
+        output = Path(args.output)
+        model_id = check_model_id(args.model_id or output.name)
+    out = train_final(Path(args.dataset), output, Path(args.run_dir), _experiment_config(args),
+                      variant=args.variant, model_id=model_id,
+                      init_bundle=_init_bundle(args.init, registry_dir), metrics=metrics,
+                      cases=args.cases.split(",") if args.cases else None,
                       progress=_training_progress(args.progress_lines))
-    print(f"wrote model bundle {out}")
+    print(f"wrote model bundle {out}" + (f"; registered as {model_id} in {registry_dir}" if args.register else ""))
     return 0
 
 
@@ -209,7 +225,10 @@ def cmd_dataset_sunnybrook(args: argparse.Namespace) -> int:
 
 def _add_training_options(p: argparse.ArgumentParser, default_members: int) -> None:
     p.add_argument("--init", default="scratch",
-                   help="start from: 'scratch' (default), 'bundled', or a model bundle folder (fine-tuning)")
+                   help="start from: 'scratch' (default), 'bundled', a registered model id or a model "
+                        "bundle folder (fine-tuning)")
+    p.add_argument("--registry", help="model-version registry folder (default: $LVMYOSEG_REGISTRY or "
+                                      "~/.lvmyoseg/models)")
     p.add_argument("--variants", help="comma-separated: cnn,one_level,multi_level (default: all three)")
     p.add_argument("--members", type=int, default=default_members, help="ensemble members")
     p.add_argument("--cnn-epochs", type=int, default=60, help="stage 1 epochs")
@@ -273,8 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train on every case of a dataset and write a model bundle")
     p.add_argument("dataset")
-    p.add_argument("-o", "--output", required=True, help="new model bundle folder (never overwritten)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", help="new model bundle folder (never overwritten)")
+    where.add_argument("--register", action="store_true",
+                       help="write the bundle into the registry (--registry) as --model-id "
+                            "(default: <dataset name>-<date-time>)")
     p.add_argument("--run-dir", required=True, help="checkpoint folder (resumes when it exists)")
+    p.add_argument("--cases", help="comma-separated subset of case ids (default: all)")
     p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
     p.add_argument("--model-id", help="model id for the manifest (default: the output folder name)")
     p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")

@@ -187,7 +187,9 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map)
         fold["wall_time_s"] = time.perf_counter() - t_fold
         _write_json(fold_path, fold)
-    return summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
+    results = summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
+    loo_examples_figure(out_dir, dataset_dir, out_dir / "loo_examples.png")
+    return results
 
 
 def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, Any]:
@@ -214,12 +216,49 @@ def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, 
     return results
 
 
+def loo_examples_figure(out_dir: Path, dataset_dir: Path, path: Path, n_examples: int = 3) -> Path:
+    """Fig. 3-style picture of held-out slices: for the folds done, the expert-labelled slices
+    where the models disagree most (largest spread of myocardium DSC between them)."""
+    from .figures import consecutive_frames_figure
+
+    out_dir = Path(out_dir)
+    settings = json.loads((out_dir / "settings.json").read_text())
+    candidates = []
+    for case_id in settings["cases"]:
+        fold_path = out_dir / f"fold_{case_id}.json"
+        if not fold_path.is_file():
+            continue
+        fold = json.loads(fold_path.read_text())
+        by_slice: dict[tuple[int, int], list[float]] = {}
+        for name, records in fold["records"].items():
+            for r in records:
+                if r["channel"] == "myocardium":
+                    by_slice.setdefault((r["t"], r["z"]), []).append(r["dsc"])
+        for (t, z), dscs in by_slice.items():
+            candidates.append((max(dscs) - min(dscs), case_id, t, z))
+    if not candidates:
+        raise InputError(f"{out_dir} has no finished fold to draw.")
+    candidates.sort(reverse=True)
+    chosen = candidates[:n_examples]
+    # one figure per case keeps the images of a case together; stack them in one PNG
+    first_case = chosen[0][1]
+    case = read_case(dataset_dir, first_case)
+    fold_dir = out_dir / f"fold_{first_case}"
+    predictions = {p.stem.removeprefix("labels_"): np.load(p)["label_map"]
+                   for p in sorted(fold_dir.glob("labels_*.npz"))}
+    order = [v for v in VARIANTS if v in predictions] + [v for v in predictions if v not in VARIANTS]
+    examples = [(t, z) for _, cid, t, z in chosen if cid == first_case]
+    return consecutive_frames_figure(case.cine, case.labels.label_map,
+                                     {v: predictions[v] for v in order}, examples, path,
+                                     titles=VARIANT_TITLES)
+
+
 def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: ExperimentConfig, *,
                 variant: str = "multi_level", model_id: str, init_bundle: Path | None = None,
-                metrics: dict[str, Any] | None = None, progress: ProgressFn | None = None,
-                cancel: Callable[[], bool] | None = None) -> Path:
-    """Train ``variant`` on every case of a dataset and write a new model bundle."""
-    case_ids = list_cases(dataset_dir)
+                metrics: dict[str, Any] | None = None, cases: Sequence[str] | None = None,
+                progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> Path:
+    """Train ``variant`` on every case of a dataset (or on ``cases``) and write a new model bundle."""
+    case_ids = list(cases) if cases else list_cases(dataset_dir)
     initial, parent = None, None
     if init_bundle is not None:
         manifest, members = load_members(init_bundle, config.members)

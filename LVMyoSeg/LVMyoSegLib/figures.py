@@ -112,3 +112,49 @@ def overlay_montage(cine: Cine, label_map: np.ndarray, frames: list[int], path: 
                 ax.set_ylabel(f"slice {z + 1}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def consecutive_frames_figure(cine: Cine, expert: np.ndarray, predictions: dict[str, np.ndarray],
+                              examples: list[tuple[int, int]], path: Path | str,
+                              titles: dict[str, str] | None = None) -> Path:
+    """The paper's Fig. 3 layout: for each example (t, z) and each model, the previous,
+    current and next frame of slice z with the automatic myocardium contour (red, dashed)
+    and, on the current (expert-labelled) frame, the expert contour (green, solid).
+
+    ``predictions`` maps a model name to its label map ``[T, Z, Y, X]``.
+    """
+    from skimage.measure import find_contours
+
+    from .labels import MYOCARDIUM
+
+    titles = titles or {}
+    names = list(predictions)
+    n_rows = len(examples) * len(names)
+    fig = Figure(figsize=(7.5, 2.5 * n_rows))
+    n_t = cine.n_phases
+    row = 0
+    for t, z in examples:
+        rows, cols = np.nonzero(expert[t, z] > 0)
+        pad = 12
+        r0, r1 = max(rows.min() - pad, 0), min(rows.max() + pad, expert.shape[2] - 1)
+        c0, c1 = max(cols.min() - pad, 0), min(cols.max() + pad, expert.shape[3] - 1)
+        for name in names:
+            for k, dt in enumerate((-1, 0, 1)):
+                tt = (t + dt) % n_t  # the cycle is periodic
+                ax = fig.add_subplot(n_rows, 3, row * 3 + k + 1)
+                frame = cine.frames[tt, z, r0:r1 + 1, c0:c1 + 1]
+                lo, hi = np.percentile(frame, (1, 99.5))
+                ax.imshow(frame, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+                layers = [(predictions[name], "red", "--")]
+                if dt == 0:
+                    layers.insert(0, (expert, "lime", "-"))
+                for labels, colour, style in layers:
+                    mask = np.pad(labels[tt, z, r0:r1 + 1, c0:c1 + 1] == MYOCARDIUM, 1).astype(float)
+                    for contour in find_contours(mask, 0.5):
+                        ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=colour, linestyle=style,
+                                linewidth=1.1)
+                ax.set_xticks([]), ax.set_yticks([])
+                ax.set_title(f"{titles.get(name, name)}: frame {tt + 1}, slice {z + 1}", fontsize=7)
+            row += 1
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -648,3 +648,57 @@ def volumes_table(scene, label_map: np.ndarray, geometry: Geometry, *,
         table.SetAttribute(f"LVMyoSeg.{key}", f"{value:.6g}")
     table.EndModify(was_modifying)
     return table
+
+
+# ---------------------------------------------------------------------------------------
+# Generic result tables and bar charts (LV Myocardium Trainer)
+
+
+def table_from_columns(scene, columns: dict, *, name: str = "LVMyoSeg table", units: dict | None = None,
+                       table_node=None):
+    """vtkMRMLTableNode holding ``columns`` (name -> equal-length values; str values -> a text column).
+
+    Pass ``table_node`` to refill an existing table.
+    """
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise InputError(f"Table '{name}' columns have different lengths {sorted(lengths)}.")
+    table = table_node if table_node is not None else _add_node(scene, "vtkMRMLTableNode", name)
+    was_modifying = table.StartModify()
+    table.RemoveAllColumns()
+    for column_name, values in columns.items():
+        if any(isinstance(v, str) for v in values):
+            array = vtk.vtkStringArray()
+            for v in values:
+                array.InsertNextValue(str(v))
+        else:
+            array = vtk.vtkDoubleArray()
+            for v in values:
+                array.InsertNextValue(float(v))
+        array.SetName(column_name)
+        table.AddColumn(array)
+        if units and units.get(column_name):
+            table.SetColumnUnitLabel(column_name, units[column_name])
+    table.EndModify(was_modifying)
+    return table
+
+
+def bar_chart(scene, table, y_columns: Sequence[str], *, label_column: str, name: str, title: str,
+              y_title: str, colors: Sequence[tuple[float, float, float]] | None = None):
+    """vtkMRMLPlotChartNode with one bar series per column of ``table`` (x = row, labels from ``label_column``)."""
+    chart = _add_node(scene, "vtkMRMLPlotChartNode", name)
+    for i, column in enumerate(y_columns):
+        if table.GetTable().GetColumnByName(column) is None:
+            raise InputError(f"Table '{table.GetName()}' has no column '{column}' to plot.")
+        series = _add_node(scene, "vtkMRMLPlotSeriesNode", f"{name} {column}")
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
+        series.SetYColumnName(column)
+        series.SetLabelColumnName(label_column)
+        if colors:
+            series.SetColor(*colors[i % len(colors)])
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    chart.SetTitle(title)
+    chart.SetXAxisTitle(label_column)
+    chart.SetYAxisTitle(y_title)
+    return chart
