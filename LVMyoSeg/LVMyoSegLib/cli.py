@@ -195,8 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import json as _json
 
     from .experiments import train_final
-
-    from .registry import check_model_id, new_model_dir
+    from .registry import new_model_dir
 
     metrics = _json.loads(Path(args.loo_results).read_text())["overall"] if args.loo_results else None
     registry_dir = _registry_dir(args)
@@ -205,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         output = new_model_dir(registry_dir, model_id)
     else:
         output = Path(args.output)
-        model_id = check_model_id(args.model_id or output.name)
+        model_id = args.model_id or output.name
     out = train_final(Path(args.dataset), output, Path(args.run_dir), _experiment_config(args),
                       variant=args.variant, model_id=model_id,
                       init_bundle=_init_bundle(args.init, registry_dir), metrics=metrics,
@@ -220,6 +219,14 @@ def cmd_dataset_sunnybrook(args: argparse.Namespace) -> int:
 
     for case_dir in sunnybrook_to_dataset(Path(args.root) if args.root else None, Path(args.output)):
         print(f"added {case_dir}")
+    return 0
+
+
+def cmd_validate_function(args: argparse.Namespace) -> int:
+    from .function_validation import validate_loo_run
+
+    validate_loo_run(Path(args.run), Path(args.dataset), Path(args.output), variant=args.variant)
+    print((Path(args.output) / "function_validation.md").read_text())
     return 0
 
 
@@ -304,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")
     _add_training_options(p, default_members=5)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("validate-function",
+                       help="EDV/ESV/EF of a LOO run's held-out segmentations vs the expert labels")
+    p.add_argument("run", help="folder of a finished `lvmyoseg loo` run")
+    p.add_argument("dataset", help="the dataset the run used")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
+    p.set_defaults(func=cmd_validate_function)
 
     p = sub.add_parser("sunnybrook-dataset", help="convert the Sunnybrook studies into a training dataset")
     p.add_argument("-o", "--output", required=True, help="dataset folder")

@@ -158,3 +158,26 @@ def consecutive_frames_figure(cine: Cine, expert: np.ndarray, predictions: dict[
             row += 1
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def bland_altman_figure(rows: list[dict], stats: dict[str, dict], path: Path | str) -> Path:
+    """Bland–Altman plots (auto − expert against their mean) for EDV, ESV and EF."""
+    fig = Figure(figsize=(12, 3.6))
+    for k, (key, label) in enumerate((("edv_ml", "EDV (mL)"), ("esv_ml", "ESV (mL)"),
+                                      ("ef_percent", "EF (%)"))):
+        ax = fig.add_subplot(1, 3, k + 1)
+        e = np.array([r["expert"][key] for r in rows])
+        a = np.array([r["auto"][key] for r in rows])
+        ax.scatter((a + e) / 2, a - e, color="tab:blue")
+        for r, x, y in zip(rows, (a + e) / 2, a - e):
+            ax.annotate(r["case"], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        s = stats[key]
+        ax.axhline(s["mean_diff"], color="k", label=f"mean {s['mean_diff']:+.1f}")
+        for v in (s["loa_low"], s["loa_high"]):
+            ax.axhline(v, color="gray", linestyle="--")
+        ax.axhline(0, color="lightgray", linewidth=0.8)
+        ax.set_xlabel(f"mean of expert and automatic {label}")
+        ax.set_ylabel(f"automatic − expert {label}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
