@@ -33,7 +33,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from LVMyoSegLib import mrml
+from LVMyoSegLib import mrml, registry
 from LVMyoSegLib.errors import InputError, LabelError, LVMyoSegError, ModelError
 from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir, sample_case_dir
 
@@ -149,6 +149,13 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.thresholdSliderWidget.connect("valueChanged(double)", self.onThresholdChanged)
         self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
 
+        # model versions: the bundled model and every version registered by LV Myocardium Trainer
+        self.modelVersionComboBox = qt.QComboBox()
+        self.modelVersionComboBox.toolTip = ("The bundled model and the model versions registered with the LV "
+                                             "Myocardium Trainer module; or choose a model folder below.")
+        self.ui.inputsCollapsibleButton.layout().insertRow(1, "Model version:", self.modelVersionComboBox)
+        self.modelVersionComboBox.connect("currentIndexChanged(int)", self.onModelVersionChanged)
+
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -180,6 +187,37 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             cine = self.logic.firstCineSequence()
             if cine:
                 self._parameterNode.inputSequence = cine
+        self.refreshModelVersions()
+
+    def refreshModelVersions(self) -> None:
+        """List the bundled model and every registered version (read from the registry folder)."""
+        combo = self.modelVersionComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for entry in registry.list_models(registry.slicer_registry_dir(slicer.app.slicerUserSettingsFilePath)):
+            if not entry.problem:
+                combo.addItem(entry.label(), str(entry.path))
+        combo.addItem("other model folder (below)", "")
+        combo.blockSignals(wasBlocked)
+        self._syncModelVersion()
+
+    def _syncModelVersion(self) -> None:
+        """Select the version whose folder is the current model path (else "other model folder")."""
+        combo = self.modelVersionComboBox
+        current = Path(str(self._parameterNode.modelPath)) if self._parameterNode else None
+        index = combo.count - 1
+        for i in range(combo.count - 1):
+            if current is not None and Path(combo.itemData(i)).resolve() == current.resolve():
+                index = i
+                break
+        wasBlocked = combo.blockSignals(True)
+        combo.setCurrentIndex(index)
+        combo.blockSignals(wasBlocked)
+
+    def onModelVersionChanged(self, index: int) -> None:
+        path = self.modelVersionComboBox.itemData(index)
+        if path and self._parameterNode:
+            self._parameterNode.modelPath = Path(path)
 
     def setParameterNode(self, inputParameterNode: Optional[LVMyoSegParameterNode]) -> None:
         if self._parameterNode:
@@ -199,6 +237,7 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        else "Select a cine (volume sequence) first")
         self.ui.cancelButton.enabled = running
         hasResult = bool(p and p.segmentationSequence) and not running
+        self._syncModelVersion()
         self.ui.exportButton.enabled = hasResult
         self.ui.thresholdSliderWidget.enabled = hasResult
 

@@ -127,6 +127,7 @@ class LVMyoSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
+        self.ui.logTextEdit.setMaximumBlockCount(5000)
         self.logic = LVMyoSegTrainerLogic()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -200,11 +201,15 @@ class LVMyoSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- cases
 
-    def _refreshCases(self) -> None:
+    def _refreshCases(self, folder: Optional[Path] = None) -> None:
+        """List the cases of ``folder`` (default: the parameter node's dataset folder)."""
         self._updatingCases = True
         try:
             self.ui.casesListWidget.clear()
-            folder = self._datasetDir()
+            if folder is None:
+                folder = self._datasetDir()
+            elif str(folder) in ("", "."):
+                folder = None
             if folder is None:
                 self.ui.datasetStatusLabel.text = "Pick a dataset folder (a new, empty folder starts a dataset)."
                 return
@@ -237,8 +242,9 @@ class LVMyoSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.excludedCases = ",".join(excluded)
 
     def onDatasetChanged(self, path: str) -> None:
+        # the path comes from the signal: the parameter node may not be updated yet
         if self._parameterNode:
-            self._refreshCases()
+            self._refreshCases(Path(path) if path else Path(""))
 
     def onCaseItemChanged(self, item) -> None:
         if self._updatingCases or not self._parameterNode:
@@ -524,9 +530,7 @@ class LVMyoSegTrainerLogic(ScriptedLoadableModuleLogic):
         """
         self._checkCanStart(settings, 1)
         plan = retraining.progress_plan(settings, folds=1, variant=self.trainedVariant(settings))
-        if not modelId:
-            modelId = retraining.unique_case_id(self.registryDir, f"{Path(settings.dataset_dir).name}-"
-                                                f"{time.strftime('%Y%m%d-%H%M%S')}")
+        modelId = modelId or retraining.default_model_id(settings.dataset_dir, time.strftime("%Y%m%d-%H%M%S"))
         registry.new_model_dir(self.registryDir, modelId)  # refuses a bad or existing id now, not after hours
         looResults = retraining.job_dir(self.runsDir, "loo", settings) / "loo_results.json"
         useLoo = None
@@ -720,7 +724,7 @@ class LVMyoSegTrainerTest(ScriptedLoadableModuleTest):
         dataset = self.workDir / "dataset"
         report = LVMyoSegTrainerLogic.importCases(SAMPLE_DIR, dataset)
         self.assertEqual(report.added, ("SCD0000101",))
-        cine, labels = make_synthetic_cine(n_phases=8, n_slices=4, size=96, seed=3)
+        cine, labels = make_synthetic_cine(n_phases=20, n_slices=4, size=128, seed=3)  # T as the sample
         add_case(dataset, "synthetic-phantom", cine, sparsify_like_sunnybrook(labels))
         return dataset
 
@@ -738,15 +742,15 @@ class LVMyoSegTrainerTest(ScriptedLoadableModuleTest):
         cineSequence, _ = mrml.sequence_from_cine(slicer.mrmlScene, case.cine, "sample cine")
         segSequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", "drawn segmentation")
         matrix = mrml.ijk_to_ras(case.cine.geometry)
-        drawn = np.where(case.labels.known[:, :, :1, None, None].any(-1, keepdims=True)[..., 0],
-                         case.labels.label_map, 0).astype(np.uint8)
+        myoKnown = case.labels.known[:, :, 0]  # the user "drew" the expert's end-diastolic slices
+        drawn = np.where(myoKnown[:, :, None, None], case.labels.label_map, 0).astype(np.uint8)
         for t in range(case.cine.n_phases):
             node = mrml.segmentation_node_from_labels(drawn[t], matrix, name=f"frame {t}")
             segSequence.SetDataNodeAtValue(node, str(t))
         caseDir = logic.addSceneCase(dataset, segSequence, cineSequence)
         added = read_case(dataset, caseDir.name)
         self.assertTrue(np.array_equal(added.labels.label_map, drawn))
-        self.assertTrue(added.labels.known[:, :, 0].any())
+        self.assertTrue(np.array_equal(added.labels.known[:, :, 0], myoKnown & drawn.any(axis=(2, 3))))
         self.assertEqual(len(logic.listCases(dataset)), 3)
         self.delayDisplay("Test passed")
 

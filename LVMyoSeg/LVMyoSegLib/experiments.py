@@ -75,6 +75,13 @@ def prepare_case(case: Case, preprocessing: dict[str, Any]) -> PreparedCase:
 
 def training_arrays(prepared: Sequence[PreparedCase]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Concatenate the labelled slices (cycles) of several cases."""
+    phases = {p.x.shape[1] for p in prepared}
+    if len(phases) > 1:
+        listing = "; ".join(f"{t} phases: " + ", ".join(p.case.case_id for p in prepared if p.x.shape[1] == t)
+                            for t in sorted(phases))
+        raise InputError(f"Training cases have different numbers of cardiac phases ({listing}). The "
+                         "ConvLSTM trains on whole cycles of one length: train on cases with the same "
+                         "number of phases.")
     xs, ys, ks = [], [], []
     for p in prepared:
         keep = p.known.any(axis=(1, 2))

@@ -89,6 +89,12 @@ def job_dir(runs_root: Path, kind: str, settings: RetrainSettings) -> Path:
     return Path(runs_root) / f"{kind}-{name}-{settings.key()}"
 
 
+def default_model_id(dataset_dir: Path, stamp: str) -> str:
+    """``<dataset folder name>-<stamp>`` made into a valid model id."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset_dir).resolve().name).strip("._-")[:60] or "model"
+    return f"{name}-{re.sub(r'[^A-Za-z0-9._-]+', '_', stamp)}"
+
+
 def _common_args(settings: RetrainSettings, registry_dir: Path) -> list[str]:
     args = ["--init", settings.init, "--registry", str(registry_dir), "--members", str(settings.members),
             "--cnn-epochs", str(settings.cnn_epochs), "--rnn-epochs", str(settings.rnn_epochs)]

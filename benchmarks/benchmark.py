@@ -1,0 +1,619 @@
+"""LVMyoSeg benchmark: this machine's convolution limit, the networks' work, inference and
+training throughput, and the end-to-end ``segment`` path on a real Sunnybrook study.
+
+    cd /work/main && PYTHONPATH=LVMyoSeg .venv/bin/python benchmarks/benchmark.py [--quick] [--json OUT]
+
+Every efficiency is ``model multiply-accumulates / (time x limit)``, where the limit is the
+throughput of a plain 3x3 convolution (32 -> 32 channels on 96x96 maps, ``keras.ops.conv``)
+measured in the same run, right before and right after each timed sample (paired), so a
+load that changes during the run affects both sides of each ratio alike.
+See ``benchmarks/README.md`` for the definitions (naive path, training MACs, memory check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "LVMyoSeg"))
+
+import keras  # noqa: E402
+
+from LVMyoSegLib import networks  # noqa: E402
+from LVMyoSegLib.labels import CHANNELS  # noqa: E402
+
+PRODUCT_PREPROCESSING = {"pixel_mm": 4 / 3, "crop_size": 96}   # the bundled model's settings
+DEFAULT_STUDY = "SCD0000101"
+FRAMES = 20                                                      # Sunnybrook phases per cycle
+TRAINING_MAC_FACTOR = 3   # forward + gradient w.r.t. inputs + gradient w.r.t. weights
+
+
+def sunnybrook_root() -> Path:
+    env = os.environ.get("LVMYOSEG_SUNNYBROOK")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "sunnybrook"
+
+
+# ------------------------------------------------------------------ measuring
+
+class ConvLimit:
+    """The machine's 'limit': MAC/s of one plain 3x3 convolution, ``keras.ops.conv``, warm."""
+
+    def __init__(self, channels: int = 32, size: int = 96, batch: int = 8, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.shape = (batch, size, size, channels)
+        self.x = keras.ops.convert_to_tensor(rng.standard_normal(self.shape, dtype=np.float32))
+        self.k = keras.ops.convert_to_tensor(
+            rng.standard_normal((3, 3, channels, channels), dtype=np.float32) * 0.1)
+        self.macs = batch * size * size * 9 * channels * channels
+        self.device = str(keras.ops.conv(self.x, self.k, padding="same").device)
+        for _ in range(3):
+            self._once()
+
+    def _once(self) -> None:
+        np.asarray(keras.ops.conv(self.x, self.k, padding="same"))
+
+    def rate(self, calls: int = 3) -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            self._once()
+        return self.macs * calls / (time.perf_counter() - t0)
+
+
+@dataclass
+class Measured:
+    """Times of repeated runs, each with the limit measured just before and after it."""
+
+    seconds: list[float]
+    limits: list[float]
+    macs: float
+
+    @property
+    def median_s(self) -> float:
+        return float(np.median(self.seconds))
+
+    @property
+    def efficiency(self) -> float:
+        return float(np.median([self.macs / (s * lim) for s, lim in zip(self.seconds, self.limits)]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "limit_mac_s": self.limits, "macs": self.macs,
+                "median_s": self.median_s, "efficiency": self.efficiency}
+
+
+def measure(run: Callable[[], Any], macs: float, limit: ConvLimit, repeats: int,
+            warmup: int = 1) -> Measured:
+    """Time ``run`` ``repeats`` times after ``warmup`` untimed calls, pairing each with the limit."""
+    for _ in range(warmup):
+        run()
+    seconds, limits = [], []
+    for _ in range(repeats):
+        before = limit.rate()
+        t0 = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - t0)
+        limits.append(0.5 * (before + limit.rate()))
+    return Measured(seconds, limits, macs)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Plain-text table (also valid Markdown)."""
+    cells = [[h for h in headers]] + [[_fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-2):
+            return f"{v:.3g}"
+        return f"{v:.2f}"
+    return str(v)
+
+
+def section(title: str) -> None:
+    print(f"\n## {title}\n", flush=True)
+
+
+# ------------------------------------------------------------------ the machine
+
+def machine_info() -> dict[str, Any]:
+    import tensorflow as tf
+
+    flags: set[str] = set()
+    model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+    wanted = ["avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",
+              "amx_bf16", "amx_tile", "amx_int8"]
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    return {
+        "cpu": model or platform.processor(),
+        "cpu_flags": {f: f in flags for f in wanted},
+        "cores_os": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)),
+        "load_average_1_5_15": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "tf_intra_op_threads": intra or f"default (0 = cores available: {len(os.sched_getaffinity(0))})",
+        "tf_inter_op_threads": inter or "default (0)",
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on by default)"),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
+
+
+# ------------------------------------------------------------------ network work
+
+def decoder_macs(h: int, w: int, width: int = 16) -> int:
+    """MACs of one decoder per frame (two 4x4 transposed convolutions), as in networks."""
+    d2 = networks.DECONV_KERNEL ** 2
+    return (h // 4) * (w // 4) * d2 * (4 * width) * (2 * width) + (h // 2) * (w // 2) * d2 * (4 * width) * 2
+
+
+def head_macs(variant: str, t: int, h: int, w: int) -> int:
+    """MACs of an RNN variant's head (ConvLSTMs + decoder) over one cycle of one slice."""
+    backbone = networks.multiply_accumulates("cnn", t, h, w) - t * decoder_macs(h, w)
+    return networks.multiply_accumulates(variant, t, h, w) - backbone
+
+
+def macs_rows(slices: int) -> list[list[Any]]:
+    rows = []
+    for crop in (96, 128):
+        for v in networks.VARIANTS:
+            per_cycle = networks.multiply_accumulates(v, FRAMES, crop, crop)
+            rows.append([v, crop, per_cycle / FRAMES / 1e9, per_cycle * slices / 1e9,
+                         5 * per_cycle * slices / 1e12])
+    return rows
+
+
+# ------------------------------------------------------------------ inference and training
+
+def untrained_model(variant: str, seed: int = 0) -> keras.Model:
+    """A product-size model (width 16, ResNet-56) with free H, W, as the trainer makes them.
+
+    Weights do not change the speed, so untrained models time the same as trained ones.
+    """
+    cnn = networks.build_cnn(width=16, seed=seed)
+    return networks.build_model(variant, cnn, seed=seed)
+
+
+def inference_rows(limit: ConvLimit, slices: int, repeats: int) -> tuple[list[list[Any]], dict]:
+    from LVMyoSegLib import inference
+
+    crop = PRODUCT_PREPROCESSING["crop_size"]
+    x = np.random.default_rng(1).standard_normal((slices, FRAMES, crop, crop, 1), dtype=np.float32)
+    rows, raw = [], {}
+    for v in networks.VARIANTS:
+        model = untrained_model(v)
+        macs = networks.multiply_accumulates(v, FRAMES, crop, crop) * slices
+        frames = slices * FRAMES
+        paths: dict[str, Callable[[], Any]] = {
+            "keras call (eager), 4 slices/call": lambda: [
+                np.asarray(model(x[s:s + 4], training=False)) for s in range(0, slices, 4)],
+        }
+        if hasattr(inference, "EnsemblePredictor"):
+            predictor = inference.EnsemblePredictor([model])
+            paths["predict_ensemble (product), warm"] = lambda: predictor.predict(x)
+        else:
+            paths["predict_ensemble (product)"] = lambda: inference.predict_ensemble([model], x)
+        for name, run in paths.items():
+            t0 = time.perf_counter()
+            run()
+            first = time.perf_counter() - t0
+            m = measure(run, macs, limit, repeats, warmup=0)
+            rows.append([v, name, frames / m.median_s, m.efficiency, first])
+            raw[f"{v}/{name}"] = {**m.to_dict(), "frames": frames, "first_call_s": first}
+            print(table(["variant", "path", "frames/s", "efficiency", "first call s"], [rows[-1]]).split("\n")[-1],
+                  flush=True)
+        del model
+        keras.backend.clear_session()
+    return rows, raw
+
+
+def _compile_for_training(model: keras.Model) -> None:
+    from LVMyoSegLib.training import MaskedSegmentationLoss, TrainConfig
+
+    optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+    model.compile(optimizer=optimizer, loss=MaskedSegmentationLoss(TrainConfig().dice_weight))
+    optimizer.build(model.trainable_variables)
+
+
+def training_rows(limit: ConvLimit, repeats: int, epoch_items: dict[str, float]
+                  ) -> tuple[list[list[Any]], dict]:
+    """Stage 1 (CNN on labelled frames) and stage 2 (head on cached features) train steps."""
+    from LVMyoSegLib.experiments import ExperimentConfig
+    from LVMyoSegLib.training import pack_targets
+
+    cfg = ExperimentConfig()
+    crop = PRODUCT_PREPROCESSING["crop_size"]
+    rng = np.random.default_rng(2)
+    rows, raw = [], {}
+
+    # stage 1: frames_per_batch single frames, every frame labelled
+    b1 = cfg.cnn.frames_per_batch
+    cnn = networks.build_cnn(width=cfg.cnn.width, seed=0)
+    _compile_for_training(cnn)
+    x1 = rng.standard_normal((b1, 1, crop, crop, 1), dtype=np.float32)
+    y1 = pack_targets((rng.random((b1, 1, crop, crop, 2)) > 0.8).astype(np.float32),
+                      np.ones((b1, 1, 2), bool))
+    macs1 = TRAINING_MAC_FACTOR * networks.multiply_accumulates("cnn", 1, crop, crop) * b1
+    m = measure(lambda: cnn.train_on_batch(x1, y1), macs1, limit, repeats, warmup=2)
+    n_items = epoch_items["frames"]
+    epoch_s = math.ceil(n_items / b1) * m.median_s
+    rows.append(["stage 1 (cnn)", f"{b1} frames", b1 / m.median_s, m.efficiency, epoch_s,
+                 epoch_s * cfg.cnn.epochs / 60])
+    raw["stage1"] = {**m.to_dict(), "batch_frames": b1, "epoch_items": n_items, "epoch_s": epoch_s}
+
+    # stage 2: sequences_per_batch whole cycles of cached CNN features, ED+ES labelled
+    b2 = cfg.rnn.sequences_per_batch
+    for v in ("one_level", "multi_level"):
+        model = networks.build_model(v, networks.build_cnn(width=cfg.rnn.width, seed=0), seed=0)
+        head = networks.model_parts(model)[1]
+        _compile_for_training(head)
+        w = cfg.rnn.width
+        fh = rng.standard_normal((b2, FRAMES, crop // 2, crop // 2, 2 * w), dtype=np.float32)
+        fq = rng.standard_normal((b2, FRAMES, crop // 4, crop // 4, 4 * w), dtype=np.float32)
+        known = np.zeros((b2, FRAMES, 2), bool)
+        known[:, 0, :] = True
+        known[:, FRAMES // 2, 1] = True
+        y2 = pack_targets((rng.random((b2, FRAMES, crop, crop, 2)) > 0.8).astype(np.float32), known)
+        macs2 = TRAINING_MAC_FACTOR * head_macs(v, FRAMES, crop, crop) * b2
+        m = measure(lambda: head.train_on_batch([fh, fq], y2), macs2, limit, repeats, warmup=2)
+        n_items = epoch_items["cycles"]
+        epoch_s = math.ceil(n_items / b2) * m.median_s
+        rows.append([f"stage 2 ({v}, cached features)", f"{b2} cycles x {FRAMES}",
+                     b2 * FRAMES / m.median_s, m.efficiency, epoch_s, epoch_s * cfg.rnn.epochs / 60])
+        raw[f"stage2/{v}"] = {**m.to_dict(), "batch_cycles": b2, "epoch_items": n_items, "epoch_s": epoch_s}
+        keras.backend.clear_session()
+    return rows, raw
+
+
+def labelled_items(root: Path) -> dict[str, float]:
+    """Training items per leave-one-out fold: labelled frames (stage 1) and cycles (stage 2).
+
+    Averaged over the 5 folds (4 training studies), minus the validation fraction.
+    """
+    from LVMyoSegLib.experiments import ExperimentConfig
+    from LVMyoSegLib.sunnybrook import list_studies, study_contours
+
+    frames = cycles = 0
+    studies = list_studies(root)
+    for study in studies:
+        keys = study_contours(study).keys()          # {(t, z)} with any contour
+        frames += len(keys)
+        cycles += len({z for _, z in keys})
+    keep = (len(studies) - 1) / len(studies) * (1 - ExperimentConfig().cnn.validation_fraction)
+    return {"frames": frames * keep, "cycles": cycles * keep,
+            "all_frames": frames, "all_cycles": cycles, "studies": len(studies)}
+
+
+# ------------------------------------------------------------------ end-to-end segment
+
+def subset_slices(cine, n: int | None):
+    """The ``n`` middle slices of ``cine`` (geometry shifted so the slices keep their place)."""
+    from LVMyoSegLib.cine import Cine, Geometry
+
+    if n is None or n >= cine.n_slices:
+        return cine
+    z0 = (cine.n_slices - n) // 2
+    g = cine.geometry
+    origin = np.asarray(g.origin) + g.direction[:, 2] * g.spacing[2] * z0
+    return Cine(cine.frames[:, z0:z0 + n], Geometry(g.spacing, tuple(origin), g.direction),
+                cine.trigger_times_ms, cine.source + f" (slices {z0}..{z0 + n - 1})")
+
+
+def scaled_cine(cine, scale: int):
+    """A study with ``scale`` x the frames x slices: frames and slices repeated (2x2 for 4)."""
+    from LVMyoSegLib.cine import Cine
+
+    if scale == 1:
+        return cine
+    ft = 2 if scale >= 2 else 1
+    fz = scale // ft
+    frames = np.tile(cine.frames, (ft, fz, 1, 1))
+    tt = np.asarray(cine.trigger_times_ms)
+    step = float(np.median(np.diff(tt))) if len(tt) > 1 else 1.0
+    times = np.concatenate([tt + k * (tt[-1] - tt[0] + step) for k in range(ft)])
+    return Cine(frames, cine.geometry, times, cine.source + f" (x{scale} frames x slices)")
+
+
+def build_bundles(folder: Path, members: int, given: Path | None) -> dict[str, Path]:
+    """One bundle per variant: the given trained one, else untrained members built here."""
+    from LVMyoSegLib.bundle import read_manifest, write_bundle
+
+    if given is not None:
+        return {read_manifest(given).variant: given}
+    out = {}
+    for v in networks.VARIANTS:
+        models = [untrained_model(v, seed=i) for i in range(members)]
+        out[v] = folder / f"untrained_{v}"
+        write_bundle(out[v], models, model_id=f"benchmark-untrained-{v}", variant=v,
+                     channels=CHANNELS, preprocessing=PRODUCT_PREPROCESSING,
+                     training={"note": "untrained: for timing only"})
+        keras.backend.clear_session()
+    return out
+
+
+def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path) -> tuple[dict, Any, Any]:
+    """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process)."""
+    from LVMyoSegLib.bundle import load_members
+    from LVMyoSegLib.pipeline import segment_cine
+    from LVMyoSegLib.segment_outputs import write_segmentation_outputs
+
+    t0 = time.perf_counter()
+    loaded = load_members(bundle, members)
+    load_s = time.perf_counter() - t0
+    result = segment_cine(cine, bundle, members=members, loaded=loaded)
+    t0 = time.perf_counter()
+    write_segmentation_outputs(out, cine, result, model_dir=bundle, file_format="nifti",
+                               read_seconds=read_s)
+    write_all = time.perf_counter() - t0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    files_s = float(report["timing_s"]["write"])
+    shutil.rmtree(out, ignore_errors=True)
+    t = {"read": read_s, "load_model": load_s, "preprocess": result.timings_s["preprocess"],
+         "network": result.timings_s["network"], "inverse_mapping": result.timings_s["inverse_mapping"],
+         "write_files": files_s, "write_report_figures": write_all - files_s}
+    t["total"] = sum(t.values())
+    t["network_fraction"] = t["network"] / t["total"]
+    return t, loaded, result
+
+
+def naive_network(models: list, x: np.ndarray, variant: str) -> float:
+    """The naive path: ``model.predict`` per frame (cnn) or per slice (RNN variants), per member."""
+    t0 = time.perf_counter()
+    acc = np.zeros(x.shape[:4] + (2,), np.float32)
+    for model in models:
+        for z in range(x.shape[0]):
+            if variant == "cnn":
+                for t in range(x.shape[1]):
+                    acc[z, t] += model.predict(x[z:z + 1, t:t + 1], verbose=0)[0, 0]
+            else:
+                acc[z] += model.predict(x[z:z + 1], verbose=0)[0]
+    return time.perf_counter() - t0
+
+
+def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list: list[int],
+                 naive_members: list[int], bundles: dict[str, Path]) -> tuple[list, list, dict]:
+    from LVMyoSegLib import preprocess
+    from LVMyoSegLib.readers import read_cine
+
+    t0 = time.perf_counter()
+    cine = read_cine(study)
+    read_s = time.perf_counter() - t0
+    cine = subset_slices(cine, slices)   # read time stays that of the whole study
+    print(f"study {study.name}: T={cine.n_phases}, Z={cine.n_slices}, "
+          f"{cine.frames.shape[2]}x{cine.frames.shape[3]} pixels; read {read_s:.2f} s", flush=True)
+    rows, naive_rows, raw = [], [], {}
+    tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-out-"))
+    try:
+        for v, bundle in bundles.items():
+            for n in members_list:
+                lim_before = limit.rate()
+                t, loaded, result = segment_once(cine, read_s, bundle, n, tmp / "out")
+                lim = 0.5 * (lim_before + limit.rate())
+                crop = result.transform.crop_size
+                macs = n * cine.n_slices * networks.multiply_accumulates(v, cine.n_phases, crop, crop)
+                t["efficiency_network"] = macs / (t["network"] * lim)
+                rows.append([v, n, t["read"], t["load_model"], t["preprocess"], t["network"],
+                             t["inverse_mapping"], t["write_files"], t["write_report_figures"],
+                             t["total"], t["network_fraction"], t["efficiency_network"]])
+                print(table(_SEG_HEAD, [rows[-1]]).split("\n")[-1], flush=True)
+                raw[f"{v}/{n}"] = {**t, "macs": macs, "limit_mac_s": lim}
+                if n in naive_members:
+                    x = preprocess.to_network(cine, result.transform)
+                    naive_s = naive_network(loaded[1][:n], x, v)
+                    total_naive = t["total"] - t["network"] + naive_s
+                    naive_rows.append([v, n, "per frame" if v == "cnn" else "per slice", naive_s,
+                                       t["network"], naive_s / t["network"], total_naive / t["total"]])
+                    print(table(_NAIVE_HEAD, [naive_rows[-1]]).split("\n")[-1], flush=True)
+                    raw[f"{v}/{n}"]["naive_network_s"] = naive_s
+                del loaded, result
+                keras.backend.clear_session()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows, naive_rows, raw
+
+
+_SEG_HEAD = ["variant", "members", "read s", "load s", "preprocess s", "network s", "inverse s",
+             "write files s", "report+figures s", "total s", "network fraction", "network efficiency"]
+_NAIVE_HEAD = ["variant", "members", "naive = model.predict", "naive network s", "product network s",
+               "speed-up (network)", "speed-up (end to end)"]
+
+
+# ------------------------------------------------------------------ memory (child processes)
+
+def child_memory(args: argparse.Namespace) -> None:
+    """In a fresh process: read, segment and write one (scaled) study; print peak RSS as JSON."""
+    from LVMyoSegLib.readers import read_cine
+
+    t0 = time.perf_counter()
+    cine = scaled_cine(subset_slices(read_cine(Path(args.study)), args.slices), args.scale)
+    read_s = time.perf_counter() - t0
+    tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-mem-"))
+    try:
+        t, _, _ = segment_once(cine, read_s, Path(args.bundle), args.members, tmp / "out")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("CHILD " + json.dumps({"peak_rss_mb": peak, "T": cine.n_phases, "Z": cine.n_slices,
+                                 "timings": t}))
+
+
+def memory_rows(study: Path, bundle: Path, members: int, slices: int | None) -> tuple[list, dict]:
+    rows, raw = [], {}
+    for scale in (1, 4):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child-memory", "--study", str(study),
+               "--bundle", str(bundle), "--members", str(members), "--scale", str(scale)]
+        if slices is not None:
+            cmd += ["--slices", str(slices)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+        line = [ln for ln in done.stdout.splitlines() if ln.startswith("CHILD ")]
+        if done.returncode or not line:
+            raise RuntimeError(f"memory child failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        info = json.loads(line[0][6:])
+        raw[f"x{scale}"] = info
+        rows.append([f"x{scale}", info["T"], info["Z"], info["timings"]["total"], info["peak_rss_mb"]])
+        print(table(_MEM_HEAD, [rows[-1]]).split("\n")[-1], flush=True)
+    raw["ratio_x4_over_x1"] = raw["x4"]["peak_rss_mb"] / raw["x1"]["peak_rss_mb"]
+    return rows, raw
+
+
+_MEM_HEAD = ["study", "T", "Z", "total s", "peak RSS MB"]
+
+
+# ------------------------------------------------------------------ main
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="short run: 1 timed repeat, 3 middle slices of the study, naive path and "
+                        "memory check with 1 member")
+    p.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    p.add_argument("--study", type=Path, default=sunnybrook_root() / "dicom" / DEFAULT_STUDY,
+                   help="DICOM folder of the study for the end-to-end part")
+    p.add_argument("--model", type=Path, help="a trained bundle (else untrained bundles are built)")
+    p.add_argument("--only", default="machine,macs,inference,training,segment,memory",
+                   help="comma-separated parts to run")
+    p.add_argument("--repeats", type=int, help="timed repeats per measurement")
+    p.add_argument("--slices", type=int, help="use only this many middle slices of the study")
+    # child mode (memory check), internal
+    p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--bundle", help=argparse.SUPPRESS)
+    p.add_argument("--members", type=int, default=5, help=argparse.SUPPRESS)
+    p.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child_memory:
+        child_memory(args)
+        return 0
+
+    parts = set(args.only.split(","))
+    repeats = args.repeats or (1 if args.quick else 3)
+    slices = args.slices if args.slices is not None else (3 if args.quick else None)
+    report: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+                              "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    t_start = time.perf_counter()
+    print(f"# LVMyoSeg benchmark{' (quick)' if args.quick else ''}")
+
+    info = machine_info()
+    report["machine"] = info
+    if "machine" in parts:
+        section("Machine")
+        for k, v in info.items():
+            print(f"- {k}: {v}")
+
+    section("Limit: plain 3x3 convolution (keras.ops.conv, 32->32 channels, 8 x 96x96 maps, warm)")
+    limit = ConvLimit()
+    rates = [limit.rate() for _ in range(5)]
+    report["limit"] = {"mac_s": rates, "device": limit.device}
+    print(f"- ran on: {limit.device}")
+    print(f"- limit: {np.median(rates) / 1e9:.1f} G MAC/s (median of 5; min {min(rates) / 1e9:.1f}, "
+          f"max {max(rates) / 1e9:.1f}). Every efficiency below pairs its timing with the limit "
+          "measured right before and after it.")
+    profile = []
+    for ch, size in ((16, 96), (32, 48), (64, 24)):
+        lim = ConvLimit(channels=ch, size=size, batch=8 * (96 // size) ** 2)
+        profile.append([f"{ch}->{ch} @ {size}x{size}", np.median([lim.rate() for _ in range(3)]) / 1e9])
+    print("\nThe network's own 3x3 conv shapes (ResNet-56 stages 1-3), for reference:\n")
+    print(table(["conv", "G MAC/s"], profile))
+    report["limit"]["network_shapes_gmac_s"] = profile
+
+    study_slices = None
+    if "macs" in parts:
+        section(f"Work: multiply-accumulates (convolutions), T = {FRAMES} frames")
+        z = 12
+        rows = macs_rows(z)
+        print(table(["variant", "crop", "G MAC / frame", f"G MAC / study ({z} slices)",
+                     "T MAC / study, 5 members"], rows))
+        print(f"\nProduct preprocessing: pixel {PRODUCT_PREPROCESSING['pixel_mm']:.3f} mm, crop "
+              f"{PRODUCT_PREPROCESSING['crop_size']}; crop 128 for reference.")
+        report["macs"] = rows
+
+    if "inference" in parts:
+        section(f"Inference, one member, {4} slices x {FRAMES} frames at crop 96 (untrained weights)")
+        print(table(["variant", "path", "frames/s", "efficiency", "first call s"], []))
+        rows, raw = inference_rows(limit, 4, repeats)
+        report["inference"] = raw
+
+    if "training" in parts:
+        section("Training steps (train_on_batch, masked loss + Adam, crop 96)")
+        items = labelled_items(sunnybrook_root())
+        print(f"Per leave-one-out fold ({items['studies']} studies): {items['frames']:.0f} labelled "
+              f"frames, {items['cycles']:.0f} labelled cycles after the validation split.")
+        print(f"Training MACs = {TRAINING_MAC_FACTOR} x forward MACs.\n")
+        print(table(["stage", "batch", "frames/s", "efficiency", "s / epoch", "min / stage"], []))
+        rows, raw = training_rows(limit, repeats, items)
+        print(table(["stage", "batch", "frames/s", "efficiency", "s / epoch", "min / stage"], rows))
+        report["training"] = {"items": items, **raw}
+
+    bundles: dict[str, Path] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-"))
+    try:
+        if parts & {"segment", "memory"}:
+            bundles = build_bundles(tmp, 5, args.model)
+        if "segment" in parts:
+            section("End-to-end `segment` (DICOM in, NIfTI + report + figures out), seconds")
+            if args.model is None:
+                print("Untrained bundles of the product architecture (weights do not change the speed;"
+                      " the write/report step may differ a little since masks differ).\n")
+            print(table(_SEG_HEAD, []))
+            naive_members = [1] if args.quick else [1, 5]
+            rows, naive_rows, raw = segment_rows(limit, args.study, slices, [1, 5], naive_members, bundles)
+            print()
+            print(table(_SEG_HEAD, rows))
+            print("\nNaive path (network only; cnn: one model.predict per frame; RNN variants: one "
+                  "per slice, since their frames are not independent; one member after another):\n")
+            print(table(_NAIVE_HEAD, naive_rows))
+            report["segment"] = raw
+        if "memory" in parts:
+            section("Peak resident memory of a whole `segment` run (fresh process each)")
+            mem_members = 1 if args.quick else 5
+            v = "multi_level" if "multi_level" in bundles else next(iter(bundles))
+            print(f"{v}, {mem_members} member(s); x4 = 2x frames and 2x slices (repeated).\n")
+            print(table(_MEM_HEAD, []))
+            rows, raw = memory_rows(args.study, bundles[v], mem_members, slices)
+            print(f"\nx4 / x1 peak memory: {raw['ratio_x4_over_x1']:.2f}")
+            report["memory"] = raw
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    report["benchmark_process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["wall_s"] = time.perf_counter() - t_start
+    report["load_average_end"] = list(os.getloadavg())
+    print(f"\nBenchmark process peak RSS {report['benchmark_process_peak_rss_mb']:.0f} MB; wall "
+          f"{report['wall_s']:.0f} s; load average at start {info['load_average_1_5_15']}, at end "
+          f"{report['load_average_end']}.")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
