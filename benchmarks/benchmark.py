@@ -32,7 +32,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "LVMyoSeg"))
+try:  # PYTHONPATH may point at another copy of the package (e.g. to time an older version)
+    import LVMyoSegLib  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(REPO / "LVMyoSeg"))
 
 import keras  # noqa: E402
 
@@ -69,19 +72,32 @@ class ConvLimit:
     def _once(self) -> None:
         np.asarray(keras.ops.conv(self.x, self.k, padding="same"))
 
-    def rate(self, calls: int = 3) -> float:
-        t0 = time.perf_counter()
+    def rate(self, calls: int = 6) -> float:
+        """MAC per wall-clock second over ``calls`` convolutions."""
+        return self.rates(calls)[0]
+
+    def rates(self, calls: int = 6) -> tuple[float, float]:
+        """(MAC per wall-clock second, MAC per CPU second of this process)."""
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(calls):
             self._once()
-        return self.macs * calls / (time.perf_counter() - t0)
+        return (self.macs * calls / (time.perf_counter() - t0),
+                self.macs * calls / max(time.process_time() - c0, 1e-9))
 
 
 @dataclass
 class Measured:
-    """Times of repeated runs, each with the limit measured just before and after it."""
+    """Repeated runs, each paired with the limit measured just before and after it.
+
+    ``efficiency`` (the headline): median over runs of ``macs / (wall s x limit MAC/s)``.
+    ``cpu_efficiency``: the same with this process's CPU seconds on both sides; it is
+    less sensitive to other processes taking the cores, but blind to idle cores.
+    """
 
     seconds: list[float]
+    cpu_seconds: list[float]
     limits: list[float]
+    cpu_limits: list[float]
     macs: float
 
     @property
@@ -92,9 +108,14 @@ class Measured:
     def efficiency(self) -> float:
         return float(np.median([self.macs / (s * lim) for s, lim in zip(self.seconds, self.limits)]))
 
+    @property
+    def cpu_efficiency(self) -> float:
+        return float(np.median([self.macs / (s * lim) for s, lim in zip(self.cpu_seconds, self.cpu_limits)]))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": self.seconds, "limit_mac_s": self.limits, "macs": self.macs,
-                "median_s": self.median_s, "efficiency": self.efficiency}
+        return {"seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "limit_mac_s": self.limits,
+                "limit_mac_per_cpu_s": self.cpu_limits, "macs": self.macs, "median_s": self.median_s,
+                "efficiency": self.efficiency, "cpu_efficiency": self.cpu_efficiency}
 
 
 def measure(run: Callable[[], Any], macs: float, limit: ConvLimit, repeats: int,
@@ -102,14 +123,31 @@ def measure(run: Callable[[], Any], macs: float, limit: ConvLimit, repeats: int,
     """Time ``run`` ``repeats`` times after ``warmup`` untimed calls, pairing each with the limit."""
     for _ in range(warmup):
         run()
-    seconds, limits = [], []
+    m = Measured([], [], [], [], macs)
     for _ in range(repeats):
-        before = limit.rate()
-        t0 = time.perf_counter()
+        before = limit.rates()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
-        seconds.append(time.perf_counter() - t0)
-        limits.append(0.5 * (before + limit.rate()))
-    return Measured(seconds, limits, macs)
+        m.seconds.append(time.perf_counter() - t0)
+        m.cpu_seconds.append(time.process_time() - c0)
+        after = limit.rates()
+        m.limits.append(0.5 * (before[0] + after[0]))
+        m.cpu_limits.append(0.5 * (before[1] + after[1]))
+    return m
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process, MB: VmHWM (this process image) and ru_maxrss.
+
+    On Linux ru_maxrss survives exec, so a child started by a big parent reports at
+    least the parent's size; VmHWM belongs to the new image only and is used for checks.
+    """
+    hwm = float("nan")
+    with open("/proc/self/status", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                hwm = float(line.split()[1]) / 1024
+    return {"vm_hwm_mb": hwm, "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -213,23 +251,22 @@ def inference_rows(limit: ConvLimit, slices: int, repeats: int) -> tuple[list[li
         macs = networks.multiply_accumulates(v, FRAMES, crop, crop) * slices
         frames = slices * FRAMES
         paths: dict[str, Callable[[], Any]] = {
-            "keras call (eager), 4 slices/call": lambda: [
+            "before: keras call (eager), 4 slices/call": lambda: [
                 np.asarray(model(x[s:s + 4], training=False)) for s in range(0, slices, 4)],
         }
         if hasattr(inference, "EnsemblePredictor"):
             predictor = inference.EnsemblePredictor([model])
-            paths["predict_ensemble (product), warm"] = lambda: predictor.predict(x)
+            paths["product: EnsemblePredictor, warm"] = lambda: predictor.predict(x)
         else:
-            paths["predict_ensemble (product)"] = lambda: inference.predict_ensemble([model], x)
+            paths["product: predict_ensemble"] = lambda: inference.predict_ensemble([model], x)
         for name, run in paths.items():
             t0 = time.perf_counter()
             run()
             first = time.perf_counter() - t0
             m = measure(run, macs, limit, repeats, warmup=0)
-            rows.append([v, name, frames / m.median_s, m.efficiency, first])
+            rows.append([v, name, frames / m.median_s, m.efficiency, m.cpu_efficiency, first])
             raw[f"{v}/{name}"] = {**m.to_dict(), "frames": frames, "first_call_s": first}
-            print(table(["variant", "path", "frames/s", "efficiency", "first call s"], [rows[-1]]).split("\n")[-1],
-                  flush=True)
+            print(table(INF_HEAD, [rows[-1]]).split("\n")[-1], flush=True)
         del model
         keras.backend.clear_session()
     return rows, raw
@@ -265,8 +302,9 @@ def training_rows(limit: ConvLimit, repeats: int, epoch_items: dict[str, float]
     m = measure(lambda: cnn.train_on_batch(x1, y1), macs1, limit, repeats, warmup=2)
     n_items = epoch_items["frames"]
     epoch_s = math.ceil(n_items / b1) * m.median_s
-    rows.append(["stage 1 (cnn)", f"{b1} frames", b1 / m.median_s, m.efficiency, epoch_s,
-                 epoch_s * cfg.cnn.epochs / 60])
+    rows.append(["stage 1 (cnn)", f"{b1} frames", b1 / m.median_s, m.efficiency, m.cpu_efficiency,
+                 epoch_s, epoch_s * cfg.cnn.epochs / 60])
+    print(table(TRAIN_HEAD, [rows[-1]]).split("\n")[-1], flush=True)
     raw["stage1"] = {**m.to_dict(), "batch_frames": b1, "epoch_items": n_items, "epoch_s": epoch_s}
 
     # stage 2: sequences_per_batch whole cycles of cached CNN features, ED+ES labelled
@@ -287,7 +325,9 @@ def training_rows(limit: ConvLimit, repeats: int, epoch_items: dict[str, float]
         n_items = epoch_items["cycles"]
         epoch_s = math.ceil(n_items / b2) * m.median_s
         rows.append([f"stage 2 ({v}, cached features)", f"{b2} cycles x {FRAMES}",
-                     b2 * FRAMES / m.median_s, m.efficiency, epoch_s, epoch_s * cfg.rnn.epochs / 60])
+                     b2 * FRAMES / m.median_s, m.efficiency, m.cpu_efficiency, epoch_s,
+                     epoch_s * cfg.rnn.epochs / 60])
+        print(table(TRAIN_HEAD, [rows[-1]]).split("\n")[-1], flush=True)
         raw[f"stage2/{v}"] = {**m.to_dict(), "batch_cycles": b2, "epoch_items": n_items, "epoch_s": epoch_s}
         keras.backend.clear_session()
     return rows, raw
@@ -342,14 +382,15 @@ def scaled_cine(cine, scale: int):
     return Cine(frames, cine.geometry, times, cine.source + f" (x{scale} frames x slices)")
 
 
-def build_bundles(folder: Path, members: int, given: Path | None) -> dict[str, Path]:
+def build_bundles(folder: Path, members: int, given: Path | None,
+                  variants: tuple[str, ...] = networks.VARIANTS) -> dict[str, Path]:
     """One bundle per variant: the given trained one, else untrained members built here."""
     from LVMyoSegLib.bundle import read_manifest, write_bundle
 
     if given is not None:
         return {read_manifest(given).variant: given}
     out = {}
-    for v in networks.VARIANTS:
+    for v in variants:
         models = [untrained_model(v, seed=i) for i in range(members)]
         out[v] = folder / f"untrained_{v}"
         write_bundle(out[v], models, model_id=f"benchmark-untrained-{v}", variant=v,
@@ -460,8 +501,7 @@ def child_memory(args: argparse.Namespace) -> None:
         t, _, _ = segment_once(cine, read_s, Path(args.bundle), args.members, tmp / "out")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("CHILD " + json.dumps({"peak_rss_mb": peak, "T": cine.n_phases, "Z": cine.n_slices,
+    print("CHILD " + json.dumps({**peak_rss_mb(), "T": cine.n_phases, "Z": cine.n_slices,
                                  "timings": t}))
 
 
@@ -478,13 +518,17 @@ def memory_rows(study: Path, bundle: Path, members: int, slices: int | None) -> 
             raise RuntimeError(f"memory child failed ({done.returncode}):\n{done.stderr[-3000:]}")
         info = json.loads(line[0][6:])
         raw[f"x{scale}"] = info
-        rows.append([f"x{scale}", info["T"], info["Z"], info["timings"]["total"], info["peak_rss_mb"]])
+        rows.append([f"x{scale}", info["T"], info["Z"], info["timings"]["network"],
+                     info["timings"]["total"], info["vm_hwm_mb"], info["ru_maxrss_mb"]])
         print(table(_MEM_HEAD, [rows[-1]]).split("\n")[-1], flush=True)
-    raw["ratio_x4_over_x1"] = raw["x4"]["peak_rss_mb"] / raw["x1"]["peak_rss_mb"]
+    raw["ratio_x4_over_x1"] = raw["x4"]["vm_hwm_mb"] / raw["x1"]["vm_hwm_mb"]
     return rows, raw
 
 
-_MEM_HEAD = ["study", "T", "Z", "total s", "peak RSS MB"]
+_MEM_HEAD = ["study", "T", "Z", "network s", "total s", "peak RSS MB (VmHWM)", "ru_maxrss MB"]
+INF_HEAD = ["variant", "path", "frames/s", "efficiency", "CPU-time efficiency", "first call s"]
+TRAIN_HEAD = ["stage", "batch", "frames/s", "efficiency", "CPU-time efficiency", "s / epoch",
+              "min / stage"]
 
 
 # ------------------------------------------------------------------ main
@@ -502,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated parts to run")
     p.add_argument("--repeats", type=int, help="timed repeats per measurement")
     p.add_argument("--slices", type=int, help="use only this many middle slices of the study")
+    p.add_argument("--variants", default=",".join(networks.VARIANTS),
+                   help="comma-separated variants for the end-to-end and memory parts")
+    p.add_argument("--skip-naive", action="store_true", help="do not time the naive path")
     # child mode (memory check), internal
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--bundle", help=argparse.SUPPRESS)
@@ -529,26 +576,27 @@ def main(argv: list[str] | None = None) -> int:
 
     section("Limit: plain 3x3 convolution (keras.ops.conv, 32->32 channels, 8 x 96x96 maps, warm)")
     limit = ConvLimit()
-    rates = [limit.rate() for _ in range(5)]
-    report["limit"] = {"mac_s": rates, "device": limit.device}
+    rates = [limit.rates() for _ in range(5)]
+    wall = [r[0] for r in rates]
+    report["limit"] = {"mac_s": wall, "mac_per_cpu_s": [r[1] for r in rates], "device": limit.device}
     print(f"- ran on: {limit.device}")
-    print(f"- limit: {np.median(rates) / 1e9:.1f} G MAC/s (median of 5; min {min(rates) / 1e9:.1f}, "
-          f"max {max(rates) / 1e9:.1f}). Every efficiency below pairs its timing with the limit "
+    print(f"- limit: {np.median(wall) / 1e9:.1f} G MAC/s (median of 5; min {min(wall) / 1e9:.1f}, "
+          f"max {max(wall) / 1e9:.1f}); {np.median([r[1] for r in rates]) / 1e9:.1f} G MAC per CPU "
+          "second of this process. Every efficiency below pairs its timing with the limit "
           "measured right before and after it.")
     profile = []
     for ch, size in ((16, 96), (32, 48), (64, 24)):
         lim = ConvLimit(channels=ch, size=size, batch=8 * (96 // size) ** 2)
-        profile.append([f"{ch}->{ch} @ {size}x{size}", np.median([lim.rate() for _ in range(3)]) / 1e9])
-    print("\nThe network's own 3x3 conv shapes (ResNet-56 stages 1-3), for reference:\n")
-    print(table(["conv", "G MAC/s"], profile))
-    report["limit"]["network_shapes_gmac_s"] = profile
-
-    study_slices = None
+        m = measure(lim._once, lim.macs, limit, 3, warmup=0)
+        profile.append([f"{ch}->{ch} @ {size}x{size}", lim.macs / m.median_s / 1e9, m.efficiency])
+    print("\nThe network's own 3x3 conv shapes (ResNet-56 stages 1-3, batch 8 x 96x96 pixels):\n")
+    print(table(["conv", "G MAC/s", "relative to the limit"], profile))
+    report["limit"]["network_shapes"] = profile
     if "macs" in parts:
         section(f"Work: multiply-accumulates (convolutions), T = {FRAMES} frames")
         z = 12
         rows = macs_rows(z)
-        print(table(["variant", "crop", "G MAC / frame", f"G MAC / study ({z} slices)",
+        print(table(["variant", "crop", "G MAC / frame", f"G MAC / study ({z} slices, {DEFAULT_STUDY})",
                      "T MAC / study, 5 members"], rows))
         print(f"\nProduct preprocessing: pixel {PRODUCT_PREPROCESSING['pixel_mm']:.3f} mm, crop "
               f"{PRODUCT_PREPROCESSING['crop_size']}; crop 128 for reference.")
@@ -556,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "inference" in parts:
         section(f"Inference, one member, {4} slices x {FRAMES} frames at crop 96 (untrained weights)")
-        print(table(["variant", "path", "frames/s", "efficiency", "first call s"], []))
+        print(table(INF_HEAD, []))
         rows, raw = inference_rows(limit, 4, repeats)
         report["inference"] = raw
 
@@ -566,23 +614,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Per leave-one-out fold ({items['studies']} studies): {items['frames']:.0f} labelled "
               f"frames, {items['cycles']:.0f} labelled cycles after the validation split.")
         print(f"Training MACs = {TRAINING_MAC_FACTOR} x forward MACs.\n")
-        print(table(["stage", "batch", "frames/s", "efficiency", "s / epoch", "min / stage"], []))
+        print(table(TRAIN_HEAD, []))
         rows, raw = training_rows(limit, repeats, items)
-        print(table(["stage", "batch", "frames/s", "efficiency", "s / epoch", "min / stage"], rows))
         report["training"] = {"items": items, **raw}
 
     bundles: dict[str, Path] = {}
     tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-"))
     try:
         if parts & {"segment", "memory"}:
-            bundles = build_bundles(tmp, 5, args.model)
+            bundles = build_bundles(tmp, 5, args.model, tuple(args.variants.split(",")))
         if "segment" in parts:
             section("End-to-end `segment` (DICOM in, NIfTI + report + figures out), seconds")
             if args.model is None:
                 print("Untrained bundles of the product architecture (weights do not change the speed;"
                       " the write/report step may differ a little since masks differ).\n")
             print(table(_SEG_HEAD, []))
-            naive_members = [1] if args.quick else [1, 5]
+            naive_members = [] if args.skip_naive else [1] if args.quick else [1, 5]
             rows, naive_rows, raw = segment_rows(limit, args.study, slices, [1, 5], naive_members, bundles)
             print()
             print(table(_SEG_HEAD, rows))
@@ -602,10 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    report["benchmark_process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["benchmark_process_peak"] = peak_rss_mb()
     report["wall_s"] = time.perf_counter() - t_start
     report["load_average_end"] = list(os.getloadavg())
-    print(f"\nBenchmark process peak RSS {report['benchmark_process_peak_rss_mb']:.0f} MB; wall "
+    print(f"\nBenchmark process peak RSS {report['benchmark_process_peak']['vm_hwm_mb']:.0f} MB; wall "
           f"{report['wall_s']:.0f} s; load average at start {info['load_average_1_5_15']}, at end "
           f"{report['load_average_end']}.")
     if args.json:

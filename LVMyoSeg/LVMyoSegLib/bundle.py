@@ -135,7 +135,9 @@ def load_members(bundle_dir: Path, members: int | None = None) -> tuple[Manifest
     """Verify a bundle and load its first ``members`` Keras models (all when None), in safe mode."""
     import keras
 
-    from . import networks  # noqa: F401  registers the project's serialisable layers
+    # Register the project's serialisable layers, and the training loss that trained
+    # members carry in their (unused, compile=False) training configuration.
+    from . import networks, training  # noqa: F401
 
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)

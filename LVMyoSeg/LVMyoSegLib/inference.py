@@ -5,8 +5,11 @@ How it stays fast (numbers in ``benchmarks/README.md``):
 
 - one compiled graph per member set: :class:`EnsemblePredictor` wraps the members in
   one Keras model whose call averages their outputs, and runs it through Keras'
-  compiled predict function (a traced graph on TensorFlow), about twice as fast on
+  compiled predict function (a traced graph on TensorFlow), about 1.5-2x as fast on
   CPU as calling the models eagerly;
+- BatchNormalization folded into the convolution before it (:func:`fold_batchnorm`,
+  inference only: ``w' = w * s``, ``b' = beta - mean * s``, ``s = gamma / sqrt(var + eps)``),
+  which removes two passes over every feature map per convolution (about 10% faster);
 - slices are batched with a fixed batch size (the last batch padded by repeating
   its last slice), so a study is traced once per frame count and crop size, not
   once per batch shape; no per-frame Python loop;
@@ -31,6 +34,76 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
 SLICES_PER_BATCH = 1
+
+
+def _fold_pairs(model) -> dict[str, tuple]:
+    """``{conv name: (conv, bn)}`` for every bias-free Conv2D followed by its BatchNormalization.
+
+    The pairs follow the naming of :mod:`LVMyoSegLib.networks` (``X_conv`` -> ``X_bn``,
+    ``X_proj`` -> ``X_proj_bn``, where the BN is the convolution's only consumer).
+    """
+    import keras
+
+    layers: dict[str, object] = {}
+
+    def walk(m) -> None:
+        for layer in m.layers:
+            layers[layer.name] = layer
+            if isinstance(layer, keras.Model):
+                walk(layer)
+
+    walk(model)
+    pairs = {}
+    for name, bn in layers.items():
+        if not (isinstance(bn, keras.layers.BatchNormalization) and name.endswith("_bn")
+                and bn.axis in (-1, 3)):
+            continue
+        conv = layers.get(name[:-3] + "_conv") or layers.get(name[:-3])
+        if type(conv) is keras.layers.Conv2D and not conv.use_bias:
+            pairs[conv.name] = (conv, bn)
+    return pairs
+
+
+def fold_batchnorm(model):
+    """An inference copy of ``model`` with each BatchNormalization folded into its convolution.
+
+    Outputs equal ``model(x, training=False)`` up to float rounding. Layers other
+    than the folded pairs are shared with ``model`` (not copied); ``model`` is not
+    modified. A model without such pairs comes back as it is.
+    """
+    import keras
+
+    pairs = _fold_pairs(model)
+    if not pairs:
+        return model
+    bn_ids = {id(bn) for _, bn in pairs.values()}
+    folded: dict[str, object] = {}
+
+    def fused(conv, bn):
+        gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
+        beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
+        s = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+        kernel = np.asarray(conv.kernel, np.float64) * s
+        bias = beta - np.asarray(bn.moving_mean, np.float64) * s
+        config = {**conv.get_config(), "use_bias": True, "name": f"{conv.name}_folded",
+                  "bias_initializer": "zeros"}
+        layer = keras.layers.Conv2D.from_config(config)
+        layer.build((None, None, None, kernel.shape[2]))
+        layer.set_weights([kernel.astype(np.float32), np.broadcast_to(bias, kernel.shape[-1:])
+                           .astype(np.float32)])
+        return layer
+
+    def call(layer, *args, **kwargs):
+        if id(layer) in bn_ids:
+            return args[0]
+        if layer.name in pairs and layer is pairs[layer.name][0]:
+            if layer.name not in folded:
+                folded[layer.name] = fused(*pairs[layer.name])
+            return folded[layer.name](*args)
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=lambda layer: layer,
+                                    call_function=call, recursive=True)
 
 
 def _mean_model(models: Sequence):
@@ -63,7 +136,7 @@ class EnsemblePredictor:
         if not models:
             raise InputError("No ensemble member to predict with.")
         self.members = models
-        self._model = _mean_model(models)
+        self._model = _mean_model([fold_batchnorm(m) for m in models])
 
     def predict(self, x: np.ndarray, *, slices_per_batch: int = SLICES_PER_BATCH,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
