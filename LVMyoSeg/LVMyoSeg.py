@@ -146,6 +146,7 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
         self.ui.thresholdSliderWidget.connect("valueChanged(double)", self.onThresholdChanged)
         self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
 
@@ -239,6 +240,7 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasResult = bool(p and p.segmentationSequence) and not running
         self._syncModelVersion()
         self.ui.exportButton.enabled = hasResult
+        self.ui.recomputeButton.enabled = hasResult
         self.ui.thresholdSliderWidget.enabled = hasResult
 
     # -- segmentation
@@ -306,6 +308,12 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self._parameterNode.threshold = float(current)
                 return
             self.logic.applyThreshold(segmentation, value)
+            self.ui.functionLabel.text = self.logic.functionSummary(segmentation)
+
+    def onRecomputeButton(self) -> None:
+        segmentation = self._parameterNode.segmentationSequence
+        with slicer.util.tryWithErrorDisplay("Could not recompute the cardiac function.", waitCursor=True):
+            self.logic.updateVolumesTable(segmentation)
             self.ui.functionLabel.text = self.logic.functionSummary(segmentation)
 
     def onExportButton(self) -> None:
