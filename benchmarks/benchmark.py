@@ -382,20 +382,46 @@ def scaled_cine(cine, scale: int):
     return Cine(frames, cine.geometry, times, cine.source + f" (x{scale} frames x slices)")
 
 
-def build_bundles(folder: Path, members: int, given: Path | None,
-                  variants: tuple[str, ...] = networks.VARIANTS) -> dict[str, Path]:
-    """One bundle per variant: the given trained one, else untrained members built here."""
-    from LVMyoSegLib.bundle import read_manifest, write_bundle
+@dataclass(frozen=True)
+class BenchBundle:
+    """A bundle to time and what its weights are."""
 
+    path: Path
+    weights: str
+
+
+def build_bundles(folder: Path, members: int, given: Path | None,
+                  variants: tuple[str, ...] = networks.VARIANTS) -> dict[str, BenchBundle]:
+    """One bundle of ``members`` members per variant.
+
+    ``given`` (a trained bundle) serves its own variant; with fewer members than
+    ``members`` its members are repeated (same compute, realistic masks). The other
+    variants get untrained members of the product architecture built here.
+    """
+    from LVMyoSegLib.bundle import load_members, write_bundle
+
+    out: dict[str, BenchBundle] = {}
     if given is not None:
-        return {read_manifest(given).variant: given}
-    out = {}
+        manifest, models = load_members(given)
+        v = manifest.variant
+        if len(models) >= members:
+            out[v] = BenchBundle(given, f"trained ({manifest.model_id})")
+        else:
+            path = folder / f"trained_{v}"
+            write_bundle(path, [models[i % len(models)] for i in range(members)],
+                         model_id=f"{manifest.model_id}-repeated", variant=v, channels=manifest.channels,
+                         preprocessing=manifest.preprocessing, training={"note": "timing copy"})
+            out[v] = BenchBundle(path, f"trained ({manifest.model_id}), {len(models)} member(s) repeated")
+        keras.backend.clear_session()
     for v in variants:
+        if v in out:
+            continue
         models = [untrained_model(v, seed=i) for i in range(members)]
-        out[v] = folder / f"untrained_{v}"
-        write_bundle(out[v], models, model_id=f"benchmark-untrained-{v}", variant=v,
+        path = folder / f"untrained_{v}"
+        write_bundle(path, models, model_id=f"benchmark-untrained-{v}", variant=v,
                      channels=CHANNELS, preprocessing=PRODUCT_PREPROCESSING,
                      training={"note": "untrained: for timing only"})
+        out[v] = BenchBundle(path, "untrained")
         keras.backend.clear_session()
     return out
 
@@ -440,7 +466,7 @@ def naive_network(models: list, x: np.ndarray, variant: str) -> float:
 
 
 def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list: list[int],
-                 naive_members: list[int], bundles: dict[str, Path]) -> tuple[list, list, dict]:
+                 naive_members: list[int], bundles: dict[str, BenchBundle]) -> tuple[list, list, dict]:
     from LVMyoSegLib import preprocess
     from LVMyoSegLib.readers import read_cine
 
@@ -448,12 +474,13 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
     cine = read_cine(study)
     read_s = time.perf_counter() - t0
     cine = subset_slices(cine, slices)   # read time stays that of the whole study
-    print(f"study {study.name}: T={cine.n_phases}, Z={cine.n_slices}, "
-          f"{cine.frames.shape[2]}x{cine.frames.shape[3]} pixels; read {read_s:.2f} s", flush=True)
+    print(f"Study {study.name}: T={cine.n_phases}, Z={cine.n_slices}, "
+          f"{cine.frames.shape[2]}x{cine.frames.shape[3]} pixels.\n", flush=True)
     rows, naive_rows, raw = [], [], {}
     tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-out-"))
     try:
-        for v, bundle in bundles.items():
+        for v, bb in bundles.items():
+            bundle = bb.path
             for n in members_list:
                 lim_before = limit.rate()
                 t, loaded, result = segment_once(cine, read_s, bundle, n, tmp / "out")
@@ -464,7 +491,7 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
                 rows.append([v, n, t["read"], t["load_model"], t["preprocess"], t["network"],
                              t["inverse_mapping"], t["write_files"], t["write_report_figures"],
                              t["total"], t["network_fraction"], t["efficiency_network"]])
-                print(table(_SEG_HEAD, [rows[-1]]).split("\n")[-1], flush=True)
+                print("progress: " + table(_SEG_HEAD, [rows[-1]]).split("\n")[-1], file=sys.stderr, flush=True)
                 raw[f"{v}/{n}"] = {**t, "macs": macs, "limit_mac_s": lim}
                 if n in naive_members:
                     x = preprocess.to_network(cine, result.transform)
@@ -472,7 +499,8 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
                     total_naive = t["total"] - t["network"] + naive_s
                     naive_rows.append([v, n, "per frame" if v == "cnn" else "per slice", naive_s,
                                        t["network"], naive_s / t["network"], total_naive / t["total"]])
-                    print(table(_NAIVE_HEAD, [naive_rows[-1]]).split("\n")[-1], flush=True)
+                    print("progress: " + table(_NAIVE_HEAD, [naive_rows[-1]]).split("\n")[-1], file=sys.stderr,
+                          flush=True)
                     raw[f"{v}/{n}"]["naive_network_s"] = naive_s
                 del loaded, result
                 keras.backend.clear_session()
@@ -618,20 +646,19 @@ def main(argv: list[str] | None = None) -> int:
         rows, raw = training_rows(limit, repeats, items)
         report["training"] = {"items": items, **raw}
 
-    bundles: dict[str, Path] = {}
+    bundles: dict[str, BenchBundle] = {}
     tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-"))
     try:
         if parts & {"segment", "memory"}:
             bundles = build_bundles(tmp, 5, args.model, tuple(args.variants.split(",")))
         if "segment" in parts:
             section("End-to-end `segment` (DICOM in, NIfTI + report + figures out), seconds")
-            if args.model is None:
-                print("Untrained bundles of the product architecture (weights do not change the speed;"
-                      " the write/report step may differ a little since masks differ).\n")
-            print(table(_SEG_HEAD, []))
+            for v, bb in bundles.items():
+                print(f"- {v}: {bb.weights} weights")
+            print("Weights do not change the network's speed; the report+figures step depends on the "
+                  "masks (untrained members give unrealistic ones).\n")
             naive_members = [] if args.skip_naive else [1] if args.quick else [1, 5]
             rows, naive_rows, raw = segment_rows(limit, args.study, slices, [1, 5], naive_members, bundles)
-            print()
             print(table(_SEG_HEAD, rows))
             print("\nNaive path (network only; cnn: one model.predict per frame; RNN variants: one "
                   "per slice, since their frames are not independent; one member after another):\n")
@@ -641,9 +668,11 @@ def main(argv: list[str] | None = None) -> int:
             section("Peak resident memory of a whole `segment` run (fresh process each)")
             mem_members = 1 if args.quick else 5
             v = "multi_level" if "multi_level" in bundles else next(iter(bundles))
-            print(f"{v}, {mem_members} member(s); x4 = 2x frames and 2x slices (repeated).\n")
+            print(f"{v} ({bundles[v].weights} weights), {mem_members} member(s); x4 = 2x frames and "
+                  "2x slices (the study repeated).\n")
             print(table(_MEM_HEAD, []))
-            rows, raw = memory_rows(args.study, bundles[v], mem_members, slices)
+            rows, raw = memory_rows(args.study, bundles[v].path, mem_members, slices)
+            raw["weights"] = bundles[v].weights
             print(f"\nx4 / x1 peak memory: {raw['ratio_x4_over_x1']:.2f}")
             report["memory"] = raw
     finally:
