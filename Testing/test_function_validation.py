@@ -7,14 +7,15 @@ import pytest
 from scipy import ndimage
 
 from LVMyoSegLib.dataset import read_case
-from LVMyoSegLib.function_validation import bland_altman, compare_case, expert_frames
+from LVMyoSegLib.function_validation import bland_altman, compare_case
+from LVMyoSegLib.sunnybrook import cardiac_phases
 from LVMyoSegLib.labels import BLOOD_POOL
 from LVMyoSegLib.resources import SAMPLE_DIR
 
 
 def test_identical_segmentation_agrees_and_dilation_is_seen() -> None:
     case = read_case(SAMPLE_DIR, "SCD0000101")
-    ed, es = expert_frames(case.labels)
+    ed, es = cardiac_phases(case.labels)
     assert (ed, es) == (18, 7)  # the data README's phases 19 and 8, 1-based
     same = compare_case(case.labels, case.labels.label_map.copy(), case.cine.geometry, "same")
     for key in ("edv_ml", "esv_ml", "ef_percent"):

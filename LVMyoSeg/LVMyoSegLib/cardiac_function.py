@@ -458,19 +458,6 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
 
 # ---------------------------------------------------------------- plots
 
-def _save_atomic(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"Cannot write plot {path}: folder {path.parent} does not exist.")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _figure(size: tuple[float, float]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -499,7 +486,9 @@ def plot_volume_curve(result: CardiacFunction, path: str | os.PathLike) -> Path:
     ax.set_title(f"LV volume curve — EF {ef:.1f} %" if math.isfinite(ef) else "LV volume curve")
     ax.legend(loc="best")
     fig.tight_layout()
-    return _save_atomic(fig, path)
+    from .figures import save_figure
+
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_thickness(result: CardiacFunction, path: str | os.PathLike, frame: int | None = None
@@ -558,4 +547,6 @@ def plot_thickness(result: CardiacFunction, path: str | os.PathLike, frame: int 
         fig.colorbar(im, ax=ax, label="mm")
         ax.set_title(f"Wall thickness (mm), frame {frame}")
     fig.tight_layout()
-    return _save_atomic(fig, path)
+    from .figures import save_figure
+
+    return save_figure(fig, path, dpi=120)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,19 +38,6 @@ def _output_format(input_path: Path, requested: str | None) -> str:
     return "nifti"
 
 
-def _staged_output(out: Path) -> Path:
-    """A temporary folder beside ``out``; moved into place only when everything was written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial.", dir=out.parent))
-
-
-def _commit_output(staging: Path, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for item in staging.iterdir():
-        os.replace(item, out / item.name)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .readers import read_cine
 
@@ -71,18 +56,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from . import preprocess
     from .figures import preprocessing_figure
+    from .files import staged_output
     from .readers import read_cine
 
     cine = read_cine(Path(args.path), series_uid=args.series)
     transform = preprocess.localise(cine)
     out = Path(args.output)
-    staging = _staged_output(out)
-    try:
+    with staged_output(out) as staging:
         preprocessing_figure(cine, transform, staging / "preprocessing.png")
         (staging / "crop_transform.json").write_text(json.dumps(transform.to_dict(), indent=2))
-        _commit_output(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"Wrote {out / 'preprocessing.png'} and {out / 'crop_transform.json'}")
     return 0
 

@@ -33,6 +33,7 @@ import numpy as np
 from .bundle import sha256_file
 from .cine import Cine
 from .errors import InputError, LabelError
+from .files import write_json_atomic
 from .labels import CHANNELS, Labels
 
 DATASET_FORMAT = "lvmyoseg-dataset"
@@ -64,13 +65,6 @@ def _read_manifest(dataset_dir: Path) -> dict[str, Any]:
         raise InputError(f"{path} is not an LVMyoSeg dataset manifest of version "
                          f"{DATASET_FORMAT_VERSION}; pick a folder made by LVMyoSeg's export.")
     return data
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def validate_case(cine: Cine, labels: Labels) -> None:
@@ -121,7 +115,7 @@ def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, sou
         raise
     manifest["cases"].append({k: info[k] for k in ("case_id", "source", "exported_by", "exported_at")}
                              | {"files": hashes})
-    _write_json_atomic(dataset_dir / MANIFEST_NAME, manifest)
+    write_json_atomic(dataset_dir / MANIFEST_NAME, manifest, indent=2)
     return case_dir
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from . import preprocess
 from .bundle import load_members, write_bundle
 from .dataset import Case, dataset_hash, list_cases, read_case
 from .errors import InputError
+from .files import write_json_atomic
 from .evaluation import average_over_folds, case_summary, evaluate_case, markdown_table
 from .inference import predict_ensemble
 from .labels import CHANNELS
@@ -132,13 +131,6 @@ def predict_case(models: Sequence, prepared: PreparedCase, threshold: float) -> 
     return probs, labels_from_probabilities(probs, threshold)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, allow_nan=True)
-    os.replace(tmp, path)
-
-
 def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             init_bundle: Path | None = None, cases: Sequence[str] | None = None,
             progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
@@ -168,7 +160,7 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             raise InputError(f"{out_dir} holds a run with other settings ({settings_path}); resume it "
                              "with the same settings or choose a new output folder.")
     else:
-        _write_json(settings_path, settings)
+        write_json_atomic(settings_path, settings)
     t_start = time.perf_counter()
     prepared = {cid: prepare_case(read_case(dataset_dir, cid), config.preprocessing) for cid in case_ids}
     for k, held_out in enumerate(case_ids):
@@ -193,7 +185,7 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             fold["summary"][name] = case_summary(records)
             np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map)
         fold["wall_time_s"] = time.perf_counter() - t_fold
-        _write_json(fold_path, fold)
+        write_json_atomic(fold_path, fold)
     results = summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
     loo_examples_figure(out_dir, dataset_dir, out_dir / "loo_examples.png")
     return results
@@ -212,7 +204,7 @@ def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, 
                "fold_wall_time_s": {f["case"]: round(f["wall_time_s"], 1) for f in folds}}
     if wall_time_s is not None:
         results["last_invocation_wall_time_s"] = round(wall_time_s, 1)
-    _write_json(out_dir / "loo_results.json", results)
+    write_json_atomic(out_dir / "loo_results.json", results)
     titles = {n: VARIANT_TITLES.get(n, n) for n in names}
     lines = [f"Leave-one-case-out over {len(folds)} of {len(settings['cases'])} folds "
              f"({settings['members']} member(s) per ensemble), slice-wise mean (sd) averaged over folds.", "",

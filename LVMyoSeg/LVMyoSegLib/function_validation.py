@@ -20,21 +20,12 @@ from .cardiac_function import compute_cardiac_function
 from .dataset import read_case
 from .errors import InputError
 from .labels import CHANNELS, Labels
-
-
-def expert_frames(labels: Labels) -> tuple[int, int]:
-    """(ED, ES): the frame with myocardium labels and the other frame with cavity labels."""
-    myo = labels.known[:, :, CHANNELS.index("myocardium")].any(axis=1)
-    pool = labels.known[:, :, CHANNELS.index("blood_pool")].any(axis=1)
-    ed, es = np.flatnonzero(myo), np.flatnonzero(pool & ~myo)
-    if len(ed) != 1 or len(es) != 1:
-        raise InputError(f"Labels ({labels.source}) do not have exactly one ED and one ES frame.")
-    return int(ed[0]), int(es[0])
+from .sunnybrook import cardiac_phases
 
 
 def compare_case(expert: Labels, auto: np.ndarray, geometry, case_id: str) -> dict[str, Any]:
     """Expert vs automatic EDV, ESV, EF (and LV mass at ED) for one case."""
-    ed, es = expert_frames(expert)
+    ed, es = cardiac_phases(expert)
     pool_known = expert.known[:, :, CHANNELS.index("blood_pool")]
     slices = np.flatnonzero(pool_known[ed] & pool_known[es])
     restricted = np.zeros_like(auto)

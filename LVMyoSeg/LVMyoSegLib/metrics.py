@@ -122,24 +122,30 @@ def _directed_mm(src: Sequence[Polyline], dst: Sequence[Polyline]) -> np.ndarray
     return distances_to_polylines(pts, dst)
 
 
-def hausdorff_mm(auto: np.ndarray, manual: np.ndarray, spacing_rc: Sequence[float]) -> float:
-    """Symmetric Hausdorff distance (mm) between the boundaries; NaN if either mask is empty."""
+def _boundaries_mm(auto: np.ndarray, manual: np.ndarray,
+                   spacing_rc: Sequence[float]) -> tuple[list[Polyline], list[Polyline]]:
+    """The boundaries of both masks, in millimetres."""
     a, b = _check_pair(auto, manual)
     s = _check_spacing(spacing_rc)
-    ca, cb = _to_mm(boundary_contours(a), s), _to_mm(boundary_contours(b), s)
-    if not ca or not cb:
-        return float("nan")
-    return float(max(_directed_mm(ca, cb).max(), _directed_mm(cb, ca).max()))
+    return _to_mm(boundary_contours(a), s), _to_mm(boundary_contours(b), s)
+
+
+def _hd_apd(auto_mm: list[Polyline], manual_mm: list[Polyline]) -> tuple[float, float]:
+    """(HD, APD) from boundaries in mm; the auto -> manual distances are computed once."""
+    if not auto_mm or not manual_mm:
+        return float("nan"), float("nan")
+    to_manual = _directed_mm(auto_mm, manual_mm)
+    return float(max(to_manual.max(), _directed_mm(manual_mm, auto_mm).max())), float(to_manual.mean())
+
+
+def hausdorff_mm(auto: np.ndarray, manual: np.ndarray, spacing_rc: Sequence[float]) -> float:
+    """Symmetric Hausdorff distance (mm) between the boundaries; NaN if either mask is empty."""
+    return _hd_apd(*_boundaries_mm(auto, manual, spacing_rc))[0]
 
 
 def apd_mm(auto: np.ndarray, manual: np.ndarray, spacing_rc: Sequence[float]) -> float:
     """Average perpendicular distance (mm), automatic -> manual boundary; NaN if either is empty."""
-    a, b = _check_pair(auto, manual)
-    s = _check_spacing(spacing_rc)
-    ca, cb = _to_mm(boundary_contours(a), s), _to_mm(boundary_contours(b), s)
-    if not ca or not cb:
-        return float("nan")
-    return float(_directed_mm(ca, cb).mean())
+    return _hd_apd(*_boundaries_mm(auto, manual, spacing_rc))[1]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -258,10 +264,11 @@ def slice_metrics(auto_mask: np.ndarray, manual_mask: np.ndarray, spacing_rc: Se
     only one is. ``auto_empty`` / ``manual_empty`` say which.
     """
     a, b = _check_pair(auto_mask, manual_mask)
+    hd, apd = _hd_apd(*_boundaries_mm(a, b, spacing_rc))
     out = {
         "dsc": dice(a, b),
-        "hd_mm": hausdorff_mm(a, b, spacing_rc),
-        "apd_mm": apd_mm(a, b, spacing_rc),
+        "hd_mm": hd,
+        "apd_mm": apd,
         "auto_empty": not a.any(),
         "manual_empty": not b.any(),
     }

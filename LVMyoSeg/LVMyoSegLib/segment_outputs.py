@@ -8,9 +8,6 @@ so a failure never leaves a half-written output folder.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .cine import Cine
 from .errors import LabelError
+from .files import staged_output
 from .labels import CHANNELS
 from .pipeline import SegmentationResult
 
@@ -46,9 +44,7 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
 
     names = output_names(file_format)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial.", dir=out.parent))
-    try:
+    with staged_output(out) as staging:
         t0 = time.perf_counter()
         for c, channel in enumerate(CHANNELS):
             write_4d(staging / names[f"probabilities_{channel}"], result.probabilities[..., c],
@@ -83,13 +79,7 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
             "cardiac_function": function_report,
         }
         (staging / names["report"]).write_text(json.dumps(report, indent=2), encoding="utf-8")
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for item in sorted(staging.iterdir()):
-            os.replace(item, out / item.name)
-            written.append(out / item.name)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        written = [out / item.name for item in sorted(staging.iterdir())]
+    return written
 
 
