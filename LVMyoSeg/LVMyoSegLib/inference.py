@@ -38,6 +38,13 @@ CancelFn = Callable[[], bool]
 SLICES_PER_BATCH = 1
 
 
+def compute_device() -> str:
+    """"GPU" when TensorFlow sees one (it then runs the network there), else "CPU"."""
+    import tensorflow as tf
+
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
 def _fold_pairs(model) -> dict[str, tuple]:
     """``{conv name: (conv, bn)}`` for every bias-free Conv2D followed by its BatchNormalization.
 

@@ -12,7 +12,7 @@ from . import preprocess
 from .bundle import Manifest, load_members
 from .cine import Cine
 from .errors import InputError
-from .inference import CancelFn, ProgressFn, predict_ensemble
+from .inference import CancelFn, ProgressFn, compute_device, predict_ensemble
 from .labels import BLOOD_POOL, MYOCARDIUM
 
 
@@ -31,6 +31,7 @@ class SegmentationResult:
     members: int
     threshold: float
     timings_s: dict[str, float] = field(default_factory=dict)
+    device: str = "CPU"
 
 
 def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -66,7 +67,9 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     timings["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    net = predict_ensemble(models, x, progress=progress, cancel=cancel)
+    device = compute_device()
+    on_device = None if progress is None else (lambda f, msg: progress(f, f"{msg} on {device}"))
+    net = predict_ensemble(models, x, progress=on_device, cancel=cancel)
     timings["network"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -74,4 +77,4 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     label_map = labels_from_probabilities(probabilities, threshold)
     timings["inverse_mapping"] = time.perf_counter() - t0
     return SegmentationResult(probabilities, label_map, transform, manifest.model_id, len(models),
-                              threshold, timings)
+                              threshold, timings, device)

@@ -31,6 +31,7 @@ def output_names(file_format: str) -> dict[str, str]:
     names["overlay"] = "overlay.png"
     names["volume_curve"] = "volume_curve.png"
     names["thickness"] = "wall_thickness.png"
+    names["preprocessing"] = "preprocessing.png"
     return names
 
 
@@ -39,7 +40,7 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
                                overlay: bool = True) -> list[Path]:
     """Write all outputs of one segmented study into ``out``; returns the written paths."""
     from . import cardiac_function
-    from .figures import overlay_montage
+    from .figures import overlay_montage, preprocessing_figure
     from .volume_files import write_4d
 
     names = output_names(file_format)
@@ -60,6 +61,7 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
         except LabelError as exc:  # e.g. the network found no myocardium at all
             function, function_report = None, {"error": str(exc)}
         if overlay:
+            preprocessing_figure(cine, result.transform, staging / names["preprocessing"])
             frames = [function.ed_frame, function.es_frame] if function else [0, cine.n_phases // 2]
             overlay_montage(cine, result.label_map, frames, staging / names["overlay"])
             if function is not None:
@@ -70,6 +72,7 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
             "input": cine.summary(),
             "model": {"id": result.model_id, "dir": str(model_dir), "members_used": result.members},
             "threshold": result.threshold,
+            "device": result.device,
             "outputs": {k: v for k, v in names.items() if (staging / v).exists() or k == "report"},
             "label_values": {"0": "background", "1": "LV myocardium", "2": "LV blood pool"},
             "timing_s": {"read": round(read_seconds, 3),
