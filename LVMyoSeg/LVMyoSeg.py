@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from LVMyoSegLib import mrml, registry
+from LVMyoSegLib import mrml, registry, retraining
+from LVMyoSegLib.cli_process import CliProcess, ProcessEnd, failure_message
 from LVMyoSegLib.errors import InputError, LabelError, LVMyoSegError, ModelError
 from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir, sample_case_dir
 
@@ -46,7 +46,6 @@ SAMPLE_CINE = sample_case_dir() / "cine.nrrd"
 PROTECTED_PACKAGES = ("numpy", "SimpleITK")
 # A requirement is also met by these distributions (e.g. a GPU TensorFlow instead of the CPU one).
 REQUIREMENT_ALTERNATIVES = {"tensorflow-cpu": ("tensorflow",)}
-PROGRESS_PREFIX = "PROGRESS "
 OUTPUT_FILES = {"myocardium": "probabilities_myocardium.nii.gz",
                 "blood_pool": "probabilities_blood_pool.nii.gz",
                 "labels": "labels.nii.gz"}
@@ -354,7 +353,6 @@ class SegmentationJob:
     process: object = None
     startTime: float = field(default_factory=time.time)
     elapsedSeconds: float = 0.0
-    stdoutBuffer: str = ""
     log: List[str] = field(default_factory=list)
     cancelled: bool = False
     finished: bool = False
@@ -477,15 +475,6 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
     def isRunning(self) -> bool:
         return self._job is not None and not self._job.finished
 
-    @staticmethod
-    def pythonExecutable() -> str:
-        """Slicer's Python interpreter (PythonSlicer), found as slicer.util does."""
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-        candidate = Path(sys.executable).parent / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
-        return str(candidate) if candidate.is_file() else sys.executable
-
     def startSegmentation(self, sequenceNode, modelDir: Optional[Path] = None, members: int = 0,
                           threshold: float = 0.5, onProgress=None, onFinished=None) -> SegmentationJob:
         """Start segmenting the cine ``sequenceNode``; ``onFinished(job)`` is called at the end.
@@ -515,60 +504,22 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         try:
             inputPath = workDir / "cine.nrrd"
             write_4d(inputPath, cine.frames, cine.geometry, cine.trigger_times_ms, kind="image")
-            args = ["-m", "LVMyoSegLib.cli", "segment", str(inputPath), "-o", str(workDir / "output"),
+            args = ["segment", str(inputPath), "-o", str(workDir / "output"),
                     "--model", str(modelDir), "--threshold", f"{threshold:g}", "--format", "nifti",
                     "--no-overlay", "--progress-lines"]
             if members:
                 args += ["--members", str(int(members))]
-            self._startProcess(job, args)
+            job.process = CliProcess(qt, args, work_dir=workDir, on_line=lambda line: self._handleLine(job, line),
+                                     on_log=job.log.append, on_end=lambda end: self._onProcessEnd(job, end))
+            job.process.start()
         except BaseException:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
         self._job = job
         return job
 
-    def _startProcess(self, job: SegmentationJob, args: List[str]) -> None:
-        process = job.process = qt.QProcess()
-        process.setProcessChannelMode(qt.QProcess.SeparateChannels)
-        env = qt.QProcessEnvironment.systemEnvironment()
-        pythonPath = [str(MODULE_DIR)] + ([env.value("PYTHONPATH")] if env.contains("PYTHONPATH") else [])
-        env.insert("PYTHONPATH", os.pathsep.join(pythonPath))
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("TF_CPP_MIN_LOG_LEVEL", "2")
-        process.setProcessEnvironment(env)
-        process.setWorkingDirectory(str(job.workDir))
-        process.readyReadStandardOutput.connect(lambda: self._readStdout(job))
-        process.readyReadStandardError.connect(lambda: self._readStderr(job))
-        # read the exit code and error from the process itself: the signals' signatures differ between Qt versions
-        process.finished.connect(lambda *args: self._onProcessFinished(job))
-        process.errorOccurred.connect(lambda *args: self._onProcessError(job))
-        logging.info(f"LVMyoSeg: {self.pythonExecutable()} {' '.join(args)}")
-        process.start(self.pythonExecutable(), args)
-
-    def _readStdout(self, job: SegmentationJob) -> None:
-        job.stdoutBuffer += bytes(job.process.readAllStandardOutput().data()).decode("utf-8", "replace")
-        *lines, job.stdoutBuffer = job.stdoutBuffer.split("\n")
-        for line in lines:
-            self._handleLine(job, line.rstrip("\r"))
-
-    def _readStderr(self, job: SegmentationJob) -> None:
-        text = bytes(job.process.readAllStandardError().data()).decode("utf-8", "replace")
-        job.log.extend(line for line in text.splitlines() if line.strip())
-
-    @staticmethod
-    def parseProgressLine(line: str):
-        """``(fraction, message)`` of a ``PROGRESS <fraction> <message>`` line, else None."""
-        if not line.startswith(PROGRESS_PREFIX):
-            return None
-        parts = line[len(PROGRESS_PREFIX):].split(" ", 1)
-        try:
-            fraction = float(parts[0])
-        except ValueError:
-            return None
-        return fraction, (parts[1] if len(parts) > 1 else "")
-
     def _handleLine(self, job: SegmentationJob, line: str) -> None:
-        progress = self.parseProgressLine(line)
+        progress = retraining.parse_progress_line(line)
         if progress is None:
             if line.strip():
                 job.log.append(line)
@@ -576,30 +527,9 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         elif job.onProgress:
             job.onProgress(*progress)
 
-    def _onProcessError(self, job: SegmentationJob) -> None:
-        if job.process.error() == qt.QProcess.FailedToStart and not job.finished:
-            job.error = (f"Could not start {self.pythonExecutable()} (the Python interpreter of 3D Slicer). "
-                         "Check that the Slicer installation is complete.")
-            self._finish(job)
-
-    def _onProcessFinished(self, job: SegmentationJob) -> None:
-        if job.finished:
-            return
-        exitCode, exitStatus = job.process.exitCode(), job.process.exitStatus()
-        self._readStdout(job)
-        self._readStderr(job)
-        if job.stdoutBuffer:
-            self._handleLine(job, job.stdoutBuffer)
-            job.stdoutBuffer = ""
-        if job.cancelled:
-            pass
-        elif exitStatus != qt.QProcess.NormalExit or exitCode != 0:
-            tail = "\n".join(job.log[-30:])
-            message = next((line.split("error:", 1)[1].strip() for line in reversed(job.log)
-                            if "lvmyoseg: error:" in line), None)
-            job.error = (message or f"The segmentation process stopped with exit code {exitCode}.") + \
-                "\n\nLast output:\n" + tail
-        else:
+    def _onProcessEnd(self, job: SegmentationJob, end: ProcessEnd) -> None:
+        job.error = failure_message(end, job.log, "segmentation", job.process.python)
+        if end.ok:
             try:
                 job.result = self.loadResults(job)
             except LVMyoSegError as exc:
@@ -621,9 +551,8 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         if job is None or job.finished:
             return
         job.cancelled = True
-        if job.process is not None and job.process.state() != qt.QProcess.NotRunning:
-            job.process.kill()
-            job.process.waitForFinished(5000)
+        if job.process is not None:
+            job.process.cancel()
         if not job.finished:
             self._finish(job)
 
@@ -631,13 +560,9 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
                         threshold: float = 0.5, timeoutSeconds: float = 3600.0) -> mrml.ResultNodes:
         """Segment and wait (keeping the GUI alive); returns the result nodes or raises."""
         job = self.startSegmentation(sequenceNode, modelDir, members, threshold)
-        deadline = time.time() + timeoutSeconds
-        while not job.finished:
-            job.process.waitForFinished(100)
-            slicer.app.processEvents()
-            if time.time() > deadline:
-                self.cancel()
-                raise LVMyoSegError(f"Segmentation did not finish within {timeoutSeconds:.0f} s; it was cancelled.")
+        if not job.process.wait(slicer.app.processEvents, timeoutSeconds):
+            self.cancel()
+            raise LVMyoSegError(f"Segmentation did not finish within {timeoutSeconds:.0f} s; it was cancelled.")
         if job.error:
             raise LVMyoSegError(job.error)
         return job.result

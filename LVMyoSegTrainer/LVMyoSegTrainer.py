@@ -9,8 +9,6 @@ its output is in :mod:`LVMyoSegLib.retraining`; model versions live in the regis
 never changed.
 """
 
-import logging
-import os
 import shutil
 import tempfile
 import time
@@ -33,10 +31,10 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from LVMyoSegLib import mrml, registry, retraining
+from LVMyoSegLib.cli_process import CliProcess, ProcessEnd, failure_message
 from LVMyoSegLib.errors import InputError, LVMyoSegError, ModelError
 from LVMyoSegLib.resources import SAMPLE_DIR
 
-LIB_PARENT = Path(retraining.__file__).resolve().parents[1]  # the folder holding LVMyoSegLib
 CHART_COLORS = ((0.55, 0.55, 0.55), (0.85, 0.2, 0.2), (0.2, 0.45, 0.85), (0.2, 0.65, 0.3))
 
 
@@ -390,7 +388,6 @@ class TrainingJob:
     process: object = None
     startTime: float = field(default_factory=time.time)
     elapsedSeconds: float = 0.0
-    stdoutBuffer: str = ""
     log: List[str] = field(default_factory=list)
     cancelled: bool = False
     finished: bool = False
@@ -491,12 +488,6 @@ class LVMyoSegTrainerLogic(ScriptedLoadableModuleLogic):
 
         return LVMyoSegLogic().ensureRequirements(askUser=askUser)
 
-    @staticmethod
-    def pythonExecutable() -> str:
-        from LVMyoSeg import LVMyoSegLogic
-
-        return LVMyoSegLogic.pythonExecutable()
-
     # -- background jobs
 
     def isRunning(self) -> bool:
@@ -547,35 +538,12 @@ class LVMyoSegTrainerLogic(ScriptedLoadableModuleLogic):
 
     def _startProcess(self, job: TrainingJob) -> None:
         job.outDir.parent.mkdir(parents=True, exist_ok=True)
-        process = job.process = qt.QProcess()
-        process.setProcessChannelMode(qt.QProcess.SeparateChannels)
-        env = qt.QProcessEnvironment.systemEnvironment()
-        pythonPath = [str(LIB_PARENT)] + ([env.value("PYTHONPATH")] if env.contains("PYTHONPATH") else [])
-        env.insert("PYTHONPATH", os.pathsep.join(pythonPath))
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("TF_CPP_MIN_LOG_LEVEL", "2")
-        process.setProcessEnvironment(env)
-        process.setWorkingDirectory(str(job.outDir.parent))
-        process.readyReadStandardOutput.connect(lambda: self._readStdout(job))
-        process.readyReadStandardError.connect(lambda: self._readStderr(job))
-        # read exit code and error from the process: the signals' signatures differ between Qt versions
-        process.finished.connect(lambda *args: self._onProcessFinished(job))
-        process.errorOccurred.connect(lambda *args: self._onProcessError(job))
-        logging.info(f"LVMyoSegTrainer: {self.pythonExecutable()} {' '.join(job.args)}")
+        job.process = CliProcess(qt, job.args, work_dir=job.outDir.parent,
+                                 on_line=lambda line: self._handleLine(job, line),
+                                 on_log=lambda line: self._log(job, line),
+                                 on_end=lambda end: self._onProcessEnd(job, end))
         self._job = job
-        process.start(self.pythonExecutable(), job.args)
-
-    def _readStdout(self, job: TrainingJob) -> None:
-        job.stdoutBuffer += bytes(job.process.readAllStandardOutput().data()).decode("utf-8", "replace")
-        *lines, job.stdoutBuffer = job.stdoutBuffer.split("\n")
-        for line in lines:
-            self._handleLine(job, line.rstrip("\r"))
-
-    def _readStderr(self, job: TrainingJob) -> None:
-        text = bytes(job.process.readAllStandardError().data()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            if line.strip():
-                self._log(job, line)
+        job.process.start()
 
     def _log(self, job: TrainingJob, line: str) -> None:
         job.log.append(line)
@@ -594,29 +562,9 @@ class LVMyoSegTrainerLogic(ScriptedLoadableModuleLogic):
         elif job.onProgress:
             job.onProgress(progress)
 
-    def _onProcessError(self, job: TrainingJob) -> None:
-        if job.process.error() == qt.QProcess.FailedToStart and not job.finished:
-            job.error = (f"Could not start {self.pythonExecutable()} (the Python interpreter of 3D Slicer). "
-                         "Check that the Slicer installation is complete.")
-            self._finish(job)
-
-    def _onProcessFinished(self, job: TrainingJob) -> None:
-        if job.finished:
-            return
-        exitCode, exitStatus = job.process.exitCode(), job.process.exitStatus()
-        self._readStdout(job)
-        self._readStderr(job)
-        if job.stdoutBuffer:
-            self._handleLine(job, job.stdoutBuffer)
-            job.stdoutBuffer = ""
-        if job.cancelled:
-            pass
-        elif exitStatus != qt.QProcess.NormalExit or exitCode != 0:
-            message = next((line.split("error:", 1)[1].strip() for line in reversed(job.log)
-                            if "lvmyoseg: error:" in line), None)
-            job.error = (message or f"The training process stopped with exit code {exitCode}.") + \
-                "\n\nLast output:\n" + "\n".join(job.log[-30:])
-        else:
+    def _onProcessEnd(self, job: TrainingJob, end: ProcessEnd) -> None:
+        job.error = failure_message(end, job.log, "training", job.process.python)
+        if end.ok:
             try:
                 self._collect(job)
             except LVMyoSegError as exc:
@@ -651,21 +599,16 @@ class LVMyoSegTrainerLogic(ScriptedLoadableModuleLogic):
         if job is None or job.finished:
             return
         job.cancelled = True
-        if job.process is not None and job.process.state() != qt.QProcess.NotRunning:
-            job.process.kill()
-            job.process.waitForFinished(5000)
+        if job.process is not None:
+            job.process.cancel()
         if not job.finished:
             self._finish(job)
 
     def waitFor(self, job: TrainingJob, timeoutSeconds: float = 24 * 3600.0) -> TrainingJob:
         """Wait for ``job`` keeping the GUI alive; raise its error, if any."""
-        deadline = time.time() + timeoutSeconds
-        while not job.finished:
-            job.process.waitForFinished(100)
-            slicer.app.processEvents()
-            if time.time() > deadline:
-                self.cancel()
-                raise LVMyoSegError(f"Training did not finish within {timeoutSeconds:.0f} s; it was cancelled.")
+        if not job.process.wait(slicer.app.processEvents, timeoutSeconds):
+            self.cancel()
+            raise LVMyoSegError(f"Training did not finish within {timeoutSeconds:.0f} s; it was cancelled.")
         if job.error:
             raise LVMyoSegError(job.error)
         return job

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: where the real Sunnybrook data is, and quiet TensorFlow."""
+"""Shared pytest fixtures: where the real Sunnybrook data is, Qt for the process runner, quiet TensorFlow."""
 
 from __future__ import annotations
 
@@ -19,3 +19,14 @@ def sunnybrook_root() -> Path:
     if not (SUNNYBROOK / "link.csv").is_file():
         pytest.skip(f"real Sunnybrook data not found at {SUNNYBROOK} (set LVMYOSEG_SUNNYBROOK)")
     return SUNNYBROOK
+
+
+@pytest.fixture(scope="session")
+def qt_core():
+    """PySide6's QtCore standing in for Slicer's PythonQt ``qt`` (QProcess, QProcessEnvironment),
+    with a QCoreApplication for the whole session, as Slicer has its application."""
+    from PySide6 import QtCore
+
+    app = QtCore.QCoreApplication.instance() or QtCore.QCoreApplication([])
+    yield QtCore
+    del app

@@ -9,8 +9,6 @@ tests run the real command line in a subprocess (marked ``slow``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,12 +16,12 @@ import numpy as np
 import pytest
 
 from LVMyoSegLib import cli, dataset, experiments, phantom, registry, retraining
+from LVMyoSegLib.cli_process import CliProcess, ProcessEnd
 from LVMyoSegLib.cine import Cine, Geometry
 from LVMyoSegLib.errors import InputError, LabelError, ModelError
 from LVMyoSegLib.evaluation import case_summary, evaluate_case
 from LVMyoSegLib.labels import Labels
 
-LIB_PARENT = Path(__file__).resolve().parents[1] / "LVMyoSeg"
 
 
 def _mrml():
@@ -92,11 +90,17 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return _tiny_bundle(tmp_path_factory.mktemp("tiny"))
 
 
-def _run_cli(args: list[str], cwd: Path) -> tuple[int, list[str], str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_PARENT), os.environ.get("PYTHONPATH", "")]),
-               PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    return proc.returncode, proc.stdout.splitlines(), proc.stderr
+def _run_cli(qt_core, args: list[str], cwd: Path) -> tuple[int, list[str], str]:
+    """Run the command line as the Trainer module does: through CliProcess in a real QProcess."""
+    out: list[str] = []
+    err: list[str] = []
+    ends: list[ProcessEnd] = []
+    process = CliProcess(qt_core, args, work_dir=cwd, on_line=out.append, on_log=err.append,
+                         on_end=ends.append, python=sys.executable)
+    process.start()
+    assert process.wait(qt_core.QCoreApplication.processEvents, 600), "the command line did not finish in 10 min"
+    assert len(ends) == 1 and not ends[0].cancelled
+    return ends[0].exit_code, out, "\n".join(err)
 
 
 def _track(lines: list[str], plan: retraining.ProgressPlan) -> list[retraining.Progress]:
@@ -124,15 +128,14 @@ def test_loo_command_line_is_what_the_real_cli_parses(phantom_dataset, tmp_path)
                                           rnn_epochs=4, cases=("phantom0", "phantom1"),
                                           extra_args=("--width", "8"))
     args = retraining.loo_args(settings, tmp_path / "run", tmp_path / "models")
-    assert args[:2] == ["-m", "LVMyoSegLib.cli"]
-    ns = cli.build_parser().parse_args(args[2:])
+    ns = cli.build_parser().parse_args(args)
     assert (ns.command, ns.dataset, ns.output) == ("loo", str(phantom_dataset), str(tmp_path / "run"))
     assert (ns.init, ns.registry, ns.members, ns.cnn_epochs, ns.rnn_epochs) == \
         ("porcine-v1", str(tmp_path / "models"), 3, 7, 4)
     assert ns.cases == "phantom0,phantom1" and ns.width == 8 and ns.progress_lines
     assert ns.variants is None  # fine-tuning keeps the start model's variant
     scratch = retraining.RetrainSettings(phantom_dataset, init="scratch", variant="one_level")
-    ns = cli.build_parser().parse_args(retraining.loo_args(scratch, tmp_path, tmp_path)[2:])
+    ns = cli.build_parser().parse_args(retraining.loo_args(scratch, tmp_path, tmp_path))
     assert (ns.init, ns.variants, ns.cases) == ("scratch", "one_level", None)
 
 
@@ -140,7 +143,7 @@ def test_train_command_line_registers(phantom_dataset, tmp_path):
     settings = retraining.RetrainSettings(phantom_dataset, init="bundled", variant="cnn", members=2)
     args = retraining.train_args(settings, tmp_path / "ckpt", tmp_path / "models", "v2",
                                  loo_results=tmp_path / "loo_results.json")
-    ns = cli.build_parser().parse_args(args[2:])
+    ns = cli.build_parser().parse_args(args)
     assert (ns.command, ns.register, ns.output, ns.model_id) == ("train", True, None, "v2")
     assert (ns.run_dir, ns.registry, ns.loo_results) == \
         (str(tmp_path / "ckpt"), str(tmp_path / "models"), str(tmp_path / "loo_results.json"))
@@ -376,13 +379,13 @@ def test_import_cases_never_overwrites_and_refuses_damaged_ones(phantom_dataset,
 
 
 @pytest.mark.slow
-def test_train_and_register_through_the_cli(tiny_bundle, phantom_dataset, loo_results_file, tmp_path):
+def test_train_and_register_through_the_cli(qt_core, tiny_bundle, phantom_dataset, loo_results_file, tmp_path):
     reg = tmp_path / "models"
     registry.register(tiny_bundle, reg)
     settings = retraining.RetrainSettings(phantom_dataset, init="phantom-tiny", members=1, cnn_epochs=2)
     plan = retraining.progress_plan(settings, folds=1, variant="cnn")
     args = retraining.train_args(settings, tmp_path / "ckpt", reg, "phantom-ft", loo_results=loo_results_file)
-    code, out, err = _run_cli(args, tmp_path)
+    code, out, err = _run_cli(qt_core, args, tmp_path)
     assert code == 0, err[-2000:]
     assert [u.fraction for u in _track(out, plan)] == [0.5, 1.0]
     entry = next(e for e in registry.list_models(reg) if e.model_id == "phantom-ft")
@@ -393,7 +396,7 @@ def test_train_and_register_through_the_cli(tiny_bundle, phantom_dataset, loo_re
     assert manifest["training"]["cases"] == ["phantom0", "phantom1"]
     assert manifest["training"]["dataset_sha256"] == dataset.dataset_hash(phantom_dataset)
     snapshot = (entry.path / "manifest.json").read_bytes()
-    code, _, err = _run_cli(args, tmp_path)  # the same version again: refused, nothing changed
+    code, _, err = _run_cli(qt_core, args, tmp_path)  # the same version again: refused, nothing changed
     assert code == 2 and "never overwritten" in err
     assert (entry.path / "manifest.json").read_bytes() == snapshot
     with pytest.raises(ModelError, match="read-only"):

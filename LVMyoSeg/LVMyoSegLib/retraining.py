@@ -31,7 +31,6 @@ from .errors import InputError, LVMyoSegError
 PROGRESS_PREFIX = "PROGRESS "
 VARIANTS = ("multi_level", "one_level", "cnn")
 INIT_SCRATCH = "scratch"
-CLI_MODULE = "LVMyoSegLib.cli"
 TABLE_METRICS = (("dsc", "DSC", ""), ("hd_mm", "HD", "mm"), ("apd_mm", "APD", "mm"))
 _STEP = re.compile(r"^(?:fold (?P<fold>\d+)/(?P<folds>\d+) \((?P<case>[^)]*)\) )?"
                    r"(?:member (?P<member>\d+)/(?P<members>\d+) )?"
@@ -104,8 +103,8 @@ def _common_args(settings: RetrainSettings, registry_dir: Path) -> list[str]:
 
 
 def loo_args(settings: RetrainSettings, out_dir: Path, registry_dir: Path) -> list[str]:
-    """Python arguments running ``lvmyoseg loo`` (fine-tuning: before vs after; scratch: the variant)."""
-    args = ["-m", CLI_MODULE, "loo", str(settings.dataset_dir), "-o", str(out_dir)]
+    """Arguments of ``lvmyoseg loo`` (fine-tuning: before vs after; scratch: the variant)."""
+    args = ["loo", str(settings.dataset_dir), "-o", str(out_dir)]
     if not settings.fine_tuning:
         args += ["--variants", settings.variant]
     return args + _common_args(settings, registry_dir)
@@ -113,8 +112,8 @@ def loo_args(settings: RetrainSettings, out_dir: Path, registry_dir: Path) -> li
 
 def train_args(settings: RetrainSettings, checkpoint_dir: Path, registry_dir: Path, model_id: str,
                loo_results: Path | None = None) -> list[str]:
-    """Python arguments running ``lvmyoseg train --register`` (the new version goes into the registry)."""
-    args = ["-m", CLI_MODULE, "train", str(settings.dataset_dir), "--register", "--model-id", model_id,
+    """Arguments of ``lvmyoseg train --register`` (the new version goes into the registry)."""
+    args = ["train", str(settings.dataset_dir), "--register", "--model-id", model_id,
             "--run-dir", str(checkpoint_dir), "--variant", settings.variant]
     if loo_results is not None:
         args += ["--loo-results", str(loo_results)]
