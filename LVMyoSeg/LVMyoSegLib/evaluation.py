@@ -57,6 +57,24 @@ def case_summary(records: Sequence[dict]) -> dict[str, dict]:
     return out
 
 
+def position_summary(records: Sequence[dict]) -> dict[str, dict]:
+    """Myocardium DSC/HD/APD at the ends of each case's contoured stack vs the slices between.
+
+    "end" = the first and last slice (along the stack) the expert contoured in each case, where
+    the ring is partial (base: outflow tract; apex: small, partial-volume); "inner" = the rest.
+    Mean (sd) over all slices of all cases in ``records``.
+    """
+    myo = [r for r in records if r["channel"] == "myocardium"]
+    ends = {}
+    for r in myo:
+        lo, hi = ends.get(r["case"], (r["z"], r["z"]))
+        ends[r["case"]] = (min(lo, r["z"]), max(hi, r["z"]))
+    groups = {"end": [r for r in myo if r["z"] in ends[r["case"]]],
+              "inner": [r for r in myo if r["z"] not in ends[r["case"]]]}
+    return {name: {k: summarize([r[k] for r in group]) for k in ("dsc", "hd_mm", "apd_mm")}
+            for name, group in groups.items()}
+
+
 def average_over_folds(fold_summaries: Iterable[dict[str, dict]]) -> dict[str, dict]:
     """The paper's Table 1 figure: the mean over folds of each fold's mean and of its sd."""
     folds = list(fold_summaries)
@@ -75,6 +93,16 @@ def format_cell(stat: dict, digits: int = 3) -> str:
         return "n/a"
     sd = stat.get("sd", np.nan)
     return f"{stat['mean']:.{digits}f} ({sd:.{digits}f})" if np.isfinite(sd) else f"{stat['mean']:.{digits}f}"
+
+
+def position_table(columns: dict[str, dict[str, dict]]) -> str:
+    """Markdown: one row per model and slice position (:func:`position_summary`), DSC/HD/APD columns."""
+    lines = ["| model | slices | n | DSC | HD (mm) | APD (mm) |", "|---|---|---|---|---|---|"]
+    for name, by_position in columns.items():
+        for position, stats in by_position.items():
+            lines.append(f"| {name} | {position} | {stats['dsc']['n']} | " +
+                         " | ".join(format_cell(stats[k]) for k in ("dsc", "hd_mm", "apd_mm")) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table(columns: dict[str, dict[str, dict]]) -> str:

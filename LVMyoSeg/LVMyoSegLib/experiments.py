@@ -25,7 +25,8 @@ from .bundle import load_members, write_bundle
 from .dataset import Case, dataset_hash, list_cases, read_case
 from .errors import InputError
 from .files import write_json_atomic
-from .evaluation import average_over_folds, case_summary, evaluate_case, markdown_table
+from .evaluation import (average_over_folds, case_summary, evaluate_case, markdown_table, position_summary,
+                         position_table)
 from .inference import predict_ensemble
 from .labels import CHANNELS
 from .networks import VARIANTS
@@ -199,8 +200,9 @@ def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, 
              if (out_dir / f"fold_{c}.json").is_file()]
     names = list(folds[0]["summary"]) if folds else []
     overall = {n: average_over_folds(f["summary"][n] for f in folds) for n in names}
+    by_position = {n: position_summary([r for f in folds for r in f["records"][n]]) for n in names}
     results = {"settings": settings, "folds_done": len(folds), "folds_total": len(settings["cases"]),
-               "overall": overall, "folds": folds,
+               "overall": overall, "by_position": by_position, "folds": folds,
                "fold_wall_time_s": {f["case"]: round(f["wall_time_s"], 1) for f in folds}}
     if wall_time_s is not None:
         results["last_invocation_wall_time_s"] = round(wall_time_s, 1)
@@ -208,7 +210,10 @@ def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, 
     titles = {n: VARIANT_TITLES.get(n, n) for n in names}
     lines = [f"Leave-one-case-out over {len(folds)} of {len(settings['cases'])} folds "
              f"({settings['members']} member(s) per ensemble), slice-wise mean (sd) averaged over folds.", "",
-             markdown_table({titles[n]: overall[n] for n in names}), ""]
+             markdown_table({titles[n]: overall[n] for n in names}), "",
+             "Myocardium by slice position: the first and last contoured slice of each stack (base and "
+             "apex) vs the slices between, mean (sd) over all slices of the folds done.", "",
+             position_table({titles[n]: by_position[n] for n in names}), ""]
     for f in folds:
         lines += [f"Fold {f['case']}:", "", markdown_table({titles[n]: f["summary"][n] for n in names}), ""]
     (out_dir / "loo_table.md").write_text("\n".join(lines), encoding="utf-8")
