@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .errors import LVMyoSegError
+from .errors import LVMyoSegError, ModelError
 
 
 class _Progress:
@@ -100,9 +100,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cine_path = sample_case_dir() / "cine.nrrd"
     out = Path(args.output)
     if not (bundled_model_dir() / "manifest.json").is_file():
-        print(f"No bundled model yet at {bundled_model_dir()}; inspecting and preprocessing the sample.")
-        cmd_inspect(argparse.Namespace(path=cine_path, series=None, json=False))
-        return cmd_preprocess(argparse.Namespace(path=cine_path, series=None, output=out))
+        raise ModelError(f"The bundled model is missing from {bundled_model_dir()}; restore that folder "
+                         "from the LVMyoSeg repository or extension package.")
     ns = argparse.Namespace(path=cine_path, series=None, output=out, model=None, members=None,
                             threshold=0.5, progress_lines=False, format="nrrd", no_overlay=False)
     code = cmd_segment(ns)
