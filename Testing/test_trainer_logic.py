@@ -453,3 +453,38 @@ def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, tiny_bund
     assert results["folds_done"] == 3 and results["settings"]["init"] == str(tiny_bundle)
     assert np.count_nonzero(after[:3] > before[:3]) >= 2  # most held-out cases improve
     assert after[-1] > before[-1] + 0.05  # and the mean over folds clearly does
+
+
+@pytest.mark.slow
+def test_resumed_training_records_the_time_of_every_invocation(phantom_dataset, tmp_path):
+    """A cancelled training resumed later: the bundle's wall time covers both invocations,
+    not only the last one (what `lvmyoseg train` writes into the manifest)."""
+    import time
+
+    from LVMyoSegLib.errors import CancelledError
+    from LVMyoSegLib.training import TrainConfig
+
+    tiny = TrainConfig(epochs=3, width=8, units=1, frames_per_batch=8)
+    config = experiments.ExperimentConfig(variants=("cnn",), members=1, cnn=tiny, rnn=tiny,
+                                          preprocessing={"pixel_mm": 2.0, "crop_size": 64})
+    epochs: list[int] = []
+
+    def note(info: dict) -> None:
+        if info["event"] == "epoch":
+            epochs.append(info["epoch"])
+
+    t0 = time.perf_counter()
+    with pytest.raises(CancelledError):
+        experiments.train_final(phantom_dataset, tmp_path / "bundle", tmp_path / "run", config, variant="cnn",
+                                model_id="m", progress=note, cancel=lambda: len(epochs) >= 2)
+    first = time.perf_counter() - t0
+    saved = json.loads((tmp_path / "run" / experiments.WALL_TIME_FILE).read_text())["seconds"]
+    assert 0.3 * first < saved <= first + 0.1  # saved at the end of epoch 2, before the cancel
+    assert not (tmp_path / "bundle").exists()
+    t1 = time.perf_counter()
+    experiments.train_final(phantom_dataset, tmp_path / "bundle", tmp_path / "run", config, variant="cnn",
+                            model_id="m", progress=note)
+    second = time.perf_counter() - t1
+    assert epochs == [1, 2, 3]  # resumed at epoch 3, not started over
+    wall = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["training"]["wall_time_s"]
+    assert saved + 0.5 * second < wall <= saved + second + 0.1

@@ -35,6 +35,7 @@ from .training import TrainConfig, fit_cnn, fit_rnn
 
 VARIANT_TITLES = {"cnn": "CNN", "one_level": "One-level ConvLSTM", "multi_level": "Multi-level ConvLSTM"}
 ProgressFn = Callable[[dict], None]
+WALL_TIME_FILE = "wall_time.json"  # in a run folder: seconds of all its invocations
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,34 @@ class PreparedCase:
     x: np.ndarray
     y: np.ndarray
     known: np.ndarray
+
+
+class RunClock:
+    """Wall time of a resumable job summed over all its invocations, kept in ``path`` (JSON).
+
+    :meth:`tracking` wraps a progress callback so the total is saved after every epoch: a killed
+    invocation loses at most one epoch of its time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.before = float(json.loads(self.path.read_text())["seconds"]) if self.path.is_file() else 0.0
+        self.t0 = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.t0
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"seconds": round(self.seconds(), 1)})
+
+    def tracking(self, progress: ProgressFn | None) -> ProgressFn:
+        def track(info: dict) -> None:
+            if info.get("event") == "epoch":
+                self.save()
+            if progress is not None:
+                progress(info)
+        return track
 
 
 def prepare_case(case: Case, preprocessing: dict[str, Any]) -> PreparedCase:
@@ -168,12 +197,12 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
         fold_path = out_dir / f"fold_{held_out}.json"
         if fold_path.is_file():
             continue
-        t_fold = time.perf_counter()
+        clock = RunClock(out_dir / f"fold_{held_out}" / WALL_TIME_FILE)
         fold_progress = None if progress is None else (
             lambda info, k=k, h=held_out: progress({**info, "fold": k, "folds": len(case_ids), "case": h}))
         train = [prepared[c] for c in case_ids if c != held_out]
         models = train_variants(train, out_dir / f"fold_{held_out}", config, initial=initial_models,
-                                progress=fold_progress, cancel=cancel)
+                                progress=clock.tracking(fold_progress), cancel=cancel)
         test = prepared[held_out]
         fold: dict[str, Any] = {"case": held_out, "records": {}, "summary": {}}
         scored = dict(models)
@@ -185,7 +214,7 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             fold["records"][name] = records
             fold["summary"][name] = case_summary(records)
             np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map)
-        fold["wall_time_s"] = time.perf_counter() - t_fold
+        fold["wall_time_s"] = clock.seconds()  # summed over the invocations that worked on this fold
         write_json_atomic(fold_path, fold)
     results = summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
     loo_examples_figure(out_dir, dataset_dir, out_dir / "loo_examples.png")
@@ -270,10 +299,12 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
         config = dataclasses.replace(config, preprocessing=manifest.preprocessing)
         initial = {variant: members}
     config = dataclasses.replace(config, variants=(variant,))
-    t0 = time.perf_counter()
+    clock = RunClock(Path(run_dir) / WALL_TIME_FILE)
     prepared = [prepare_case(read_case(dataset_dir, c), config.preprocessing) for c in case_ids]
-    models = train_variants(prepared, run_dir, config, initial=initial, progress=progress, cancel=cancel)
-    wall = time.perf_counter() - t0
+    models = train_variants(prepared, run_dir, config, initial=initial, progress=clock.tracking(progress),
+                            cancel=cancel)
+    wall = clock.seconds()  # summed over every invocation of this run folder (resumes included)
+    clock.save()
     write_bundle(bundle_dir, models[variant], model_id=model_id, variant=variant, channels=CHANNELS,
                  preprocessing=config.preprocessing,
                  training={"dataset": str(dataset_dir), "dataset_sha256": dataset_hash(dataset_dir),
