@@ -22,7 +22,7 @@ import numpy as np
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLSequenceNode
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLSequenceNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -104,6 +104,7 @@ class LVMyoSegParameterNode:
     members - ensemble members to use (0 = all).
     threshold - probability threshold of the masks.
     segmentationSequence - the result being shown / thresholded / exported.
+    rvInsertion - point list whose first point is the anterior RV insertion point (AHA sectors).
     """
 
     inputSequence: vtkMRMLSequenceNode
@@ -111,6 +112,7 @@ class LVMyoSegParameterNode:
     members: Annotated[int, WithinRange(0, 20)] = 0
     threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
     segmentationSequence: vtkMRMLSequenceNode
+    rvInsertion: vtkMRMLMarkupsFiducialNode
 
 
 #
@@ -253,7 +255,8 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Starting..."
             self.logic.startSegmentation(p.inputSequence, p.modelPath, p.members, p.threshold,
-                                         onProgress=self.onProgress, onFinished=self.onFinished)
+                                         onProgress=self.onProgress, onFinished=self.onFinished,
+                                         rvInsertionNode=p.rvInsertion)
         self._updateButtons()
 
     def onCancelButton(self) -> None:
@@ -312,6 +315,7 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRecomputeButton(self) -> None:
         segmentation = self._parameterNode.segmentationSequence
         with slicer.util.tryWithErrorDisplay("Could not recompute the cardiac function.", waitCursor=True):
+            self.logic.setRvInsertion(segmentation, self._parameterNode.rvInsertion)
             self.logic.updateVolumesTable(segmentation)
             self.ui.functionLabel.text = self.logic.functionSummary(segmentation)
 
@@ -350,6 +354,7 @@ class SegmentationJob:
     threshold: float
     onProgress: Optional[Callable[[float, str], None]] = None
     onFinished: Optional[Callable[["SegmentationJob"], None]] = None
+    rvInsertionNode: object = None
     process: object = None
     startTime: float = field(default_factory=time.time)
     elapsedSeconds: float = 0.0
@@ -476,10 +481,12 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         return self._job is not None and not self._job.finished
 
     def startSegmentation(self, sequenceNode, modelDir: Optional[Path] = None, members: int = 0,
-                          threshold: float = 0.5, onProgress=None, onFinished=None) -> SegmentationJob:
+                          threshold: float = 0.5, onProgress=None, onFinished=None,
+                          rvInsertionNode=None) -> SegmentationJob:
         """Start segmenting the cine ``sequenceNode``; ``onFinished(job)`` is called at the end.
 
-        Results (``job.result``) are added to the scene only when the run succeeds.
+        Results (``job.result``) are added to the scene only when the run succeeds; the point
+        list ``rvInsertionNode`` (optional) gives the wall-thickness sectors AHA numbers.
         """
         from LVMyoSegLib.volume_files import write_4d
 
@@ -500,7 +507,9 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         cine = mrml.cine_from_sequence(sequenceNode)  # validates the cine before anything runs
         browser = mrml.find_browser_node(slicer.mrmlScene, sequenceNode)
         workDir = Path(tempfile.mkdtemp(prefix="LVMyoSeg-", dir=slicer.app.temporaryPath))
-        job = SegmentationJob(sequenceNode, browser, cine, workDir, modelDir, threshold, onProgress, onFinished)
+        mrml.rv_insertion_lps(rvInsertionNode)  # a point list without a point is refused now
+        job = SegmentationJob(sequenceNode, browser, cine, workDir, modelDir, threshold, onProgress, onFinished,
+                              rvInsertionNode)
         try:
             inputPath = workDir / "cine.nrrd"
             write_4d(inputPath, cine.frames, cine.geometry, cine.trigger_times_ms, kind="image")
@@ -587,6 +596,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         labels = volumes["labels"].astype(np.uint8)
         results = mrml.add_results_to_scene(slicer.mrmlScene, job.sequenceNode, probabilities, labels,
                                             job.browserNode, threshold=job.threshold)
+        self.setRvInsertion(results.segmentation, job.rvInsertionNode)
         table, _ = self.updateVolumesTable(results.segmentation, labels)
         self.showResults(results, table)
         return results
@@ -601,19 +611,31 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
                              "(it has no cine or probability maps attached); select one of its results.")
         return cineSequence, myoSequence, poolSequence, table
 
+    @staticmethod
+    def setRvInsertion(segmentationSequence, markupsNode) -> None:
+        """Record (or clear, with None) the RV insertion point list used for a result's wall thickness."""
+        segmentationSequence.SetNodeReferenceID(mrml.REF_RV_INSERTION, markupsNode.GetID() if markupsNode else None)
+
     def updateVolumesTable(self, segmentationSequence, labels: Optional[np.ndarray] = None):
-        """(Re)compute the per-frame volumes table and cardiac function of a result; returns both."""
+        """(Re)compute a result's cardiac function: the per-frame volumes table and the wall
+        thickness table (AHA segments when the result has an RV insertion point); returns the
+        volumes table and the function."""
         from LVMyoSegLib.cardiac_function import compute_cardiac_function
 
         cineSequence, _, _, table = self._resultNodes(segmentationSequence)
         cine = mrml.cine_from_sequence(cineSequence)
         if labels is None:
             labels = mrml.labels_from_segmentation_sequence(segmentationSequence, cine)
-        function = compute_cardiac_function(labels, cine.geometry, cine.trigger_times_ms)
+        rvInsertion = mrml.rv_insertion_lps(segmentationSequence.GetNodeReference(mrml.REF_RV_INSERTION))
+        function = compute_cardiac_function(labels, cine.geometry, cine.trigger_times_ms, rv_insertion=rvInsertion)
         table = mrml.volumes_table(slicer.mrmlScene, labels, cine.geometry, trigger_times_ms=cine.trigger_times_ms,
                                    name=f"{segmentationSequence.GetName()} volumes", table_node=table,
                                    function=function)
         segmentationSequence.SetNodeReferenceID(mrml.REF_VOLUMES_TABLE, table.GetID())
+        thickness = mrml.thickness_table(slicer.mrmlScene, function,
+                                         name=f"{segmentationSequence.GetName()} wall thickness",
+                                         table_node=segmentationSequence.GetNodeReference(mrml.REF_THICKNESS_TABLE))
+        segmentationSequence.SetNodeReferenceID(mrml.REF_THICKNESS_TABLE, thickness.GetID())
         return table, function
 
     @staticmethod
@@ -623,9 +645,15 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         if table is None or table.GetAttribute("LVMyoSeg.EDV_mL") is None:
             return ""
         a = lambda key: float(table.GetAttribute(f"LVMyoSeg.{key}"))  # noqa: E731
-        return (f"EDV {a('EDV_mL'):.1f} mL (frame {int(a('EDFrame'))}), ESV {a('ESV_mL'):.1f} mL "
+        text = (f"EDV {a('EDV_mL'):.1f} mL (frame {int(a('EDFrame'))}), ESV {a('ESV_mL'):.1f} mL "
                 f"(frame {int(a('ESFrame'))}), SV {a('SV_mL'):.1f} mL, EF {a('EF_percent'):.1f} %, "
                 f"LV mass {a('LVMass_g'):.1f} g. Per-frame volumes: table '{table.GetName()}'.")
+        thickness = segmentationSequence.GetNodeReference(mrml.REF_THICKNESS_TABLE)
+        if thickness is not None:
+            layout = ("AHA segments" if thickness.GetAttribute("LVMyoSeg.ThicknessReference") == "aha"
+                      else "sectors relative to the image (no RV insertion point)")
+            text += f" Wall thickness by {layout}: table '{thickness.GetName()}'."
+        return text
 
     def applyThreshold(self, segmentationSequence, threshold: float) -> np.ndarray:
         """Re-derive every frame's segments from the stored probabilities (no network run)."""

@@ -74,3 +74,13 @@ def test_bad_model_leaves_no_output(tmp_path: Path, tiny_bundle: Path, capsys) -
     assert not out.exists()
     assert main(["segment", str(tmp_path / "nothing.nii.gz"), "-o", str(out), "--model", str(tiny_bundle)]) == 2
     assert not out.exists()
+
+
+def test_rv_insertion_outside_the_image_is_refused_before_the_network(tmp_path: Path, tiny_bundle: Path,
+                                                                      capsys) -> None:
+    out = tmp_path / "seg"
+    far = ["--rv-insertion", "5000", "0", "0"]
+    assert main(["segment", str(SAMPLE), "-o", str(out), "--model", str(tiny_bundle), *far]) == 2
+    err = capsys.readouterr().err
+    assert "RV insertion point" in err and "outside the image" in err and "LPS" in err
+    assert not out.exists()

@@ -44,3 +44,21 @@ def test_demo_output_is_aligned_and_matches_the_expert(tmp_path: Path) -> None:
     for name in ("overlay.png", "volume_curve.png", "wall_thickness.png",
                  "probabilities_myocardium.nrrd", "probabilities_blood_pool.nrrd"):
         assert (out / name).stat().st_size > 0
+
+
+def test_rv_insertion_point_numbers_the_thickness_as_aha_segments(tmp_path: Path) -> None:
+    """`segment --rv-insertion X Y Z` (LPS mm) with the bundled model: report.json records the
+    point and its wall thickness comes in AHA segments (1-16)."""
+    case = read_case(SAMPLE_DIR, "SCD0000101")
+    g = case.cine.geometry
+    lps = g.index_to_lps() @ np.array([60.0, 70.0, 5.0, 1.0])  # a point in the image plane of slice 5
+    out = tmp_path / "seg"
+    point = [f"{v:.3f}" for v in lps[:3]]
+    assert main(["segment", str(SAMPLE_DIR / "cases" / "SCD0000101" / "cine.nrrd"), "-o", str(out),
+                 "--members", "1", "--no-overlay", "--rv-insertion", *point]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["rv_insertion_lps_mm"] == pytest.approx([float(v) for v in point])
+    function = report["cardiac_function"]
+    assert function["thickness_reference"] == "aha"
+    segments = {sec["aha_segment"] for s in function["thickness"] for sec in s["sectors"]}
+    assert segments <= set(range(1, 17)) and len(segments) >= 12

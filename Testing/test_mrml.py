@@ -348,6 +348,47 @@ def test_volumes_table_real_labels(scene, study):
     assert np.isnan(t.GetColumnByName("cavity_volume").GetValue(unlabelled))
 
 
+def test_rv_insertion_markup_gives_aha_thickness_table(scene, study):
+    """A point list placed in Slicer (RAS) becomes the LPS RV insertion point; the thickness table
+    then carries AHA segment numbers, equal to what compute_cardiac_function gives."""
+    from LVMyoSegLib.cardiac_function import compute_cardiac_function
+
+    dicom, labels = study
+    g = dicom.cine.geometry
+    ed, _ = cardiac_phases(labels)
+    z = int(np.flatnonzero((labels.label_map[ed] == MYOCARDIUM).any(axis=(1, 2)))[4])
+    rows, cols = np.nonzero(labels.label_map[ed, z] == MYOCARDIUM)
+    pixel = np.array([cols.mean() - 25.0, rows.mean(), z, 1.0])  # (i, j, k): 25 columns off the LV centre
+    lps = (g.index_to_lps() @ pixel)[:3]
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "RV insertion")
+    node.AddControlPoint(-lps[0], -lps[1], lps[2], "RV")
+    assert np.allclose(mrml.rv_insertion_lps(node), lps) and mrml.rv_insertion_lps(None) is None
+
+    function = compute_cardiac_function(labels, g, dicom.cine.trigger_times_ms, rv_insertion=mrml.rv_insertion_lps(node))
+    table = mrml.thickness_table(scene, function)
+    assert table.GetAttribute("LVMyoSeg.ThicknessReference") == "aha"
+    t = table.GetTable()
+    sectors = [(s.frame, sec) for s in function.thickness for sec in s.sectors]
+    assert t.GetNumberOfRows() == len(sectors) > 0
+    segments = {int(t.GetColumnByName("segment").GetValue(r)) for r in range(t.GetNumberOfRows())}
+    assert segments <= set(range(1, 17)) and len(segments) >= 12
+    for r, (frame, sec) in enumerate(sectors):
+        assert t.GetColumnByName("thickness_mean").GetValue(r) == pytest.approx(sec.mean_mm, nan_ok=True)
+        assert t.GetColumnByName("phase").GetValue(r) == ("ED" if frame == ed else "ES")
+    assert table.GetColumnUnitLabel("thickness_mean") == "mm"
+
+    relative = mrml.thickness_table(scene, compute_cardiac_function(labels, g), table_node=table)
+    assert relative is table and table.GetAttribute("LVMyoSeg.ThicknessReference") == "relative"
+    assert t.GetColumnByName("segment").GetValue(0) == "relative"
+
+    node.SetNthControlPointPosition(0, -lps[0] + 400.0, -lps[1], lps[2])  # beyond the field of view
+    with pytest.raises(InputError, match="outside the image.*negate"):
+        compute_cardiac_function(labels, g, rv_insertion=mrml.rv_insertion_lps(node))
+    node.RemoveAllControlPoints()
+    with pytest.raises(InputError, match="has no point"):
+        mrml.rv_insertion_lps(node)
+
+
 def test_bad_inputs_raise_clear_errors(scene):
     cine = _small_cine()
     seq, _ = mrml.sequence_from_cine(scene, cine, "c")

@@ -166,17 +166,32 @@ def _apex_axis(geometry: Geometry) -> tuple[int, int, float]:
     return s, k_dir, abs(c)
 
 
-def _insertion_rc(rv_insertion: Sequence[float] | None, geometry: Geometry) -> np.ndarray | None:
+def _insertion_rc(rv_insertion: Sequence[float] | None, geometry: Geometry,
+                  shape_yx: tuple[int, int]) -> np.ndarray | None:
     if rv_insertion is None:
         return None
     p = np.asarray(rv_insertion, dtype=np.float64).reshape(-1)
     if p.shape == (2,) and np.all(np.isfinite(p)):
         return p
-    if p.shape == (3,) and np.all(np.isfinite(p)):
-        ijk = np.linalg.solve(geometry.index_to_lps(), np.append(p, 1.0))[:3]
-        return np.array([ijk[1], ijk[0]])
+    if p.shape == (3,):
+        return rv_insertion_pixel(p, geometry, shape_yx)
     raise InputError(f"RV insertion point {tuple(rv_insertion)} must be a pixel (row, col) or an "
                      "LPS point (x, y, z) in mm.")
+
+
+def rv_insertion_pixel(point_lps: Sequence[float], geometry: Geometry, shape_yx: tuple[int, int]) -> np.ndarray:
+    """(row, col) of an RV insertion point given in LPS mm; refused unless it projects inside the
+    ``shape_yx`` image plane (a point outside is usually RAS given as LPS)."""
+    p = np.asarray(point_lps, dtype=np.float64).reshape(-1)
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise InputError(f"RV insertion point {tuple(p.tolist())} must be 3 finite LPS coordinates (mm).")
+    ijk = np.linalg.solve(geometry.index_to_lps(), np.append(p, 1.0))[:3]
+    rows, cols = shape_yx
+    if not (-0.5 <= ijk[1] <= rows - 0.5 and -0.5 <= ijk[0] <= cols - 0.5):
+        raise InputError(f"RV insertion point {tuple(np.round(p, 1).tolist())} (LPS mm) falls outside the "
+                         f"image (column {ijk[0]:.0f}, row {ijk[1]:.0f} of {cols} x {rows}). Give patient "
+                         "LPS coordinates; 3D Slicer shows RAS: negate its first two values.")
+    return np.array([ijk[1], ijk[0]])
 
 
 # ---------------------------------------------------------------- cavity and volumes
@@ -437,7 +452,7 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
     if cos_prior < 0.3:
         notes.append("The slice normal is far from the usual long axis: base/apex and sector "
                      "orientation may be wrong.")
-    ins = _insertion_rc(rv_insertion, geometry)
+    ins = _insertion_rc(rv_insertion, geometry, lm.shape[2:])
     if ins is None:
         notes.append("No RV insertion point: sectors are numbered from the image +column "
                      "direction (relative), not AHA segments.")

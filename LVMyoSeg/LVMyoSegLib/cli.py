@@ -70,6 +70,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    from .cardiac_function import rv_insertion_pixel
     from .readers import read_cine
     from .resources import bundled_model_dir
     from .segment_outputs import write_segmentation_outputs
@@ -78,6 +79,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     input_path = Path(args.path)
     cine = read_cine(input_path, series_uid=args.series)
     read_s = time.perf_counter() - t0
+    if args.rv_insertion is not None:  # refused now, not after the network ran
+        rv_insertion_pixel(args.rv_insertion, cine.geometry, cine.frames.shape[2:])
     model_dir = Path(args.model) if args.model else bundled_model_dir()
 
     from .pipeline import segment_cine
@@ -88,7 +91,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     out = Path(args.output)
     written = write_segmentation_outputs(out, cine, result, model_dir=model_dir,
                                          file_format=_output_format(input_path, args.format),
-                                         read_seconds=read_s, overlay=not args.no_overlay)
+                                         read_seconds=read_s, overlay=not args.no_overlay,
+                                         rv_insertion_lps=args.rv_insertion)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -103,7 +107,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ModelError(f"The bundled model is missing from {bundled_model_dir()}; restore that folder "
                          "from the LVMyoSeg repository or extension package.")
     ns = argparse.Namespace(path=cine_path, series=None, output=out, model=None, members=None,
-                            threshold=0.5, progress_lines=False, format="nrrd", no_overlay=False)
+                            threshold=0.5, progress_lines=False, format="nrrd", no_overlay=False,
+                            rv_insertion=None)
     code = cmd_segment(ns)
     print(f"Demo outputs are in {out.resolve()}")
     return code
@@ -263,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("nifti", "nrrd"),
                    help="output format (default: that of the input; NIfTI for DICOM input)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNG montage")
+    p.add_argument("--rv-insertion", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="anterior RV insertion point in patient LPS mm (DICOM coordinates; Slicer shows "
+                        "RAS: negate X and Y): wall-thickness sectors become AHA segments")
     p.add_argument("--progress-lines", action="store_true",
                    help="print 'PROGRESS <fraction> <message>' lines (for the Slicer module)")
     p.set_defaults(func=cmd_segment)

@@ -37,6 +37,8 @@ REF_CINE = "lvmyosegCine"
 REF_MYOCARDIUM_PROBABILITY = "lvmyosegMyocardiumProbability"
 REF_BLOOD_POOL_PROBABILITY = "lvmyosegBloodPoolProbability"
 REF_VOLUMES_TABLE = "lvmyosegVolumesTable"
+REF_THICKNESS_TABLE = "lvmyosegThicknessTable"
+REF_RV_INSERTION = "lvmyosegRvInsertion"
 ATTR_ROLE = "LVMyoSeg.Role"
 ATTR_THRESHOLD = "LVMyoSeg.Threshold"
 
@@ -127,6 +129,22 @@ def volume_ijk_to_ras(volume_node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(matrix)
     return _from_vtk_matrix(matrix)
+
+
+def rv_insertion_lps(markups_node) -> tuple[float, float, float] | None:
+    """The anterior RV insertion point of a markups point list, in LPS mm (None without a node).
+
+    Uses the first control point (world coordinates, so a transformed list counts where it is
+    shown); a list without points is refused.
+    """
+    if markups_node is None:
+        return None
+    if markups_node.GetNumberOfControlPoints() < 1:
+        raise InputError(f"The point list '{markups_node.GetName()}' has no point; place the anterior RV "
+                         "insertion point in it, or select no point list.")
+    ras = [0.0, 0.0, 0.0]
+    markups_node.GetNthControlPointPositionWorld(0, ras)
+    return (-float(ras[0]), -float(ras[1]), float(ras[2]))
 
 
 def _image_array(image, what: str) -> np.ndarray:
@@ -647,6 +665,34 @@ def volumes_table(scene, label_map: np.ndarray, geometry: Geometry, *,
                        ("EDFrame", function.ed_frame), ("ESFrame", function.es_frame)):
         table.SetAttribute(f"LVMyoSeg.{key}", f"{value:.6g}")
     table.EndModify(was_modifying)
+    return table
+
+
+def thickness_table(scene, function, *, name: str = "LV wall thickness", table_node=None):
+    """vtkMRMLTableNode of wall thickness at ED and ES: one row per slice and sector.
+
+    ``function`` is a :class:`~LVMyoSegLib.cardiac_function.CardiacFunction`. The "segment"
+    column holds AHA segment numbers when it was computed with an RV insertion point, else
+    "relative" (sectors counted from the image +column direction); the table attribute
+    ``LVMyoSeg.ThicknessReference`` says which.
+    """
+    phase = {function.ed_frame: "ED", function.es_frame: "ES"}
+    rows = [(s, sec) for s in function.thickness for sec in s.sectors]
+    columns = {
+        "phase": [phase.get(s.frame, str(s.frame)) for s, _ in rows],
+        "frame": [s.frame for s, _ in rows],
+        "slice": [s.slice for s, _ in rows],
+        "level": [s.level or "" for s, _ in rows],
+        "sector": [sec.sector for _, sec in rows],
+        "segment": [str(sec.aha_segment) if sec.aha_segment is not None else "relative" for _, sec in rows],
+        "thickness_mean": [sec.mean_mm for _, sec in rows],
+        "thickness_min": [sec.min_mm for _, sec in rows],
+        "thickness_max": [sec.max_mm for _, sec in rows],
+    }
+    table = table_from_columns(scene, columns, name=name, table_node=table_node,
+                               units={k: "mm" for k in ("thickness_mean", "thickness_min", "thickness_max")})
+    table.SetAttribute(ATTR_ROLE, "thickness")
+    table.SetAttribute("LVMyoSeg.ThicknessReference", function.thickness_reference)
     return table
 
 

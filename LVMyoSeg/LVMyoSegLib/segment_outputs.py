@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-
 
 from . import __version__
 from .cine import Cine
@@ -37,8 +37,13 @@ def output_names(file_format: str) -> dict[str, str]:
 
 def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult, *, model_dir: Path,
                                file_format: str = "nifti", read_seconds: float = 0.0,
-                               overlay: bool = True) -> list[Path]:
-    """Write all outputs of one segmented study into ``out``; returns the written paths."""
+                               overlay: bool = True, rv_insertion_lps: Sequence[float] | None = None
+                               ) -> list[Path]:
+    """Write all outputs of one segmented study into ``out``; returns the written paths.
+
+    ``rv_insertion_lps`` (anterior RV insertion point, LPS mm) numbers the thickness sectors as
+    AHA segments.
+    """
     from . import cardiac_function
     from .figures import overlay_montage, preprocessing_figure
     from .volume_files import write_4d
@@ -56,7 +61,8 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
 
         try:
             function = cardiac_function.compute_cardiac_function(result.label_map, cine.geometry,
-                                                                 cine.trigger_times_ms)
+                                                                 cine.trigger_times_ms,
+                                                                 rv_insertion=rv_insertion_lps)
             function_report = function.to_dict()
         except LabelError as exc:  # e.g. the network found no myocardium at all
             function, function_report = None, {"error": str(exc)}
@@ -79,6 +85,7 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
                          **{k: round(v, 3) for k, v in result.timings_s.items()},
                          "write": round(write_s, 3)},
             "crop_transform": result.transform.to_dict(),
+            "rv_insertion_lps_mm": None if rv_insertion_lps is None else [float(v) for v in rv_insertion_lps],
             "cardiac_function": function_report,
         }
         (staging / names["report"]).write_text(json.dumps(report, indent=2), encoding="utf-8")
