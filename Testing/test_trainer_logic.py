@@ -246,6 +246,8 @@ def test_eta_text():
 
 
 def test_loo_results_become_table_columns(loo_results_file):
+    plot = loo_results_file.parent / "loo_scores.png"  # written with the table by summarise_loo
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     results = retraining.read_loo_results(loo_results_file)
     columns, units = retraining.loo_table_columns(results)
     assert list(columns)[:2] == ["case", "slices"]

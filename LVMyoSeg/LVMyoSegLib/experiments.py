@@ -215,6 +215,7 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             fold["summary"][name] = case_summary(records)
             np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map)
         fold["wall_time_s"] = clock.seconds()  # summed over the invocations that worked on this fold
+        clock.save()
         write_json_atomic(fold_path, fold)
     results = summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
     loo_examples_figure(out_dir, dataset_dir, out_dir / "loo_examples.png")
@@ -222,7 +223,8 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
 
 
 def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, Any]:
-    """Collect the fold files of a LOO run into ``loo_results.json`` and ``loo_table.md``."""
+    """Collect the fold files of a LOO run into ``loo_results.json``, ``loo_table.md`` and the
+    per-case plot ``loo_scores.png``."""
     out_dir = Path(out_dir)
     settings = json.loads((out_dir / "settings.json").read_text())
     folds = [json.loads((out_dir / f"fold_{c}.json").read_text()) for c in settings["cases"]
@@ -246,6 +248,10 @@ def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, 
     for f in folds:
         lines += [f"Fold {f['case']}:", "", markdown_table({titles[n]: f["summary"][n] for n in names}), ""]
     (out_dir / "loo_table.md").write_text("\n".join(lines), encoding="utf-8")
+    if folds:
+        from .figures import loo_scores_figure
+
+        loo_scores_figure({f["case"]: f["summary"] for f in folds}, titles, out_dir / "loo_scores.png")
     return results
 
 

@@ -181,3 +181,34 @@ def bland_altman_figure(rows: list[dict], stats: dict[str, dict], path: Path | s
         ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def loo_scores_figure(fold_summaries: dict[str, dict[str, dict]], titles: dict[str, str],
+                      path: Path | str) -> Path:
+    """Per held-out case, myocardium DSC and HD (mean and sd over its slices) of each model of a
+    leave-one-out run ("before"/"after" of a fine-tuning run, or the variants), as grouped bars.
+
+    ``fold_summaries``: case id -> model name -> :func:`LVMyoSegLib.evaluation.case_summary`.
+    """
+    cases = list(fold_summaries)
+    if not cases:
+        raise InputError("No finished fold to plot.")
+    names = list(titles)
+    fig = Figure(figsize=(max(6.0, 1.6 * len(cases) + 2.0), 3.6))
+    width = 0.8 / len(names)
+    x = np.arange(len(cases))
+    for k, (key, label) in enumerate((("dsc", "myocardium DSC"), ("hd_mm", "HD (mm)"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for i, name in enumerate(names):
+            stats = [fold_summaries[c][name][key] for c in cases]
+            ax.bar(x + (i - (len(names) - 1) / 2) * width, [s["mean"] for s in stats], width,
+                   yerr=[0.0 if s["sd"] is None or not np.isfinite(s["sd"]) else s["sd"] for s in stats],
+                   capsize=2, label=titles[name])
+        ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(label)
+        if key == "dsc":
+            ax.set_ylim(0.0, 1.0)
+        ax.legend(fontsize=7)
+    fig.suptitle("Held-out cases: mean (sd) over the expert-labelled slices", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
