@@ -289,7 +289,7 @@ def loo_examples_figure(out_dir: Path, dataset_dir: Path, path: Path, n_examples
     examples = [(t, z) for _, cid, t, z in chosen if cid == first_case]
     return consecutive_frames_figure(case.cine, case.labels.label_map,
                                      {v: predictions[v] for v in order}, examples, path,
-                                     titles=VARIANT_TITLES)
+                                     titles={v: f"{first_case} {VARIANT_TITLES.get(v, v)}" for v in order})
 
 
 def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: ExperimentConfig, *,
