@@ -285,7 +285,8 @@ def loo_examples_figure(out_dir: Path, dataset_dir: Path, path: Path, n_examples
     fold_dir = out_dir / f"fold_{first_case}"
     predictions = {p.stem.removeprefix("labels_"): np.load(p)["label_map"]
                    for p in sorted(fold_dir.glob("labels_*.npz"))}
-    order = [v for v in VARIANTS if v in predictions] + [v for v in predictions if v not in VARIANTS]
+    known = (*VARIANTS, "before", "after")  # the paper's order; a fine-tuning run: start model first
+    order = [v for v in known if v in predictions] + [v for v in predictions if v not in known]
     examples = [(t, z) for _, cid, t, z in chosen if cid == first_case]
     return consecutive_frames_figure(case.cine, case.labels.label_map,
                                      {v: predictions[v] for v in order}, examples, path,
