@@ -75,7 +75,12 @@ class RunClock:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.before = float(json.loads(self.path.read_text())["seconds"]) if self.path.is_file() else 0.0
+        self.before = 0.0
+        if self.path.is_file():
+            try:
+                self.before = float(json.loads(self.path.read_text())["seconds"])
+            except (ValueError, KeyError, TypeError):  # unreadable: count from now, do not block a resume
+                self.before = 0.0
         self.t0 = time.perf_counter()
 
     def seconds(self) -> float:
