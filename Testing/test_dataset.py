@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LVMyoSegLib.cine import Cine, Geometry
+from LVMyoSegLib.cine import Cine
 from LVMyoSegLib.dataset import add_case, dataset_hash, list_cases, read_case
 from LVMyoSegLib.errors import InputError, LabelError
 from LVMyoSegLib.labels import Labels

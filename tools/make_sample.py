@@ -7,7 +7,6 @@ Usage: python tools/make_sample.py [SUNNYBROOK_ROOT]
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
