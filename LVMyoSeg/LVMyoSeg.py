@@ -801,6 +801,17 @@ class LVMyoSegTest(ScriptedLoadableModuleTest):
         table = mrml.result_nodes(results.segmentation)[3]
         self.assertIsNotNone(table)
         self.assertEqual(table.GetNumberOfRows(), case.cine.n_phases)
+        thickness = results.segmentation.GetNodeReference(mrml.REF_THICKNESS_TABLE)
+        self.assertEqual(thickness.GetAttribute("LVMyoSeg.ThicknessReference"), "relative")
+
+        # an RV insertion point (a point list in RAS) turns the sectors into AHA segments on Recompute
+        ras = mrml.ijk_to_ras(case.cine.geometry) @ np.array([60.0, 70.0, 5.0, 1.0])
+        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "RV insertion")
+        points.AddControlPoint(*ras[:3])
+        logic.setRvInsertion(results.segmentation, points)
+        logic.updateVolumesTable(results.segmentation)
+        self.assertEqual(thickness.GetAttribute("LVMyoSeg.ThicknessReference"), "aha")
+        self.assertIn("AHA segments", logic.functionSummary(results.segmentation))
 
         before = int((labels == 1).sum())
         after = int((logic.applyThreshold(results.segmentation, 0.8) == 1).sum())
