@@ -488,6 +488,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         Results (``job.result``) are added to the scene only when the run succeeds; the point
         list ``rvInsertionNode`` (optional) gives the wall-thickness sectors AHA numbers.
         """
+        from LVMyoSegLib.cardiac_function import rv_insertion_pixel
         from LVMyoSegLib.volume_files import write_4d
 
         if self.isRunning():
@@ -506,8 +507,10 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
                              "(the Apply button offers to install them).")
         cine = mrml.cine_from_sequence(sequenceNode)  # validates the cine before anything runs
         browser = mrml.find_browser_node(slicer.mrmlScene, sequenceNode)
+        rvInsertion = mrml.rv_insertion_lps(rvInsertionNode)  # refused now: an empty list, a point off the image
+        if rvInsertion is not None:
+            rv_insertion_pixel(rvInsertion, cine.geometry, cine.frames.shape[2:])
         workDir = Path(tempfile.mkdtemp(prefix="LVMyoSeg-", dir=slicer.app.temporaryPath))
-        mrml.rv_insertion_lps(rvInsertionNode)  # a point list without a point is refused now
         job = SegmentationJob(sequenceNode, browser, cine, workDir, modelDir, threshold, onProgress, onFinished,
                               rvInsertionNode)
         try:
