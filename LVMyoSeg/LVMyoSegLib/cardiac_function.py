@@ -173,10 +173,7 @@ def _insertion_rc(rv_insertion: Sequence[float] | None, geometry: Geometry,
     p = np.asarray(rv_insertion, dtype=np.float64).reshape(-1)
     if p.shape == (2,) and np.all(np.isfinite(p)):
         return p
-    if p.shape == (3,):
-        return rv_insertion_pixel(p, geometry, shape_yx)
-    raise InputError(f"RV insertion point {tuple(rv_insertion)} must be a pixel (row, col) or an "
-                     "LPS point (x, y, z) in mm.")
+    return rv_insertion_pixel(p, geometry, shape_yx)  # refuses anything but 3 finite LPS values
 
 
 def rv_insertion_pixel(point_lps: Sequence[float], geometry: Geometry, shape_yx: tuple[int, int]) -> np.ndarray:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from matplotlib.patches import Rectangle
 
 from .cine import Cine
 from .errors import InputError
+from .files import atomic_path
 from .preprocess import CropTransform
 
 
@@ -23,14 +22,8 @@ def save_figure(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
     if not path.parent.is_dir():
         raise InputError(f"Cannot write {path}: folder {path.parent} does not exist; create it first.")
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -12,17 +12,25 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: Path, data: Any, indent: int = 1) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file in the same folder."""
+@contextmanager
+def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary file path beside ``path`` (ending in ``suffix``, for writers that go by
+    the extension); when the block succeeds it replaces ``path``, when it fails it is deleted."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=indent)
+        yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json_atomic(path: Path, data: Any, indent: int = 1) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file in the same folder."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=indent), encoding="utf-8")
 
 
 @contextmanager

@@ -133,6 +133,13 @@ def _mean_model(models: Sequence):
     return EnsembleMean(models)
 
 
+def _checked_input(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 5 or x.shape[-1] != 1:
+        raise InputError(f"Network input must be [slices, frames, H, W, 1], got {x.shape}.")
+    return x
+
+
 class EnsemblePredictor:
     """Runs an ensemble's members as one compiled graph; reuse it for many studies.
 
@@ -155,9 +162,7 @@ class EnsemblePredictor:
         members at once); ``cancel()`` is polled before each batch and raises
         :class:`CancelledError` when it returns True.
         """
-        x = np.asarray(x)
-        if x.ndim != 5 or x.shape[-1] != 1:
-            raise InputError(f"Network input must be [slices, frames, H, W, 1], got {x.shape}.")
+        x = _checked_input(x)
         if int(slices_per_batch) < 1:
             raise InputError(f"slices_per_batch must be >= 1, got {slices_per_batch}.")
         x = x.astype(np.float32, copy=False)
@@ -193,7 +198,6 @@ def predict_ensemble(models: Sequence | EnsemblePredictor, x: np.ndarray, *,
     :class:`CancelledError` when it returns True.
     """
     if not isinstance(models, EnsemblePredictor):
-        if x.ndim != 5 or x.shape[-1] != 1:
-            raise InputError(f"Network input must be [slices, frames, H, W, 1], got {x.shape}.")
+        x = _checked_input(x)  # before the members are folded and traced
         models = EnsemblePredictor(models)
     return models.predict(x, slices_per_batch=slices_per_batch, progress=progress, cancel=cancel)

@@ -145,7 +145,10 @@ def hausdorff_mm(auto: np.ndarray, manual: np.ndarray, spacing_rc: Sequence[floa
 
 def apd_mm(auto: np.ndarray, manual: np.ndarray, spacing_rc: Sequence[float]) -> float:
     """Average perpendicular distance (mm), automatic -> manual boundary; NaN if either is empty."""
-    return _hd_apd(*_boundaries_mm(auto, manual, spacing_rc))[1]
+    auto_mm, manual_mm = _boundaries_mm(auto, manual, spacing_rc)
+    if not auto_mm or not manual_mm:
+        return float("nan")
+    return float(_directed_mm(auto_mm, manual_mm).mean())
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -50,6 +50,7 @@ from keras import ops
 from . import networks
 from .augment import AugmentConfig, augment_batch
 from .errors import CancelledError, InputError
+from .files import atomic_path
 
 UNKNOWN = -1.0
 LEARNING_RATE = 1e-3
@@ -269,9 +270,8 @@ def _check_resume(state: dict, expect: dict, ckpt: Path) -> None:
 
 
 def _save_model_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".keras") as tmp:  # Keras goes by the extension
+        model.save(tmp)
 
 
 # ---------------------------------------------------------------- the epoch loop
