@@ -32,8 +32,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from LVMyoSegLib import mrml, registry, retraining
-from LVMyoSegLib.cli_process import CliProcess, ProcessEnd, failure_message
+from LVMyoSegLib import mrml, registry
+from LVMyoSegLib.cli_process import CliProcess, ProcessEnd, failure_message, parse_progress_line
 from LVMyoSegLib.errors import InputError, LabelError, LVMyoSegError, ModelError
 from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir, sample_case_dir
 
@@ -531,7 +531,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         return job
 
     def _handleLine(self, job: SegmentationJob, line: str) -> None:
-        progress = retraining.parse_progress_line(line)
+        progress = parse_progress_line(line)
         if progress is None:
             if line.strip():
                 job.log.append(line)
@@ -563,10 +563,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         if job is None or job.finished:
             return
         job.cancelled = True
-        if job.process is not None:
-            job.process.cancel()
-        if not job.finished:
-            self._finish(job)
+        job.process.cancel()  # reports the end once, which finishes the job
 
     def segmentBlocking(self, sequenceNode, modelDir: Optional[Path] = None, members: int = 0,
                         threshold: float = 0.5, timeoutSeconds: float = 3600.0) -> mrml.ResultNodes:
@@ -653,7 +650,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
                 f"LV mass {a('LVMass_g'):.1f} g. Per-frame volumes: table '{table.GetName()}'.")
         thickness = segmentationSequence.GetNodeReference(mrml.REF_THICKNESS_TABLE)
         if thickness is not None:
-            layout = ("AHA segments" if thickness.GetAttribute("LVMyoSeg.ThicknessReference") == "aha"
+            layout = ("AHA segments" if thickness.GetAttribute(mrml.ATTR_THICKNESS_REFERENCE) == "aha"
                       else "sectors relative to the image (no RV insertion point)")
             text += f" Wall thickness by {layout}: table '{thickness.GetName()}'."
         return text

@@ -599,10 +599,7 @@ class LVMyoSegTrainerLogic(ScriptedLoadableModuleLogic):
         if job is None or job.finished:
             return
         job.cancelled = True
-        if job.process is not None:
-            job.process.cancel()
-        if not job.finished:
-            self._finish(job)
+        job.process.cancel()  # reports the end once, which finishes the job
 
     def waitFor(self, job: TrainingJob, timeoutSeconds: float = 24 * 3600.0) -> TrainingJob:
         """Wait for ``job`` keeping the GUI alive; raise its error, if any."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,32 @@ def sunnybrook_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def study(sunnybrook_root):
+    """Real study SCD0000101 (12 slices x 20 phases) and its expert labels: ``(DicomCine, Labels)``.
+
+    Shared by the whole session: tests must not modify it.
+    """
+    from LVMyoSegLib.sunnybrook import list_studies, load_study
+
+    return load_study(list_studies(sunnybrook_root)[0])
+
+
+@pytest.fixture
+def scene():
+    """A real MRML scene (slicer-core) with the Sequences logic watching it, as in 3D Slicer
+    (proxy nodes follow the browser); skips without slicer-core."""
+    slicer = pytest.importorskip(
+        "slicer", reason="the MRML library is missing: install the slicer-core package (pip install '.[mrml]')")
+    if not hasattr(slicer, "vtkMRMLScene"):
+        pytest.skip("the installed 'slicer' package has no MRML classes (need slicer-core)")
+    scene = slicer.vtkMRMLScene()
+    logic = slicer.vtkSlicerSequencesLogic()
+    logic.SetMRMLScene(scene)
+    yield scene
+    logic.SetMRMLScene(None)
+
+
+@pytest.fixture(scope="session")
 def qt_core():
     """PySide6's QtCore standing in for Slicer's PythonQt ``qt`` (QProcess, QProcessEnvironment),
     with a QCoreApplication for the whole session, as Slicer has its application."""
@@ -29,4 +56,31 @@ def qt_core():
 
     app = QtCore.QCoreApplication.instance() or QtCore.QCoreApplication([])
     yield QtCore
-    del app
+    app.processEvents()  # deliver what the last test left queued before the application goes
+
+
+class CliRun:
+    """One ``lvmyoseg`` command run through CliProcess in a real QProcess, with all it reported."""
+
+    def __init__(self, qt_core, args: list[str], work_dir: Path, python: str = sys.executable) -> None:
+        from LVMyoSegLib.cli_process import CliProcess
+
+        self.lines: list[str] = []
+        self.log: list[str] = []
+        self.ends: list = []
+        self.process = CliProcess(qt_core, args, work_dir=work_dir, on_line=self.lines.append,
+                                  on_log=self.log.append, on_end=self.ends.append, python=python)
+        self.events = qt_core.QCoreApplication.processEvents
+        self.process.start()
+
+    def wait(self, timeout_s: float = 120.0):
+        """The one end report (a ``ProcessEnd``), after waiting up to ``timeout_s``."""
+        assert self.process.wait(self.events, timeout_s), f"the command did not end within {timeout_s} s"
+        assert len(self.ends) == 1
+        return self.ends[0]
+
+
+@pytest.fixture
+def cli_run(qt_core):
+    """``cli_run(args, work_dir, python=...)`` starts a :class:`CliRun`."""
+    return lambda args, work_dir, **kw: CliRun(qt_core, args, work_dir, **kw)

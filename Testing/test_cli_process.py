@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-from LVMyoSegLib.cli_process import CliProcess, ProcessEnd, failure_message
+from LVMyoSegLib.cli_process import ProcessEnd, failure_message
+from LVMyoSegLib.resources import sample_case_dir
 
-CINE = Path(__file__).resolve().parents[1] / "LVMyoSeg" / "Resources" / "Sample" / "cases" / "SCD0000101" / "cine.nrrd"
-
-
-class Run:
-    """One CliProcess with everything it reported."""
-
-    def __init__(self, qt_core, args: list[str], work_dir: Path, python: str = sys.executable) -> None:
-        self.lines: list[str] = []
-        self.log: list[str] = []
-        self.ends: list[ProcessEnd] = []
-        self.process = CliProcess(qt_core, args, work_dir=work_dir, on_line=self.lines.append,
-                                  on_log=self.log.append, on_end=self.ends.append, python=python)
-        self.events = qt_core.QCoreApplication.processEvents
-        self.process.start()
-
-    def wait(self, timeout_s: float = 120.0) -> ProcessEnd:
-        assert self.process.wait(self.events, timeout_s)
-        assert len(self.ends) == 1
-        return self.ends[0]
+CINE = sample_case_dir() / "cine.nrrd"
 
 
-def test_lines_of_a_real_command_arrive_whole_and_it_ends_once(qt_core, tmp_path):
-    run = Run(qt_core, ["inspect", str(CINE), "--json"], tmp_path)
+def test_lines_of_a_real_command_arrive_whole_and_it_ends_once(cli_run, tmp_path):
+    run = cli_run(["inspect", str(CINE), "--json"], tmp_path)
     end = run.wait()
     assert end == ProcessEnd(0) and end.ok
     info = json.loads("\n".join(run.lines))  # every line arrived, in order, without line ends
@@ -42,8 +24,8 @@ def test_lines_of_a_real_command_arrive_whole_and_it_ends_once(qt_core, tmp_path
     assert len(run.ends) == 1
 
 
-def test_the_command_lines_own_error_becomes_the_message(qt_core, tmp_path):
-    run = Run(qt_core, ["inspect", str(tmp_path / "no-such-cine.nii.gz")], tmp_path)
+def test_the_command_lines_own_error_becomes_the_message(cli_run, tmp_path):
+    run = cli_run(["inspect", str(tmp_path / "no-such-cine.nii.gz")], tmp_path)
     end = run.wait()
     assert end.exit_code == 2 and not end.ok
     message = failure_message(end, run.log, "inspect", sys.executable)
@@ -51,16 +33,16 @@ def test_the_command_lines_own_error_becomes_the_message(qt_core, tmp_path):
     assert "Last output:" in message and "lvmyoseg: error:" in message
 
 
-def test_a_missing_interpreter_is_reported_not_raised(qt_core, tmp_path):
+def test_a_missing_interpreter_is_reported_not_raised(cli_run, tmp_path):
     missing = str(tmp_path / "PythonSlicer")
-    run = Run(qt_core, ["--version"], tmp_path, python=missing)
+    run = cli_run(["--version"], tmp_path, python=missing)
     end = run.wait(10)
     assert end.failed_to_start and end.exit_code is None
     assert failure_message(end, run.log, "segmentation", missing).startswith(f"Could not start {missing}")
 
 
-def test_cancel_kills_the_process_and_reports_cancelled_once(qt_core, tmp_path):
-    run = Run(qt_core, ["segment", str(CINE), "-o", str(tmp_path / "out")], tmp_path)
+def test_cancel_kills_the_process_and_reports_cancelled_once(cli_run, qt_core, tmp_path):
+    run = cli_run(["segment", str(CINE), "-o", str(tmp_path / "out")], tmp_path)
     run.process.cancel()
     assert run.process.ended and len(run.ends) == 1
     end = run.ends[0]

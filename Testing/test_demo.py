@@ -16,7 +16,7 @@ from LVMyoSegLib.bundle import verify_bundle
 from LVMyoSegLib.cli import main
 from LVMyoSegLib.dataset import read_case
 from LVMyoSegLib.evaluation import evaluate_case
-from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir
+from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir, sample_case_dir
 from LVMyoSegLib.volume_files import read_labels_4d
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def test_rv_insertion_point_numbers_the_thickness_as_aha_segments(tmp_path: Path
     lps = g.index_to_lps() @ np.array([60.0, 70.0, 5.0, 1.0])  # a point in the image plane of slice 5
     out = tmp_path / "seg"
     point = [f"{v:.3f}" for v in lps[:3]]
-    assert main(["segment", str(SAMPLE_DIR / "cases" / "SCD0000101" / "cine.nrrd"), "-o", str(out),
+    assert main(["segment", str(sample_case_dir() / "cine.nrrd"), "-o", str(out),
                  "--members", "1", "--no-overlay", "--rv-insertion", *point]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["rv_insertion_lps_mm"] == pytest.approx([float(v) for v in point])

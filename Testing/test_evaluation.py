@@ -8,12 +8,6 @@ import pytest
 from LVMyoSegLib.evaluation import (average_over_folds, case_summary, evaluate_case, position_summary,
                                     position_table)
 from LVMyoSegLib.labels import MYOCARDIUM
-from LVMyoSegLib.sunnybrook import list_studies, load_study
-
-
-@pytest.fixture(scope="module")
-def study(sunnybrook_root):
-    return load_study(list_studies(sunnybrook_root)[0])
 
 
 def test_expert_against_itself_is_perfect_and_every_labelled_slice_is_scored(study):

@@ -1,6 +1,6 @@
 """LVMyoSegLib.mrml against the real MRML library of the slicer-core package.
 
-Each test builds its own scene (``slicer.vtkMRMLScene()``) with the Sequences logic
+Each test gets its own scene (the ``scene`` fixture of conftest.py) with the Sequences logic
 attached, as 3D Slicer has it, so sequence browsers update their proxy nodes and save
 proxy edits back into sequences exactly as in the application.
 """
@@ -26,28 +26,10 @@ from LVMyoSegLib import mrml  # noqa: E402
 from LVMyoSegLib.cine import Cine, Geometry  # noqa: E402
 from LVMyoSegLib.errors import GeometryError, InputError, LabelError  # noqa: E402
 from LVMyoSegLib.labels import BLOOD_POOL, MYOCARDIUM  # noqa: E402
-from LVMyoSegLib.sunnybrook import cardiac_phases, list_studies, load_study  # noqa: E402
+from LVMyoSegLib.sunnybrook import cardiac_phases  # noqa: E402
 
 pytestmark = pytest.mark.mrml
 BINARY = "Binary labelmap"
-
-
-@pytest.fixture
-def scene():
-    """A scene with the Sequences logic watching it (proxy nodes follow the browser)."""
-    scene = slicer.vtkMRMLScene()
-    logic = slicer.vtkSlicerSequencesLogic()
-    logic.SetMRMLScene(scene)
-    yield scene
-    logic.SetMRMLScene(None)
-
-
-@pytest.fixture(scope="module")
-def study(sunnybrook_root):
-    """Real study SCD0000101 (12 slices x 20 phases) with its expert labels."""
-    first = list_studies(sunnybrook_root)[0]
-    dicom, labels = load_study(first)
-    return dicom, labels
 
 
 def _probabilities(label_map: np.ndarray) -> np.ndarray:

@@ -9,32 +9,18 @@ tests run the real command line in a subprocess (marked ``slow``).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from LVMyoSegLib import cli, dataset, experiments, phantom, registry, retraining
-from LVMyoSegLib.cli_process import CliProcess, ProcessEnd
+from LVMyoSegLib.cli_process import parse_progress_line
 from LVMyoSegLib.cine import Cine, Geometry
 from LVMyoSegLib.errors import InputError, LabelError, ModelError
 from LVMyoSegLib.evaluation import case_summary, evaluate_case
 from LVMyoSegLib.labels import Labels
 
-
-
-def _mrml():
-    try:
-        import slicer
-    except ImportError:
-        return None
-    return slicer if hasattr(slicer, "vtkMRMLScene") else None
-
-
-slicer = _mrml()
-needs_slicer_core = pytest.mark.skipif(
-    slicer is None, reason="the MRML library is missing: install the slicer-core package (pip install '.[mrml]')")
 
 
 # ------------------------------------------------------------------ fixtures
@@ -90,17 +76,12 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return _tiny_bundle(tmp_path_factory.mktemp("tiny"))
 
 
-def _run_cli(qt_core, args: list[str], cwd: Path) -> tuple[int, list[str], str]:
+def _run_cli(cli_run, args: list[str], cwd: Path) -> tuple[int, list[str], str]:
     """Run the command line as the Trainer module does: through CliProcess in a real QProcess."""
-    out: list[str] = []
-    err: list[str] = []
-    ends: list[ProcessEnd] = []
-    process = CliProcess(qt_core, args, work_dir=cwd, on_line=out.append, on_log=err.append,
-                         on_end=ends.append, python=sys.executable)
-    process.start()
-    assert process.wait(qt_core.QCoreApplication.processEvents, 600), "the command line did not finish in 10 min"
-    assert len(ends) == 1 and not ends[0].cancelled
-    return ends[0].exit_code, out, "\n".join(err)
+    run = cli_run(args, cwd)
+    end = run.wait(600)
+    assert not end.cancelled
+    return end.exit_code, run.lines, "\n".join(run.log)
 
 
 def _track(lines: list[str], plan: retraining.ProgressPlan) -> list[retraining.Progress]:
@@ -225,10 +206,10 @@ def test_progress_of_a_training_and_of_a_resumed_job(capsys):
 
 
 def test_progress_line_parsing():
-    assert retraining.parse_progress_line("PROGRESS 0.5000 cnn epoch 1/2") == (0.5, "cnn epoch 1/2")
-    assert retraining.parse_progress_line("PROGRESS 1") == (1.0, "")
+    assert parse_progress_line("PROGRESS 0.5000 cnn epoch 1/2") == (0.5, "cnn epoch 1/2")
+    assert parse_progress_line("PROGRESS 1") == (1.0, "")
     for line in ("progress 0.5 x", "PROGRESS abc", "PROGRESS nan x", "Epoch 1/2", ""):
-        assert retraining.parse_progress_line(line) is None
+        assert parse_progress_line(line) is None
     assert retraining.parse_training_message("loss 0.3") is None
     tracker = retraining.ProgressTracker(retraining.ProgressPlan(1, 1, (("cnn", 2),)))
     assert tracker.update("wrote model bundle x", 0.0) is None
@@ -277,11 +258,9 @@ def test_bad_loo_results_are_refused(tmp_path):
 
 
 @pytest.mark.mrml
-@needs_slicer_core
-def test_loo_results_into_a_table_node_and_chart(loo_results_file):
+def test_loo_results_into_a_table_node_and_chart(scene, loo_results_file):
     from LVMyoSegLib import mrml
 
-    scene = slicer.vtkMRMLScene()
     columns, units = retraining.loo_table_columns(retraining.read_loo_results(loo_results_file))
     table = mrml.table_from_columns(scene, columns, name="LOO phantom", units=units)
     assert table.GetScene() is scene and table.IsA("vtkMRMLTableNode")
@@ -308,38 +287,31 @@ def test_loo_results_into_a_table_node_and_chart(loo_results_file):
 
 
 @pytest.mark.mrml
-@needs_slicer_core
-def test_scene_segmentation_becomes_a_case(tmp_path):
+def test_scene_segmentation_becomes_a_case(scene, tmp_path):
     from LVMyoSegLib import mrml
 
-    scene = slicer.vtkMRMLScene()
-    sequences = slicer.vtkSlicerSequencesLogic()
-    sequences.SetMRMLScene(scene)
-    try:
-        cine, labels = phantom.make_synthetic_cine(n_phases=4, n_slices=3, size=64, seed=5)
-        drawn = labels.label_map.copy()
-        drawn[:, 1] = 0  # the user drew slices 0 and 2 only
-        drawn[2] = 0     # and not frame 2
-        cine_seq, _ = mrml.sequence_from_cine(scene, cine, "pig cine")
-        seg_seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "corrected")
-        matrix = mrml.ijk_to_ras(cine.geometry)
-        for t in range(cine.n_phases):
-            seg_seq.SetDataNodeAtValue(mrml.segmentation_node_from_labels(drawn[t], matrix), str(t))
-        got_cine, got = retraining.scene_labels(cine_seq, seg_seq)
-        assert np.array_equal(got.label_map, drawn)
-        expected = np.zeros((4, 3), bool)
-        expected[np.ix_([0, 1, 3], [0, 2])] = True
-        assert np.array_equal(got.known[:, :, 0], expected) and np.array_equal(got.known[:, :, 1], expected)
-        case_id = retraining.unique_case_id(tmp_path / "ds", cine_seq.GetName())
-        dataset.add_case(tmp_path / "ds", case_id, got_cine, got)
-        assert retraining.unique_case_id(tmp_path / "ds", cine_seq.GetName()) == "pig_cine_2"
-        empty = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "empty")
-        for t in range(cine.n_phases):
-            empty.SetDataNodeAtValue(mrml.segmentation_node_from_labels(np.zeros_like(drawn[t]), matrix), str(t))
-        with pytest.raises(LabelError, match="holds no"):
-            retraining.scene_labels(cine_seq, empty)
-    finally:
-        sequences.SetMRMLScene(None)
+    cine, labels = phantom.make_synthetic_cine(n_phases=4, n_slices=3, size=64, seed=5)
+    drawn = labels.label_map.copy()
+    drawn[:, 1] = 0  # the user drew slices 0 and 2 only
+    drawn[2] = 0     # and not frame 2
+    cine_seq, _ = mrml.sequence_from_cine(scene, cine, "pig cine")
+    seg_seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "corrected")
+    matrix = mrml.ijk_to_ras(cine.geometry)
+    for t in range(cine.n_phases):
+        seg_seq.SetDataNodeAtValue(mrml.segmentation_node_from_labels(drawn[t], matrix), str(t))
+    got_cine, got = retraining.scene_labels(cine_seq, seg_seq)
+    assert np.array_equal(got.label_map, drawn)
+    expected = np.zeros((4, 3), bool)
+    expected[np.ix_([0, 1, 3], [0, 2])] = True
+    assert np.array_equal(got.known[:, :, 0], expected) and np.array_equal(got.known[:, :, 1], expected)
+    case_id = retraining.unique_case_id(tmp_path / "ds", cine_seq.GetName())
+    dataset.add_case(tmp_path / "ds", case_id, got_cine, got)
+    assert retraining.unique_case_id(tmp_path / "ds", cine_seq.GetName()) == "pig_cine_2"
+    empty = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "empty")
+    for t in range(cine.n_phases):
+        empty.SetDataNodeAtValue(mrml.segmentation_node_from_labels(np.zeros_like(drawn[t]), matrix), str(t))
+    with pytest.raises(LabelError, match="holds no"):
+        retraining.scene_labels(cine_seq, empty)
 
 
 # ------------------------------------------------------------------ cases
@@ -381,13 +353,13 @@ def test_import_cases_never_overwrites_and_refuses_damaged_ones(phantom_dataset,
 
 
 @pytest.mark.slow
-def test_train_and_register_through_the_cli(qt_core, tiny_bundle, phantom_dataset, loo_results_file, tmp_path):
+def test_train_and_register_through_the_cli(cli_run, tiny_bundle, phantom_dataset, loo_results_file, tmp_path):
     reg = tmp_path / "models"
     registry.register(tiny_bundle, reg)
     settings = retraining.RetrainSettings(phantom_dataset, init="phantom-tiny", members=1, cnn_epochs=2)
     plan = retraining.progress_plan(settings, folds=1, variant="cnn")
     args = retraining.train_args(settings, tmp_path / "ckpt", reg, "phantom-ft", loo_results=loo_results_file)
-    code, out, err = _run_cli(qt_core, args, tmp_path)
+    code, out, err = _run_cli(cli_run, args, tmp_path)
     assert code == 0, err[-2000:]
     assert [u.fraction for u in _track(out, plan)] == [0.5, 1.0]
     entry = next(e for e in registry.list_models(reg) if e.model_id == "phantom-ft")
@@ -398,7 +370,7 @@ def test_train_and_register_through_the_cli(qt_core, tiny_bundle, phantom_datase
     assert manifest["training"]["cases"] == ["phantom0", "phantom1"]
     assert manifest["training"]["dataset_sha256"] == dataset.dataset_hash(phantom_dataset)
     snapshot = (entry.path / "manifest.json").read_bytes()
-    code, _, err = _run_cli(qt_core, args, tmp_path)  # the same version again: refused, nothing changed
+    code, _, err = _run_cli(cli_run, args, tmp_path)  # the same version again: refused, nothing changed
     assert code == 2 and "never overwritten" in err
     assert (entry.path / "manifest.json").read_bytes() == snapshot
     with pytest.raises(ModelError, match="read-only"):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .cli_process import progress_line
 from .errors import LVMyoSegError, ModelError
 
 
@@ -21,7 +22,7 @@ class _Progress:
 
     def __call__(self, fraction: float, message: str) -> None:
         if self.lines:
-            print(f"PROGRESS {fraction:.4f} {message}", flush=True)
+            print(progress_line(fraction, message), flush=True)
         else:
             bar = "#" * int(30 * fraction)
             print(f"\r[{bar:<30}] {100 * fraction:5.1f}% {message:<50}", end="", file=sys.stderr, flush=True)
@@ -126,7 +127,7 @@ def _training_progress(lines: bool):
                + (f" val DSC {val:.3f}" if val is not None else "") + f" ETA {info['eta_s'] / 60:.1f} min")
         if lines:
             if info.get("event") == "epoch":
-                print(f"PROGRESS {info['epoch'] / info['epochs']:.4f} {msg}", flush=True)
+                print(progress_line(info["epoch"] / info["epochs"], msg), flush=True)
         elif info.get("event") == "epoch":
             print(msg, file=sys.stderr, flush=True)
 

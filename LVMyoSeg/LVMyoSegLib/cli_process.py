@@ -11,6 +11,7 @@ process exits, fails to start or is cancelled. The Qt module is passed in (Slice
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -22,6 +23,26 @@ from typing import Callable, Sequence
 
 LIB_PARENT = Path(__file__).resolve().parents[1]  # the folder holding LVMyoSegLib
 ERROR_MARK = "lvmyoseg: error:"
+PROGRESS_PREFIX = "PROGRESS "  # the command line's --progress-lines: PROGRESS <fraction> <message>
+
+
+def progress_line(fraction: float, message: str) -> str:
+    """The ``PROGRESS <fraction> <message>`` line the command line prints with --progress-lines."""
+    return f"{PROGRESS_PREFIX}{fraction:.4f} {message}"
+
+
+def parse_progress_line(line: str) -> tuple[float, str] | None:
+    """``(fraction, message)`` of a ``PROGRESS <fraction> <message>`` line, else None."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    parts = line[len(PROGRESS_PREFIX):].strip().split(" ", 1)
+    try:
+        fraction = float(parts[0])
+    except ValueError:
+        return None
+    if not math.isfinite(fraction):
+        return None
+    return fraction, (parts[1] if len(parts) > 1 else "")
 
 
 def slicer_python() -> str:

@@ -20,6 +20,7 @@ MYO_METRICS = ("dsc", "hd_mm", "apd_mm", "apd_endo_mm", "apd_epi_mm")
 TABLE_METRICS = (("dsc", "DSC"), ("hd_mm", "HD (mm)"), ("apd_mm", "APD (mm)"),
                  ("apd_endo_mm", "APD endo (mm)"), ("apd_epi_mm", "APD epi (mm)"),
                  ("pool_dsc_ed", "Blood pool DSC, ED"), ("pool_dsc_es", "Blood pool DSC, ES"))
+POSITION_METRICS = TABLE_METRICS[:3]  # DSC, HD, APD: the by-slice-position table
 
 
 def evaluate_case(auto: np.ndarray, expert: Labels, geometry: Geometry, case_id: str,
@@ -71,7 +72,7 @@ def position_summary(records: Sequence[dict]) -> dict[str, dict]:
         ends[r["case"]] = (min(lo, r["z"]), max(hi, r["z"]))
     groups = {"end": [r for r in myo if r["z"] in ends[r["case"]]],
               "inner": [r for r in myo if r["z"] not in ends[r["case"]]]}
-    return {name: {k: summarize([r[k] for r in group]) for k in ("dsc", "hd_mm", "apd_mm")}
+    return {name: {k: summarize([r[k] for r in group]) for k, _ in POSITION_METRICS}
             for name, group in groups.items()}
 
 
@@ -97,11 +98,12 @@ def format_cell(stat: dict, digits: int = 3) -> str:
 
 def position_table(columns: dict[str, dict[str, dict]]) -> str:
     """Markdown: one row per model and slice position (:func:`position_summary`), DSC/HD/APD columns."""
-    lines = ["| model | slices | n | DSC | HD (mm) | APD (mm) |", "|---|---|---|---|---|---|"]
+    lines = ["| model | slices | n | " + " | ".join(label for _, label in POSITION_METRICS) + " |",
+             "|---|---|---|" + "---|" * len(POSITION_METRICS)]
     for name, by_position in columns.items():
         for position, stats in by_position.items():
             lines.append(f"| {name} | {position} | {stats['dsc']['n']} | " +
-                         " | ".join(format_cell(stats[k]) for k in ("dsc", "hd_mm", "apd_mm")) + " |")
+                         " | ".join(format_cell(stats[k]) for k, _ in POSITION_METRICS) + " |")
     return "\n".join(lines)
 
 

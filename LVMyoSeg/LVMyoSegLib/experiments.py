@@ -80,15 +80,18 @@ class RunClock:
             try:
                 self.before = float(json.loads(self.path.read_text())["seconds"])
             except (ValueError, KeyError, TypeError):  # unreadable: count from now, do not block a resume
-                self.before = 0.0
+                pass
         self.t0 = time.perf_counter()
 
     def seconds(self) -> float:
         return self.before + time.perf_counter() - self.t0
 
-    def save(self) -> None:
+    def save(self) -> float:
+        """Write the total so far; returns it."""
+        seconds = self.seconds()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"seconds": round(self.seconds(), 1)})
+        write_json_atomic(self.path, {"seconds": round(seconds, 1)})
+        return seconds
 
     def tracking(self, progress: ProgressFn | None) -> ProgressFn:
         def track(info: dict) -> None:
@@ -219,8 +222,7 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             fold["records"][name] = records
             fold["summary"][name] = case_summary(records)
             np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map)
-        fold["wall_time_s"] = clock.seconds()  # summed over the invocations that worked on this fold
-        clock.save()
+        fold["wall_time_s"] = clock.save()  # summed over the invocations that worked on this fold
         write_json_atomic(fold_path, fold)
     results = summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
     loo_examples_figure(out_dir, dataset_dir, out_dir / "loo_examples.png")
@@ -315,8 +317,7 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
     prepared = [prepare_case(read_case(dataset_dir, c), config.preprocessing) for c in case_ids]
     models = train_variants(prepared, run_dir, config, initial=initial, progress=clock.tracking(progress),
                             cancel=cancel)
-    wall = clock.seconds()  # summed over every invocation of this run folder (resumes included)
-    clock.save()
+    wall = clock.save()  # summed over every invocation of this run folder (resumes included)
     write_bundle(bundle_dir, models[variant], model_id=model_id, variant=variant, channels=CHANNELS,
                  preprocessing=config.preprocessing,
                  training={"dataset": str(dataset_dir), "dataset_sha256": dataset_hash(dataset_dir),

@@ -195,7 +195,7 @@ def loo_scores_figure(fold_summaries: dict[str, dict[str, dict]], titles: dict[s
         for i, name in enumerate(names):
             stats = [fold_summaries[c][name][key] for c in cases]
             ax.bar(x + (i - (len(names) - 1) / 2) * width, [s["mean"] for s in stats], width,
-                   yerr=[0.0 if s["sd"] is None or not np.isfinite(s["sd"]) else s["sd"] for s in stats],
+                   yerr=[s["sd"] if np.isfinite(s["sd"]) else 0.0 for s in stats],
                    capsize=2, label=titles[name])
         ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(label)

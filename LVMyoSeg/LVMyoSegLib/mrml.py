@@ -41,6 +41,7 @@ REF_THICKNESS_TABLE = "lvmyosegThicknessTable"
 REF_RV_INSERTION = "lvmyosegRvInsertion"
 ATTR_ROLE = "LVMyoSeg.Role"
 ATTR_THRESHOLD = "LVMyoSeg.Threshold"
+ATTR_THICKNESS_REFERENCE = "LVMyoSeg.ThicknessReference"  # "aha" or "relative"
 
 # Terminology contexts of Slicer's Terminologies module (current serialisation format:
 # context~category~type~typeModifier~anatomicContext~region~regionModifier, codes as
@@ -144,7 +145,8 @@ def rv_insertion_lps(markups_node) -> tuple[float, float, float] | None:
                          "insertion point in it, or select no point list.")
     ras = [0.0, 0.0, 0.0]
     markups_node.GetNthControlPointPositionWorld(0, ras)
-    return (-float(ras[0]), -float(ras[1]), float(ras[2]))
+    lps = LPS_TO_RAS[:3, :3] @ np.asarray(ras, dtype=np.float64)  # its own inverse
+    return (float(lps[0]), float(lps[1]), float(lps[2]))
 
 
 def _image_array(image, what: str) -> np.ndarray:
@@ -692,7 +694,7 @@ def thickness_table(scene, function, *, name: str = "LV wall thickness", table_n
     table = table_from_columns(scene, columns, name=name, table_node=table_node,
                                units={k: "mm" for k in ("thickness_mean", "thickness_min", "thickness_max")})
     table.SetAttribute(ATTR_ROLE, "thickness")
-    table.SetAttribute("LVMyoSeg.ThicknessReference", function.thickness_reference)
+    table.SetAttribute(ATTR_THICKNESS_REFERENCE, function.thickness_reference)
     return table
 
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from .cli_process import parse_progress_line
 from .errors import InputError, LVMyoSegError
 
-PROGRESS_PREFIX = "PROGRESS "
 VARIANTS = ("multi_level", "one_level", "cnn")
 INIT_SCRATCH = "scratch"
 TABLE_METRICS = (("dsc", "DSC", ""), ("hd_mm", "HD", "mm"), ("apd_mm", "APD", "mm"))
@@ -154,20 +154,6 @@ def progress_plan(settings: RetrainSettings, *, folds: int, variant: str) -> Pro
     if variant != "cnn":
         stages += ((variant, settings.rnn_epochs),)
     return ProgressPlan(folds=max(1, folds), members=settings.members, stages=stages)
-
-
-def parse_progress_line(line: str) -> tuple[float, str] | None:
-    """``(fraction, message)`` of a ``PROGRESS <fraction> <message>`` line, else None."""
-    if not line.startswith(PROGRESS_PREFIX):
-        return None
-    parts = line[len(PROGRESS_PREFIX):].strip().split(" ", 1)
-    try:
-        fraction = float(parts[0])
-    except ValueError:
-        return None
-    if not math.isfinite(fraction):
-        return None
-    return fraction, (parts[1] if len(parts) > 1 else "")
 
 
 @dataclass(frozen=True)
