@@ -198,7 +198,7 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.clear()
         for entry in registry.list_models(registry.slicer_registry_dir(slicer.app.slicerUserSettingsFilePath)):
             if not entry.problem:
-                combo.addItem(entry.label(), str(entry.path))
+                combo.addItem(entry.label(), str(Path(entry.path).resolve()))
         combo.addItem("other model folder (below)", "")
         combo.blockSignals(wasBlocked)
         self._syncModelVersion()
@@ -206,10 +206,10 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _syncModelVersion(self) -> None:
         """Select the version whose folder is the current model path (else "other model folder")."""
         combo = self.modelVersionComboBox
-        current = Path(str(self._parameterNode.modelPath)) if self._parameterNode else None
+        current = Path(str(self._parameterNode.modelPath)).resolve() if self._parameterNode else None
         index = combo.count - 1
-        for i in range(combo.count - 1):
-            if current is not None and Path(combo.itemData(i)).resolve() == current.resolve():
+        for i in range(combo.count - 1):  # item data are resolved folders (refreshModelVersions)
+            if current is not None and Path(combo.itemData(i)) == current:
                 index = i
                 break
         wasBlocked = combo.blockSignals(True)

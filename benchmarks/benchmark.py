@@ -41,16 +41,12 @@ import keras  # noqa: E402
 
 from LVMyoSegLib import networks  # noqa: E402
 from LVMyoSegLib.labels import CHANNELS  # noqa: E402
+from LVMyoSegLib.sunnybrook import default_root  # noqa: E402
 
 PRODUCT_PREPROCESSING = {"pixel_mm": 4 / 3, "crop_size": 96}   # the bundled model's settings
 DEFAULT_STUDY = "SCD0000101"
 FRAMES = 20                                                      # Sunnybrook phases per cycle
 TRAINING_MAC_FACTOR = 3   # forward + gradient w.r.t. inputs + gradient w.r.t. weights
-
-
-def sunnybrook_root() -> Path:
-    env = os.environ.get("LVMYOSEG_SUNNYBROOK")
-    return Path(env) if env else REPO.parent / "shared" / "data" / "sunnybrook"
 
 
 # ------------------------------------------------------------------ measuring
@@ -267,7 +263,6 @@ def inference_rows(limit: ConvLimit, slices: int, repeats: int) -> tuple[list[li
             rows.append([v, name, frames / m.median_s, m.efficiency, m.cpu_efficiency, first])
             raw[f"{v}/{name}"] = {**m.to_dict(), "frames": frames, "first_call_s": first}
             print(table(INF_HEAD, [rows[-1]]).split("\n")[-1], flush=True)
-        del model
         keras.backend.clear_session()
     return rows, raw
 
@@ -567,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="short run: 1 timed repeat, 3 middle slices of the study, naive path and "
                         "memory check with 1 member")
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
-    p.add_argument("--study", type=Path, default=sunnybrook_root() / "dicom" / DEFAULT_STUDY,
+    p.add_argument("--study", type=Path, default=default_root() / "dicom" / DEFAULT_STUDY,
                    help="DICOM folder of the study for the end-to-end part")
     p.add_argument("--model", type=Path, help="a trained bundle (else untrained bundles are built)")
     p.add_argument("--only", default="machine,macs,inference,training,segment,memory",
@@ -638,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "training" in parts:
         section("Training steps (train_on_batch, masked loss + Adam, crop 96)")
-        items = labelled_items(sunnybrook_root())
+        items = labelled_items(default_root())
         print(f"Per leave-one-out fold ({items['studies']} studies): {items['frames']:.0f} labelled "
               f"frames, {items['cycles']:.0f} labelled cycles after the validation split.")
         print(f"Training MACs = {TRAINING_MAC_FACTOR} x forward MACs.\n")

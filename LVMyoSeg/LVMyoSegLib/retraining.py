@@ -88,9 +88,15 @@ def job_dir(runs_root: Path, kind: str, settings: RetrainSettings) -> Path:
     return Path(runs_root) / f"{kind}-{name}-{settings.key()}"
 
 
+def _id_from(text: str, limit: int, fallback: str) -> str:
+    """``text`` as an id: runs of other characters than letters, digits, ``._-`` become ``_``;
+    no leading/trailing ``._-``; at most ``limit`` characters; ``fallback`` when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:limit] or fallback
+
+
 def default_model_id(dataset_dir: Path, stamp: str) -> str:
     """``<dataset folder name>-<stamp>`` made into a valid model id."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset_dir).resolve().name).strip("._-")[:60] or "model"
+    name = _id_from(Path(dataset_dir).resolve().name, 60, "model")
     return f"{name}-{re.sub(r'[^A-Za-z0-9._-]+', '_', stamp)}"
 
 
@@ -352,7 +358,7 @@ def unique_case_id(dataset_dir: Path, name: str) -> str:
     """A valid case id made from ``name`` that is not used in ``dataset_dir`` yet."""
     from .dataset import list_cases
 
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:80] or "case"
+    base = _id_from(name, 80, "case")
     dataset_dir = Path(dataset_dir)
     existing = set(list_cases(dataset_dir)) if (dataset_dir / "dataset.json").is_file() else set()
     case_id, n = base, 2
