@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LVMyoSegLib.bundle import load_members, read_manifest, verify_bundle, write_bundle
+from LVMyoSegLib.bundle import load_ensemble, load_members, read_manifest, verify_bundle, write_bundle
 from LVMyoSegLib.errors import ModelError
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.networks import build_cnn, build_model
+from LVMyoSegLib.inference import predict_ensemble
+from LVMyoSegLib.networks import VARIANTS, build_cnn, build_model, cnn_from_model
 
 PREPROCESSING = {"pixel_mm": 1.0, "crop_size": 32}
 
@@ -86,3 +87,53 @@ def test_member_outside_bundle_is_refused(bundle, tmp_path: Path) -> None:
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="outside"):
         verify_bundle(copy)
+
+
+def _calibrated_members(variant: str, seeds=(0, 1)) -> list:
+    """Members with data-calibrated BatchNorm statistics (distinct in every layer, as after training)."""
+    frames = np.random.default_rng(3).normal(size=(8, 1, 32, 32, 1)).astype(np.float32)
+    members = []
+    for s in seeds:
+        cnn = build_cnn(crop_size=32, width=4, units=2, seed=s)
+        for _ in range(3):
+            cnn(frames + s, training=True)
+        members.append(build_model(variant, cnn_from_model(cnn), seed=s))
+    return members
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ensemble_reads_each_member_as_keras_loads_it(variant, tmp_path: Path) -> None:
+    path = tmp_path / variant
+    write_bundle(path, _calibrated_members(variant, seeds=(0, 1, 2)), model_id="t", variant=variant,
+                 channels=CHANNELS, preprocessing=PREPROCESSING)
+    _, models = load_members(path)
+    _, ensemble = load_ensemble(path)
+    assert len(ensemble) == 3 and ensemble.model.name == models[0].name
+    for member, model in zip(ensemble.weights, models):
+        reference = model.get_weights()
+        assert len(member) == len(reference)
+        assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(member, reference))
+    x = np.random.default_rng(1).normal(size=(2, 3, 32, 32, 1)).astype(np.float32)
+    mean = np.mean([np.asarray(m(x, training=False)) for m in models], axis=0)
+    assert np.max(np.abs(predict_ensemble(ensemble, x) - mean)) < 1e-3
+    _, first_two = load_ensemble(path, members=2)
+    assert len(first_two) == 2
+    with pytest.raises(ModelError, match="has 3 members"):
+        load_ensemble(path, members=4)
+
+
+def test_ensemble_refuses_mixed_architectures_and_nan_weights(tmp_path: Path) -> None:
+    multi, one = _calibrated_members("multi_level", seeds=(0,))[0], _calibrated_members("one_level", seeds=(1,))[0]
+    write_bundle(tmp_path / "mixed", [multi, one], model_id="m", variant="multi_level", channels=CHANNELS,
+                 preprocessing=PREPROCESSING)
+    with pytest.raises(ModelError, match="member_1.keras does not have the architecture of member_0.keras"):
+        load_ensemble(tmp_path / "mixed")
+    assert len(load_members(tmp_path / "mixed")[1]) == 2  # each is a valid Keras model on its own
+
+    weights = multi.get_weights()
+    weights[5] = np.full_like(weights[5], np.nan)
+    multi.set_weights(weights)
+    write_bundle(tmp_path / "nan", [_calibrated_members("multi_level", seeds=(2,))[0], multi], model_id="n",
+                 variant="multi_level", channels=CHANNELS, preprocessing=PREPROCESSING)
+    with pytest.raises(ModelError, match="member_1.keras holds NaN or infinite weights"):
+        load_ensemble(tmp_path / "nan")

@@ -13,7 +13,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from LVMyoSegLib import networks  # noqa: E402
-from LVMyoSegLib.bundle import load_members, write_bundle  # noqa: E402
+from LVMyoSegLib.bundle import load_ensemble, write_bundle  # noqa: E402
 from LVMyoSegLib.errors import CancelledError, InputError  # noqa: E402
 from LVMyoSegLib.inference import EnsemblePredictor, fold_batchnorm, predict_ensemble  # noqa: E402
 from LVMyoSegLib.labels import CHANNELS  # noqa: E402
@@ -87,7 +87,7 @@ def test_fold_batchnorm_keeps_outputs_and_leaves_the_model_alone(small_members):
 def test_loaded_bundle_and_reused_predictor_over_two_frame_counts(small_members, tmp_path):
     write_bundle(tmp_path / "b", small_members["multi_level"], model_id="t", variant="multi_level",
                  channels=CHANNELS, preprocessing={"pixel_mm": 4 / 3, "crop_size": 32})
-    _, loaded = load_members(tmp_path / "b")
+    _, loaded = load_ensemble(tmp_path / "b")
     predictor = EnsemblePredictor(loaded)
     for t in (20, 25):  # Sunnybrook and the paper's frame counts, one predictor
         x = _x((2, t, 32, 32, 1), seed=t)
@@ -97,16 +97,20 @@ def test_loaded_bundle_and_reused_predictor_over_two_frame_counts(small_members,
 
 def test_progress_reaches_one_and_cancel_stops_before_the_next_batch(small_members):
     models = small_members["cnn"][:2]
+    before = [np.array(w) for w in models[0].get_weights()]
     x = _x((5, 2, 32, 32, 1))
     seen = []
     predict_ensemble(models, x, slices_per_batch=2, progress=lambda f, m: seen.append((f, m)))
-    assert [f for f, _ in seen] == pytest.approx([0.4, 0.8, 1.0])
-    assert "2 members" in seen[-1][1]
+    # member after member, 3 batches each (the last one padded)
+    assert [f for f, _ in seen] == pytest.approx([0.2, 0.4, 0.5, 0.7, 0.9, 1.0])
+    assert "member 1 of 2" in seen[0][1] and "member 2 of 2, slices 5-5 of 5" in seen[-1][1]
     calls = []
     with pytest.raises(CancelledError, match="cancelled"):
         predict_ensemble(models, x, slices_per_batch=2,
-                         cancel=lambda: calls.append(1) or len(calls) > 1)
-    assert len(calls) == 2  # one batch ran, the second was refused
+                         cancel=lambda: calls.append(1) or len(calls) > 4)
+    assert len(calls) == 5  # member 1 and one batch of member 2 ran, the next batch was refused
+    # the second member's weights were swapped into the first member's model, and put back
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, models[0].get_weights()))
 
 
 def test_bad_input_is_refused(small_members):

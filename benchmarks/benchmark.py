@@ -423,12 +423,12 @@ def build_bundles(folder: Path, members: int, given: Path | None,
 
 def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path) -> tuple[dict, Any, Any]:
     """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process)."""
-    from LVMyoSegLib.bundle import load_members
+    from LVMyoSegLib.bundle import load_ensemble
     from LVMyoSegLib.pipeline import segment_cine
     from LVMyoSegLib.segment_outputs import write_segmentation_outputs
 
     t0 = time.perf_counter()
-    loaded = load_members(bundle, members)
+    loaded = load_ensemble(bundle, members)
     load_s = time.perf_counter() - t0
     result = segment_cine(cine, bundle, members=members, loaded=loaded)
     t0 = time.perf_counter()

@@ -3,11 +3,14 @@
 Members' sigmoid probabilities are averaged (paper: 5 members, threshold 0.5).
 How it stays fast (numbers in ``benchmarks/README.md``):
 
-- one compiled graph per member set: :class:`EnsemblePredictor` wraps the members in
-  one Keras model whose call averages their outputs, and runs it through Keras'
-  compiled predict function (a traced graph on TensorFlow); with the folding below
-  1.2-1.9x as fast on CPU as calling the models eagerly (1.9x for the 5-member
-  multi-level ensemble on a real study), and 1.5 GB peak memory instead of 6.6 GB;
+- one compiled graph for the whole ensemble: :class:`EnsemblePredictor` builds one
+  (folded, below) network and runs it through Keras' compiled predict function (a
+  traced graph on TensorFlow), swapping each member's weights in; with the folding
+  1.2-1.9x as fast on CPU as calling the models eagerly, and 1.5 GB peak memory
+  instead of 6.6 GB for the 5-member multi-level ensemble on a real study;
+- members share one architecture (:class:`Ensemble`), so a bundle's members after the
+  first are read as weight arrays, not rebuilt as Keras models
+  (:func:`LVMyoSegLib.bundle.load_ensemble`: 0.2 s per member instead of 1.3 s);
 - BatchNormalization folded into the convolution before it (:func:`fold_batchnorm`,
   inference only: ``w' = w * s``, ``b' = beta - mean * s``, ``s = gamma / sqrt(var + eps)``),
   which removes two passes over every feature map per convolution (about 10% faster);
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,64 +77,89 @@ def _fold_pairs(model) -> dict[str, tuple]:
     return pairs
 
 
-def fold_batchnorm(model):
-    """An inference copy of ``model`` with each BatchNormalization folded into its convolution.
+class FoldedModel:
+    """An inference copy of a Keras model with each BatchNormalization folded into its convolution.
 
-    Outputs equal ``model(x, training=False)`` up to float rounding. Layers other
-    than the folded pairs are shared with ``model`` (not copied); ``model`` is not
-    modified. A model without such pairs comes back as it is.
+    ``model`` gives ``source(x, training=False)`` up to float rounding. Layers other
+    than the folded pairs are shared with ``source`` (not copied), and ``source`` is
+    not modified; after the source's weights change, :meth:`refresh` recomputes the
+    folded convolutions. A source without such pairs is used as it is.
     """
-    import keras
 
-    pairs = _fold_pairs(model)
-    if not pairs:
-        return model
-    bn_ids = {id(bn) for _, bn in pairs.values()}
-    folded: dict[str, object] = {}
+    def __init__(self, source) -> None:
+        import keras
 
-    def fused(conv, bn):
-        gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
-        beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
-        s = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
-        kernel = np.asarray(conv.kernel, np.float64) * s
-        bias = beta - np.asarray(bn.moving_mean, np.float64) * s
-        config = {**conv.get_config(), "use_bias": True, "name": f"{conv.name}_folded",
-                  "bias_initializer": "zeros"}
-        layer = keras.layers.Conv2D.from_config(config)
-        layer.build((None, None, None, kernel.shape[2]))
-        layer.set_weights([kernel.astype(np.float32), np.broadcast_to(bias, kernel.shape[-1:])
-                           .astype(np.float32)])
-        return layer
+        self.source = source
+        self._pairs = _fold_pairs(source)
+        self._folded: dict[str, object] = {}
+        if not self._pairs:
+            self.model = source
+            return
+        bn_ids = {id(bn) for _, bn in self._pairs.values()}
+        pairs, folded = self._pairs, self._folded
 
-    def call(layer, *args, **kwargs):
-        if id(layer) in bn_ids:
-            return args[0]
-        if layer.name in pairs and layer is pairs[layer.name][0]:
-            if layer.name not in folded:
-                folded[layer.name] = fused(*pairs[layer.name])
-            return folded[layer.name](*args)
-        return layer(*args, **kwargs)
+        def call(layer, *args, **kwargs):
+            if id(layer) in bn_ids:
+                return args[0]
+            if layer.name in pairs and layer is pairs[layer.name][0]:
+                if layer.name not in folded:
+                    config = {**layer.get_config(), "use_bias": True, "name": f"{layer.name}_folded",
+                              "bias_initializer": "zeros"}
+                    fused = keras.layers.Conv2D.from_config(config)
+                    fused.build((None, None, None, layer.kernel.shape[2]))
+                    folded[layer.name] = fused
+                return folded[layer.name](*args)
+            return layer(*args, **kwargs)
 
-    return keras.models.clone_model(model, clone_function=lambda layer: layer,
-                                    call_function=call, recursive=True)
+        self.model = keras.models.clone_model(source, clone_function=lambda layer: layer,
+                                              call_function=call, recursive=True)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute every folded convolution from the source's current weights."""
+        for name, (conv, bn) in self._pairs.items():
+            gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
+            beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
+            s = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+            kernel = np.asarray(conv.kernel, np.float64) * s
+            bias = beta - np.asarray(bn.moving_mean, np.float64) * s
+            self._folded[name].set_weights([kernel.astype(np.float32),
+                                            np.broadcast_to(bias, kernel.shape[-1:]).astype(np.float32)])
 
 
-def _mean_model(models: Sequence):
-    """A Keras model whose output is the mean of ``models``' outputs (weights shared, not copied)."""
-    import keras
+def fold_batchnorm(model):
+    """``model`` with each BatchNormalization folded into its convolution (see :class:`FoldedModel`)."""
+    return FoldedModel(model).model
 
-    class EnsembleMean(keras.Model):
-        def __init__(self, members: Sequence) -> None:
-            super().__init__(name="ensemble_mean")
-            self.members = list(members)
 
-        def call(self, x, training=False):
-            total = self.members[0](x, training=False)
-            for member in self.members[1:]:
-                total = total + member(x, training=False)
-            return total / float(len(self.members))
+@dataclass(frozen=True)
+class Ensemble:
+    """Ensemble members that share one architecture: one Keras ``model`` holding the
+    first member's weights, and every member's weights in ``model.weights`` order.
 
-    return EnsembleMean(models)
+    Only one network is built however many members there are; the predictor swaps
+    the weights in (:func:`LVMyoSegLib.bundle.load_ensemble` reads them from the
+    member files without rebuilding each member as a Keras model).
+    """
+
+    model: object
+    weights: tuple[tuple[np.ndarray, ...], ...]
+
+    @classmethod
+    def of_models(cls, models: Sequence) -> "Ensemble":
+        """The ensemble of Keras models built alike (e.g. by one trainer)."""
+        models = list(models)
+        if not models:
+            raise InputError("No ensemble member to predict with.")
+        shapes = [tuple(v.shape) for v in models[0].weights]
+        for i, m in enumerate(models[1:], start=1):
+            if [tuple(v.shape) for v in m.weights] != shapes:
+                raise InputError(f"Ensemble member {i} ({m.name}) does not have the architecture of "
+                                 f"member 0 ({models[0].name}); an ensemble's members must be built alike.")
+        return cls(models[0], tuple(tuple(np.asarray(w) for w in m.get_weights()) for m in models))
+
+    def __len__(self) -> int:
+        return len(self.weights)
 
 
 def _checked_input(x: np.ndarray) -> np.ndarray:
@@ -141,25 +170,28 @@ def _checked_input(x: np.ndarray) -> np.ndarray:
 
 
 class EnsemblePredictor:
-    """Runs an ensemble's members as one compiled graph; reuse it for many studies.
+    """Runs an ensemble through one compiled, BatchNorm-folded graph; reuse it for many studies.
 
-    The graph is traced on the first call for a given ``(slices_per_batch, T, H, W)``
-    and reused after that (a new frame count or crop size traces once more).
+    Members run one after another through the same graph (their weights are
+    swapped in), each over all slices; the graph is traced on the first call for a
+    given ``(slices_per_batch, T, H, W)`` and reused after that. The ensemble's
+    model holds the first member's weights again when a prediction returns.
     """
 
-    def __init__(self, models: Sequence) -> None:
-        models = list(models)
-        if not models:
-            raise InputError("No ensemble member to predict with.")
-        self.members = models
-        self._model = _mean_model([fold_batchnorm(m) for m in models])
+    def __init__(self, members: Sequence | Ensemble) -> None:
+        self.ensemble = members if isinstance(members, Ensemble) else Ensemble.of_models(members)
+        self._folded = FoldedModel(self.ensemble.model)
+
+    def _use_member(self, k: int) -> None:
+        self.ensemble.model.set_weights(self.ensemble.weights[k])
+        self._folded.refresh()
 
     def predict(self, x: np.ndarray, *, slices_per_batch: int = SLICES_PER_BATCH,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
         """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``.
 
-        ``progress(fraction, message)`` is called after each batch of slices (all
-        members at once); ``cancel()`` is polled before each batch and raises
+        ``progress(fraction, message)`` is called after each batch of slices of each
+        member; ``cancel()`` is polled before each batch and raises
         :class:`CancelledError` when it returns True.
         """
         x = _checked_input(x)
@@ -168,33 +200,42 @@ class EnsemblePredictor:
         x = x.astype(np.float32, copy=False)
         z = x.shape[0]
         batch = min(int(slices_per_batch), z)
-        mean: np.ndarray | None = None
-        n = len(self.members)
-        for start in range(0, z, batch):
-            if cancel is not None and cancel():
-                raise CancelledError("Segmentation cancelled by the user; nothing was written.")
-            stop = min(start + batch, z)
-            chunk = x[start:stop]
-            if stop - start < batch:  # pad to the fixed batch: no retrace for the last batch
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - (stop - start), axis=0)])
-            out = np.asarray(self._model.predict_on_batch(chunk), dtype=np.float32)[: stop - start]
-            if mean is None:
-                mean = np.empty((z,) + out.shape[1:], dtype=np.float32)
-            mean[start:stop] = out
-            if progress is not None:
-                progress(stop / z, f"slices {start + 1}-{stop} of {z} ({n} member{'s' * (n > 1)})")
-        assert mean is not None
-        return mean
+        n = len(self.ensemble)
+        total: np.ndarray | None = None
+        try:
+            for k in range(n):
+                if k:
+                    self._use_member(k)
+                for start in range(0, z, batch):
+                    if cancel is not None and cancel():
+                        raise CancelledError("Segmentation cancelled by the user; nothing was written.")
+                    stop = min(start + batch, z)
+                    chunk = x[start:stop]
+                    if stop - start < batch:  # pad to the fixed batch: no retrace for the last batch
+                        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - (stop - start), axis=0)])
+                    out = np.asarray(self._folded.model.predict_on_batch(chunk), dtype=np.float32)
+                    if total is None:
+                        total = np.zeros((z,) + out.shape[1:], dtype=np.float32)
+                    total[start:stop] += out[: stop - start]
+                    if progress is not None:
+                        member = f"member {k + 1} of {n}, " if n > 1 else ""
+                        progress((k * z + stop) / (n * z), f"{member}slices {start + 1}-{stop} of {z}")
+        finally:
+            if n > 1:
+                self._use_member(0)
+        assert total is not None
+        return total / np.float32(n)
 
 
-def predict_ensemble(models: Sequence | EnsemblePredictor, x: np.ndarray, *,
+def predict_ensemble(models: Sequence | Ensemble | EnsemblePredictor, x: np.ndarray, *,
                      slices_per_batch: int = SLICES_PER_BATCH, progress: ProgressFn | None = None,
                      cancel: CancelFn | None = None) -> np.ndarray:
     """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``.
 
-    ``models`` is a list of Keras models, or an :class:`EnsemblePredictor` to reuse
-    its compiled graph across calls. ``progress(fraction, message)`` is called after
-    each batch of slices; ``cancel()`` is polled before each batch and raises
+    ``models`` is a list of Keras models built alike, an :class:`Ensemble`, or an
+    :class:`EnsemblePredictor` to reuse its compiled graph across calls.
+    ``progress(fraction, message)`` is called after each batch of slices of each
+    member; ``cancel()`` is polled before each batch and raises
     :class:`CancelledError` when it returns True.
     """
     if not isinstance(models, EnsemblePredictor):

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from . import preprocess
-from .bundle import Manifest, load_members
+from .bundle import Manifest, load_ensemble
 from .cine import Cine
 from .errors import InputError
-from .inference import CancelFn, ProgressFn, compute_device, predict_ensemble
+from .inference import CancelFn, Ensemble, ProgressFn, compute_device, predict_ensemble
 from .labels import BLOOD_POOL, MYOCARDIUM
 
 
@@ -49,16 +49,14 @@ def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5)
 
 def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, threshold: float = 0.5,
                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                 loaded: tuple[Manifest, list] | None = None) -> SegmentationResult:
-    """Segment every frame of ``cine`` with the ensemble in ``bundle_dir``.
+                 loaded: tuple[Manifest, Ensemble] | None = None) -> SegmentationResult:
+    """Segment every frame of ``cine`` with the first ``members`` (all when None) of the ensemble in ``bundle_dir``.
 
-    ``loaded`` lets a caller that segments many studies pass ``load_members(...)`` once.
+    ``loaded`` lets a caller that segments many studies pass ``load_ensemble(bundle_dir, members)`` once.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    manifest, models = loaded if loaded is not None else load_members(bundle_dir, members)
-    if members is not None:
-        models = models[:members]
+    manifest, ensemble = loaded if loaded is not None else load_ensemble(bundle_dir, members)
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -69,12 +67,12 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     t0 = time.perf_counter()
     device = compute_device()
     on_device = None if progress is None else (lambda f, msg: progress(f, f"{msg} on {device}"))
-    net = predict_ensemble(models, x, progress=on_device, cancel=cancel)
+    net = predict_ensemble(ensemble, x, progress=on_device, cancel=cancel)
     timings["network"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     probabilities = preprocess.to_input(net, transform)
     label_map = labels_from_probabilities(probabilities, threshold)
     timings["inverse_mapping"] = time.perf_counter() - t0
-    return SegmentationResult(probabilities, label_map, transform, manifest.model_id, len(models),
+    return SegmentationResult(probabilities, label_map, transform, manifest.model_id, len(ensemble),
                               threshold, timings, device)
