@@ -463,6 +463,7 @@ def naive_network(models: list, x: np.ndarray, variant: str) -> float:
 def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list: list[int],
                  naive_members: list[int], bundles: dict[str, BenchBundle]) -> tuple[list, list, dict]:
     from LVMyoSegLib import preprocess
+    from LVMyoSegLib.bundle import load_members
     from LVMyoSegLib.readers import read_cine
 
     t0 = time.perf_counter()
@@ -490,7 +491,7 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
                 raw[f"{v}/{n}"] = {**t, "macs": macs, "limit_mac_s": lim}
                 if n in naive_members:
                     x = preprocess.to_network(cine, result.transform)
-                    naive_s = naive_network(loaded[1][:n], x, v)
+                    naive_s = naive_network(load_members(bundle, n)[1], x, v)  # plain Keras models
                     total_naive = t["total"] - t["network"] + naive_s
                     naive_rows.append([v, n, "per frame" if v == "cnn" else "per slice", naive_s,
                                        t["network"], naive_s / t["network"], total_naive / t["total"]])

@@ -23,8 +23,46 @@ def save_figure(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
         raise InputError(f"Cannot write {path}: folder {path.parent} does not exist; create it first.")
     FigureCanvasAgg(fig)
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", pil_kwargs={"compress_level": 1})  # fast zlib level
     return path
+
+
+def _windowed(frame: np.ndarray) -> np.ndarray:
+    """``frame`` scaled to 0..1 between its 1st and 99.5th percentiles (clipped)."""
+    lo, hi = np.percentile(frame, (1, 99.5))
+    return np.clip((frame - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+
+
+class _Montage:
+    """Equal-sized grey panels tiled into one image on one axes (far cheaper to lay out
+    and draw than one axes per panel); :meth:`at` maps panel pixel coordinates to the axes'."""
+
+    GAP = 12  # pixels between panels; room for a panel's title
+
+    def __init__(self, panels: dict[tuple[int, int], np.ndarray], rows: int, cols: int,
+                 inches_per_panel: float, title: str | None = None) -> None:
+        h, w = next(iter(panels.values())).shape
+        self.h, self.w = h, w
+        g = self.GAP
+        mosaic = np.ones((rows * (h + g), cols * (w + g) - g), dtype=np.float32)
+        for (r, c), panel in panels.items():
+            mosaic[g + r * (h + g): g + r * (h + g) + h, c * (w + g): c * (w + g) + w] = _windowed(panel)
+        scale = inches_per_panel / max(h, w)
+        top = 0.4 if title else 0.0  # inches for the title
+        self.fig = Figure(figsize=(mosaic.shape[1] * scale + 0.3, mosaic.shape[0] * scale + 0.1 + top))
+        self.ax = self.fig.add_axes((0.01, 0.01, 0.98, 0.98 - top / self.fig.get_figheight()))
+        if title:
+            self.fig.suptitle(title, fontsize=9)
+        self.ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        self.ax.set_axis_off()
+
+    def at(self, r: int, c: int) -> tuple[float, float]:
+        """(x, y) offset of panel (r, c)'s pixel (0, 0) in the mosaic."""
+        return c * (self.w + self.GAP), self.GAP + r * (self.h + self.GAP)
+
+    def title(self, r: int, c: int, text: str, **kwargs) -> None:
+        x, y = self.at(r, c)
+        self.ax.text(x + self.w / 2, y - 2, text, ha="center", va="bottom", fontsize=8, **kwargs)
 
 
 def preprocessing_figure(cine: Cine, transform: CropTransform, path: Path | str) -> Path:
@@ -38,29 +76,25 @@ def preprocessing_figure(cine: Cine, transform: CropTransform, path: Path | str)
     t_mid = cine.n_phases // 2
     cols = math.ceil(math.sqrt(n_z))
     rows = math.ceil(n_z / cols)
-    fig = Figure(figsize=(2.6 * cols, 2.8 * rows))
+    grid = [(z // cols, z % cols) for z in range(n_z)]
+    m = _Montage({grid[z]: cine.frames[t_mid, z] for z in range(n_z)}, rows, cols, inches_per_panel=2.5,
+                 title=f"LV localisation, phase {t_mid}: {Path(cine.source).name or 'cine'}")
     loc = transform.localisation
     size = (transform.crop_size * transform.step_ji)  # box extent in input pixels (rows, cols)
     for z in range(n_z):
-        ax = fig.add_subplot(rows, cols, z + 1)
-        frame = cine.frames[t_mid, z]
-        lo, hi = np.percentile(frame, (1, 99.5))
-        ax.imshow(frame, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+        x0, y0 = m.at(*grid[z])
         fallback = bool(loc.fallback[z]) if loc is not None else False
         colour = "orange" if fallback else "lime"
         corner = transform.origin_ji[z] - 0.5 * transform.step_ji  # pixel edge, not centre
-        ax.add_patch(Rectangle((corner[1], corner[0]), size[1], size[0], fill=False,
-                               edgecolor=colour, linewidth=1.2))
+        m.ax.add_patch(Rectangle((x0 + corner[1], y0 + corner[0]), size[1], size[0], fill=False,
+                                 edgecolor=colour, linewidth=1.2, clip_on=False))
         cj, ci = transform.centres_ji[z]
-        ax.plot([ci], [cj], marker="+", color=colour, markersize=10, mew=1.5)
+        m.ax.plot([x0 + ci], [y0 + cj], marker="+", color=colour, markersize=10, mew=1.5)
         if loc is not None and np.isfinite(loc.detected_ji[z]).all():
-            ax.plot([loc.detected_ji[z, 1]], [loc.detected_ji[z, 0]], marker="o", mfc="none",
-                    color="white", markersize=5)
-        ax.set_title(f"slice {z}{' (axis fallback)' if fallback else ''}", fontsize=8)
-        ax.set_axis_off()
-    fig.suptitle(f"LV localisation, phase {t_mid}: {Path(cine.source).name or 'cine'}", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
+            m.ax.plot([x0 + loc.detected_ji[z, 1]], [y0 + loc.detected_ji[z, 0]], marker="o", mfc="none",
+                      color="white", markersize=5)
+        m.title(*grid[z], f"slice {z}{' (axis fallback)' if fallback else ''}")
+    return save_figure(m.fig, path)
 
 
 def overlay_montage(cine: Cine, label_map: np.ndarray, frames: list[int], path: Path | str,
@@ -68,14 +102,13 @@ def overlay_montage(cine: Cine, label_map: np.ndarray, frames: list[int], path: 
     """PNG montage: one row per slice, one column per frame in ``frames`` (e.g. ED, ES), with
     the automatic myocardium contour (red) and, when given, the expert one (green, dashed).
 
-    Each panel is zoomed on the labelled region of its slice when there is one.
+    All panels show the same region: the labelled part of the study with a margin.
     """
     from skimage.measure import find_contours
 
     from .labels import MYOCARDIUM
 
     n_z = cine.n_slices
-    fig = Figure(figsize=(2.2 * len(frames), 2.2 * n_z))
     any_label = (label_map > 0).any(axis=(0, 1))
     rows, cols = np.nonzero(any_label)
     if len(rows):
@@ -84,27 +117,20 @@ def overlay_montage(cine: Cine, label_map: np.ndarray, frames: list[int], path: 
         c0, c1 = max(cols.min() - pad, 0), min(cols.max() + pad, any_label.shape[1] - 1)
     else:
         r0, r1, c0, c1 = 0, any_label.shape[0] - 1, 0, any_label.shape[1] - 1
+    window = (slice(r0, r1 + 1), slice(c0, c1 + 1))
+    m = _Montage({(z, k): cine.frames[t, z][window] for z in range(n_z) for k, t in enumerate(frames)},
+                 n_z, len(frames), inches_per_panel=2.0)
+    layers = [(label_map, "red", "-")] + ([(expert, "lime", "--")] if expert is not None else [])
     for z in range(n_z):
         for k, t in enumerate(frames):
-            ax = fig.add_subplot(n_z, len(frames), z * len(frames) + k + 1)
-            frame = cine.frames[t, z, r0:r1 + 1, c0:c1 + 1]
-            lo, hi = np.percentile(frame, (1, 99.5))
-            ax.imshow(frame, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
-            layers = [(label_map, "red", "-")]
-            if expert is not None:
-                layers.append((expert, "lime", "--"))
+            x0, y0 = m.at(z, k)
             for labels, colour, style in layers:
-                mask = np.pad(labels[t, z, r0:r1 + 1, c0:c1 + 1] == MYOCARDIUM, 1)
+                mask = np.pad(labels[t, z][window] == MYOCARDIUM, 1)
                 for contour in find_contours(mask.astype(float), 0.5):
-                    ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=colour, linestyle=style,
-                            linewidth=1.0)
-            ax.set_xticks([]), ax.set_yticks([])
-            if z == 0:
-                ax.set_title(f"frame {t + 1}", fontsize=9)
-            if k == 0:
-                ax.set_ylabel(f"slice {z + 1}", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
+                    m.ax.plot(x0 + contour[:, 1] - 1, y0 + contour[:, 0] - 1, color=colour, linestyle=style,
+                              linewidth=1.0)
+            m.title(z, k, f"slice {z + 1}, frame {t + 1}")
+    return save_figure(m.fig, path)
 
 
 def consecutive_frames_figure(cine: Cine, expert: np.ndarray, predictions: dict[str, np.ndarray],
