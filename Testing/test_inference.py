@@ -121,6 +121,8 @@ def test_bad_input_is_refused(small_members):
         predict_ensemble([], _x((1, 2, 32, 32, 1)))
     with pytest.raises(InputError, match="slices_per_batch"):
         predict_ensemble(models, _x((1, 2, 32, 32, 1)), slices_per_batch=0)
+    with pytest.raises(InputError, match="member 1 .* does not have the architecture of member 0"):
+        predict_ensemble([small_members["cnn"][0], small_members["multi_level"][0]], _x((1, 2, 32, 32, 1)))
 
 
 @pytest.mark.slow

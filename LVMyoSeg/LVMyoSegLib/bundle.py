@@ -27,10 +27,12 @@ import numpy as np
 
 from . import __version__
 from .errors import ModelError
+from .inference import Ensemble
 
 BUNDLE_FORMAT = "lvmyoseg-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+_WEIGHTS_ENTRY = "model.weights.h5"  # where a .keras archive keeps its weights
 
 
 def sha256_file(path: Path) -> str:
@@ -167,7 +169,7 @@ def load_members(bundle_dir: Path, members: int | None = None) -> tuple[Manifest
     return manifest, [_load_keras(bundle_dir / m["file"]) for m in manifest.members[:n]]
 
 
-def load_ensemble(bundle_dir: Path, members: int | None = None):
+def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifest, Ensemble]:
     """Verify a bundle and load its first ``members`` members (all when None) for prediction.
 
     Returns ``(manifest, inference.Ensemble)``. The first member is loaded by Keras in
@@ -176,8 +178,6 @@ def load_ensemble(bundle_dir: Path, members: int | None = None):
     takes about a sixth of the time of building it as a Keras model. Weights that are
     not finite are refused.
     """
-    from .inference import Ensemble
-
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
     n = _member_count(bundle_dir, manifest, members)
@@ -186,9 +186,9 @@ def load_ensemble(bundle_dir: Path, members: int | None = None):
     weights = [tuple(np.asarray(w) for w in model.get_weights())]
     if n > 1:
         paths = _weight_paths(model)
-        architecture = _architecture(_archive_json(files[0], "config.json"))
+        architecture = _architecture(_saved_config(files[0]))
         for path in files[1:]:
-            if _architecture(_archive_json(path, "config.json")) != architecture:
+            if _architecture(_saved_config(path)) != architecture:
                 raise ModelError(f"{path} does not have the architecture of {files[0].name}; the members "
                                  "of a bundle must share one. Re-export the bundle from one training run.")
             weights.append(_read_weights(path, paths, weights[0]))
@@ -199,24 +199,29 @@ def load_ensemble(bundle_dir: Path, members: int | None = None):
     return manifest, Ensemble(model, tuple(weights))
 
 
-_WEIGHTS_ENTRY = "model.weights.h5"  # where a .keras archive keeps its weights
-
-
-def _archive_json(path: Path, entry: str) -> Any:
+def _saved_config(path: Path) -> dict:
+    """The ``config.json`` of the .keras archive ``path``."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read(entry))
+            config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise ModelError(f"{path} is not a Keras model archive ({exc}); re-copy the bundle.") from None
-
-
-def _architecture(config: Any) -> Any:
-    """A Keras model config without its random seeds (members of one ensemble differ only there)."""
-    if isinstance(config, dict):
-        return {k: _architecture(v) for k, v in config.items() if k != "seed"}
-    if isinstance(config, list):
-        return [_architecture(v) for v in config]
+    if not isinstance(config, dict):
+        raise ModelError(f"{path} is not a Keras model archive (its config.json is not an object).")
     return config
+
+
+def _architecture(saved: dict) -> Any:
+    """The model part of a .keras ``config.json`` (not its compile settings) without random
+    seeds: members of one ensemble differ only there."""
+    def unseeded(config: Any) -> Any:
+        if isinstance(config, dict):
+            return {k: unseeded(v) for k, v in config.items() if k != "seed"}
+        if isinstance(config, list):
+            return [unseeded(v) for v in config]
+        return config
+
+    return unseeded({k: saved.get(k) for k in ("class_name", "config")})
 
 
 def _weight_paths(model) -> list[str]:
@@ -261,7 +266,7 @@ def _read_weights(path: Path, paths: list[str], like: tuple) -> tuple:
         with h5py.File(io.BytesIO(data), "r") as f:
             arrays = tuple(np.asarray(f[p][()]) for p in paths)
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise ModelError(f"{path} lacks weights its manifest's architecture needs ({exc}); it is not a "
+        raise ModelError(f"{path} lacks weights the first member's architecture has ({exc}); it is not a "
                          "member of this ensemble. Re-export the bundle from one training run.") from None
     for p, a, ref in zip(paths, arrays, like):
         if a.shape != ref.shape:
