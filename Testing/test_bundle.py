@@ -137,3 +137,7 @@ def test_ensemble_refuses_mixed_architectures_and_nan_weights(tmp_path: Path) ->
                  variant="multi_level", channels=CHANNELS, preprocessing=PREPROCESSING)
     with pytest.raises(ModelError, match="member_1.keras holds NaN or infinite weights"):
         load_ensemble(tmp_path / "nan")
+    write_bundle(tmp_path / "nan_first", [multi], model_id="n0", variant="multi_level", channels=CHANNELS,
+                 preprocessing=PREPROCESSING)
+    with pytest.raises(ModelError, match="member_0.keras holds NaN or infinite weights"):
+        load_ensemble(tmp_path / "nan_first")

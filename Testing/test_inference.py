@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 from LVMyoSegLib import networks  # noqa: E402
 from LVMyoSegLib.bundle import load_ensemble, write_bundle  # noqa: E402
 from LVMyoSegLib.errors import CancelledError, InputError  # noqa: E402
-from LVMyoSegLib.inference import EnsemblePredictor, fold_batchnorm, predict_ensemble  # noqa: E402
+from LVMyoSegLib.inference import Ensemble, EnsemblePredictor, FoldedModel, predict_ensemble  # noqa: E402
 from LVMyoSegLib.labels import CHANNELS  # noqa: E402
 
 TOL = 1e-3  # the contract: within 1e-3 of the plain Keras model call
@@ -72,12 +72,12 @@ def test_ensemble_equals_the_mean_of_plain_keras_calls(small_members, variant):
     assert np.max(np.abs(np.asarray(models[0](x, training=False)) - ref)) > 1e-3
 
 
-def test_fold_batchnorm_keeps_outputs_and_leaves_the_model_alone(small_members):
+def test_folding_keeps_outputs_and_leaves_the_model_alone(small_members):
     x = _x((2, 4, 32, 32, 1), seed=2)
     for variant, models in small_members.items():
         model = models[0]
         before = [np.array(w) for w in model.get_weights()]
-        folded = fold_batchnorm(model)
+        folded = FoldedModel(model).model
         assert _bn_layers(model) > 0 and _bn_layers(folded) == 0, variant
         diff = np.max(np.abs(np.asarray(folded(x)) - np.asarray(model(x, training=False))))
         assert diff < TOL, variant
@@ -121,8 +121,18 @@ def test_bad_input_is_refused(small_members):
         predict_ensemble([], _x((1, 2, 32, 32, 1)))
     with pytest.raises(InputError, match="slices_per_batch"):
         predict_ensemble(models, _x((1, 2, 32, 32, 1)), slices_per_batch=0)
+    with pytest.raises(InputError, match="at least one slice"):
+        predict_ensemble(models, _x((0, 2, 32, 32, 1)))
     with pytest.raises(InputError, match="member 1 .* does not have the architecture of member 0"):
         predict_ensemble([small_members["cnn"][0], small_members["multi_level"][0]], _x((1, 2, 32, 32, 1)))
+    ensemble = Ensemble.of_models(small_members["one_level"])
+    assert len(ensemble.first(1)) == 1 and ensemble.first(2) is ensemble
+    with pytest.raises(InputError, match="has 2 members; asked for 3"):
+        ensemble.first(3)
+    with pytest.raises(InputError, match="No ensemble member"):
+        Ensemble(ensemble.model, ())
+    with pytest.raises(InputError, match="weight arrays"):
+        Ensemble(ensemble.model, (ensemble.weights[0][:-1],))
 
 
 @pytest.mark.slow

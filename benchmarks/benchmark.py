@@ -421,7 +421,7 @@ def build_bundles(folder: Path, members: int, given: Path | None,
     return out
 
 
-def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path) -> tuple[dict, Any, Any]:
+def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path) -> tuple[dict, Any]:
     """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process)."""
     from LVMyoSegLib.bundle import load_ensemble
     from LVMyoSegLib.pipeline import segment_cine
@@ -443,7 +443,7 @@ def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path) -> 
          "write_files": files_s, "write_report_figures": write_all - files_s}
     t["total"] = sum(t.values())
     t["network_fraction"] = t["network"] / t["total"]
-    return t, loaded, result
+    return t, result
 
 
 def naive_network(models: list, x: np.ndarray, variant: str) -> float:
@@ -479,7 +479,7 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
             bundle = bb.path
             for n in members_list:
                 lim_before = limit.rate()
-                t, loaded, result = segment_once(cine, read_s, bundle, n, tmp / "out")
+                t, result = segment_once(cine, read_s, bundle, n, tmp / "out")
                 lim = 0.5 * (lim_before + limit.rate())
                 crop = result.transform.crop_size
                 macs = n * cine.n_slices * networks.multiply_accumulates(v, cine.n_phases, crop, crop)
@@ -498,7 +498,7 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
                     print("progress: " + table(_NAIVE_HEAD, [naive_rows[-1]]).split("\n")[-1], file=sys.stderr,
                           flush=True)
                     raw[f"{v}/{n}"]["naive_network_s"] = naive_s
-                del loaded, result
+                del result
                 keras.backend.clear_session()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -522,7 +522,7 @@ def child_memory(args: argparse.Namespace) -> None:
     read_s = time.perf_counter() - t0
     tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-mem-"))
     try:
-        t, _, _ = segment_once(cine, read_s, Path(args.bundle), args.members, tmp / "out")
+        t, _ = segment_once(cine, read_s, Path(args.bundle), args.members, tmp / "out")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("CHILD " + json.dumps({**peak_rss_mb(), "T": cine.n_phases, "Z": cine.n_slices,

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ModelError
-from .inference import Ensemble
+from .inference import Ensemble, architecture
 
 BUNDLE_FORMAT = "lvmyoseg-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -186,9 +186,9 @@ def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifes
     weights = [tuple(np.asarray(w) for w in model.get_weights())]
     if n > 1:
         paths = _weight_paths(model)
-        architecture = _architecture(_saved_config(files[0]))
+        first = architecture(_saved_config(files[0]))
         for path in files[1:]:
-            if _architecture(_saved_config(path)) != architecture:
+            if architecture(_saved_config(path)) != first:
                 raise ModelError(f"{path} does not have the architecture of {files[0].name}; the members "
                                  "of a bundle must share one. Re-export the bundle from one training run.")
             weights.append(_read_weights(path, paths, weights[0]))
@@ -205,23 +205,12 @@ def _saved_config(path: Path) -> dict:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise ModelError(f"{path} is not a Keras model archive ({exc}); re-copy the bundle.") from None
+        raise ModelError(f"{path} matches its hash but is not a Keras model archive ({exc}): it was not "
+                         "written by LVMyoSeg. Re-export the bundle with `lvmyoseg train`.") from None
     if not isinstance(config, dict):
-        raise ModelError(f"{path} is not a Keras model archive (its config.json is not an object).")
+        raise ModelError(f"{path} matches its hash but is not a Keras model archive (its config.json is "
+                         "not an object). Re-export the bundle with `lvmyoseg train`.")
     return config
-
-
-def _architecture(saved: dict) -> Any:
-    """The model part of a .keras ``config.json`` (not its compile settings) without random
-    seeds: members of one ensemble differ only there."""
-    def unseeded(config: Any) -> Any:
-        if isinstance(config, dict):
-            return {k: unseeded(v) for k, v in config.items() if k != "seed"}
-        if isinstance(config, list):
-            return [unseeded(v) for v in config]
-        return config
-
-    return unseeded({k: saved.get(k) for k in ("class_name", "config")})
 
 
 def _weight_paths(model) -> list[str]:
@@ -263,9 +252,13 @@ def _read_weights(path: Path, paths: list[str], like: tuple) -> tuple:
     try:
         with zipfile.ZipFile(path) as archive:
             data = archive.read(_WEIGHTS_ENTRY)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ModelError(f"{path} matches its hash but holds no Keras weights ({exc}): it was not written "
+                         "by LVMyoSeg. Re-export the bundle with `lvmyoseg train`.") from None
+    try:
         with h5py.File(io.BytesIO(data), "r") as f:
             arrays = tuple(np.asarray(f[p][()]) for p in paths)
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+    except (KeyError, OSError) as exc:
         raise ModelError(f"{path} lacks weights the first member's architecture has ({exc}); it is not a "
                          "member of this ensemble. Re-export the bundle from one training run.") from None
     for p, a, ref in zip(paths, arrays, like):

@@ -34,21 +34,30 @@ def _windowed(frame: np.ndarray) -> np.ndarray:
     return np.clip((frame - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
 
 
+def _myocardium_contours(labels: np.ndarray) -> list[np.ndarray]:
+    """Outlines of the myocardium label in a 2D label array, as ``[N, 2]`` (x, y) pixel coordinates."""
+    from skimage.measure import find_contours
+
+    from .labels import MYOCARDIUM
+
+    mask = np.pad(labels == MYOCARDIUM, 1).astype(float)  # closed outlines at the border too
+    return [c[:, ::-1] - 1 for c in find_contours(mask, 0.5)]
+
+
 class _Montage:
     """Equal-sized grey panels tiled into one image on one axes (far cheaper to lay out
     and draw than one axes per panel); :meth:`at` maps panel pixel coordinates to the axes'."""
 
-    GAP = 12  # pixels between panels; room for a panel's title
-
     def __init__(self, panels: dict[tuple[int, int], np.ndarray], rows: int, cols: int,
                  inches_per_panel: float, title: str | None = None) -> None:
         h, w = next(iter(panels.values())).shape
+        scale = inches_per_panel / max(h, w)  # inches per pixel
         self.h, self.w = h, w
-        g = self.GAP
+        self.gap = g = math.ceil(0.2 / scale)  # 0.2 inch between panels: room for an 8-point title
         mosaic = np.ones((rows * (h + g), cols * (w + g) - g), dtype=np.float32)
         for (r, c), panel in panels.items():
-            mosaic[g + r * (h + g): g + r * (h + g) + h, c * (w + g): c * (w + g) + w] = _windowed(panel)
-        scale = inches_per_panel / max(h, w)
+            x0, y0 = self.at(r, c)
+            mosaic[y0: y0 + h, x0: x0 + w] = _windowed(panel)
         top = 0.4 if title else 0.0  # inches for the title
         self.fig = Figure(figsize=(mosaic.shape[1] * scale + 0.3, mosaic.shape[0] * scale + 0.1 + top))
         self.ax = self.fig.add_axes((0.01, 0.01, 0.98, 0.98 - top / self.fig.get_figheight()))
@@ -57,13 +66,18 @@ class _Montage:
         self.ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         self.ax.set_axis_off()
 
-    def at(self, r: int, c: int) -> tuple[float, float]:
+    def at(self, r: int, c: int) -> tuple[int, int]:
         """(x, y) offset of panel (r, c)'s pixel (0, 0) in the mosaic."""
-        return c * (self.w + self.GAP), self.GAP + r * (self.h + self.GAP)
+        return c * (self.w + self.gap), self.gap + r * (self.h + self.gap)
 
-    def title(self, r: int, c: int, text: str, **kwargs) -> None:
+    def clip_to(self, artist, r: int, c: int) -> None:
+        """Draw ``artist`` only inside panel (r, c)."""
+        x0, y0 = self.at(r, c)
+        artist.set_clip_path(Rectangle((x0 - 0.5, y0 - 0.5), self.w, self.h, transform=self.ax.transData))
+
+    def title(self, r: int, c: int, text: str) -> None:
         x, y = self.at(r, c)
-        self.ax.text(x + self.w / 2, y - 2, text, ha="center", va="bottom", fontsize=8, **kwargs)
+        self.ax.text(x + self.w / 2, y - 0.5 - 0.15 * self.gap, text, ha="center", va="bottom", fontsize=8)
 
 
 def preprocessing_figure(cine: Cine, transform: CropTransform, path: Path | str) -> Path:
@@ -87,8 +101,9 @@ def preprocessing_figure(cine: Cine, transform: CropTransform, path: Path | str)
         fallback = bool(loc.fallback[z]) if loc is not None else False
         colour = "orange" if fallback else "lime"
         corner = transform.origin_ji[z] - 0.5 * transform.step_ji  # pixel edge, not centre
-        m.ax.add_patch(Rectangle((x0 + corner[1], y0 + corner[0]), size[1], size[0], fill=False,
-                                 edgecolor=colour, linewidth=1.2, clip_on=False))
+        box = m.ax.add_patch(Rectangle((x0 + corner[1], y0 + corner[0]), size[1], size[0], fill=False,
+                                       edgecolor=colour, linewidth=1.2))
+        m.clip_to(box, *grid[z])
         cj, ci = transform.centres_ji[z]
         m.ax.plot([x0 + ci], [y0 + cj], marker="+", color=colour, markersize=10, mew=1.5)
         if loc is not None and np.isfinite(loc.detected_ji[z]).all():
@@ -105,10 +120,6 @@ def overlay_montage(cine: Cine, label_map: np.ndarray, frames: list[int], path: 
 
     All panels show the same region: the labelled part of the study with a margin.
     """
-    from skimage.measure import find_contours
-
-    from .labels import MYOCARDIUM
-
     n_z = cine.n_slices
     any_label = (label_map > 0).any(axis=(0, 1))
     rows, cols = np.nonzero(any_label)
@@ -126,10 +137,8 @@ def overlay_montage(cine: Cine, label_map: np.ndarray, frames: list[int], path: 
         lines = []  # every contour of this layer in one artist: fast even for a ragged mask
         for z in range(n_z):
             for k, t in enumerate(frames):
-                x0, y0 = m.at(z, k)
-                mask = np.pad(labels[t, z][window] == MYOCARDIUM, 1)
-                lines += [np.column_stack([x0 + c[:, 1] - 1, y0 + c[:, 0] - 1])
-                          for c in find_contours(mask.astype(float), 0.5)]
+                offset = np.array(m.at(z, k))
+                lines += [c + offset for c in _myocardium_contours(labels[t, z][window])]
         m.ax.add_collection(LineCollection(lines, colors=colour, linestyles=style, linewidths=1.0))
     for z in range(n_z):
         for k, t in enumerate(frames):
@@ -146,10 +155,6 @@ def consecutive_frames_figure(cine: Cine, expert: np.ndarray, predictions: dict[
 
     ``predictions`` maps a model name to its label map ``[T, Z, Y, X]``.
     """
-    from skimage.measure import find_contours
-
-    from .labels import MYOCARDIUM
-
     titles = titles or {}
     names = list(predictions)
     n_rows = len(examples) * len(names)
@@ -165,17 +170,13 @@ def consecutive_frames_figure(cine: Cine, expert: np.ndarray, predictions: dict[
             for k, dt in enumerate((-1, 0, 1)):
                 tt = (t + dt) % n_t  # the cycle is periodic
                 ax = fig.add_subplot(n_rows, 3, row * 3 + k + 1)
-                frame = cine.frames[tt, z, r0:r1 + 1, c0:c1 + 1]
-                lo, hi = np.percentile(frame, (1, 99.5))
-                ax.imshow(frame, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+                ax.imshow(_windowed(cine.frames[tt, z, r0:r1 + 1, c0:c1 + 1]), cmap="gray", vmin=0, vmax=1)
                 layers = [(predictions[name], "red", "--")]
                 if dt == 0:
                     layers.insert(0, (expert, "lime", "-"))
                 for labels, colour, style in layers:
-                    mask = np.pad(labels[tt, z, r0:r1 + 1, c0:c1 + 1] == MYOCARDIUM, 1).astype(float)
-                    for contour in find_contours(mask, 0.5):
-                        ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=colour, linestyle=style,
-                                linewidth=1.1)
+                    for contour in _myocardium_contours(labels[tt, z, r0:r1 + 1, c0:c1 + 1]):
+                        ax.plot(contour[:, 0], contour[:, 1], color=colour, linestyle=style, linewidth=1.1)
                 ax.set_xticks([]), ax.set_yticks([])
                 ax.set_title(f"{titles.get(name, name)}: frame {tt + 1}, slice {z + 1}", fontsize=7)
             row += 1

@@ -11,7 +11,7 @@ How it stays fast (numbers in ``benchmarks/README.md``):
 - members share one architecture (:class:`Ensemble`), so a bundle's members after the
   first are read as weight arrays, not rebuilt as Keras models
   (:func:`LVMyoSegLib.bundle.load_ensemble`: 0.2 s per member instead of 1.3 s);
-- BatchNormalization folded into the convolution before it (:func:`fold_batchnorm`,
+- BatchNormalization folded into the convolution before it (:class:`FoldedModel`,
   inference only: ``w' = w * s``, ``b' = beta - mean * s``, ``s = gamma / sqrt(var + eps)``),
   which removes two passes over every feature map per convolution (about 10% faster);
 - slices go through in fixed-size batches (the last one padded by repeating its last
@@ -89,7 +89,6 @@ class FoldedModel:
     def __init__(self, source) -> None:
         import keras
 
-        self.source = source
         self._pairs = _fold_pairs(source)
         self._folded: dict[str, object] = {}
         if not self._pairs:
@@ -128,12 +127,20 @@ class FoldedModel:
                                np.broadcast_to(bias, kernel.shape[-1:]).astype(np.float32)])
 
 
-def fold_batchnorm(model):
-    """``model`` with each BatchNormalization folded into its convolution (see :class:`FoldedModel`)."""
-    return FoldedModel(model).model
+def architecture(saved: dict) -> object:
+    """What must agree between ensemble members: the model part (class and config) of a
+    serialised Keras model (a ``.keras`` file's ``config.json``), without random seeds."""
+    def unseeded(config: object) -> object:
+        if isinstance(config, dict):
+            return {k: unseeded(v) for k, v in config.items() if k != "seed"}
+        if isinstance(config, list):
+            return [unseeded(v) for v in config]
+        return config
+
+    return unseeded({k: saved.get(k) for k in ("class_name", "config")})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Ensemble:
     """Ensemble members that share one architecture: one Keras ``model`` holding the
     first member's weights, and every member's weights in ``model.weights`` order.
@@ -146,18 +153,33 @@ class Ensemble:
     model: object
     weights: tuple[tuple[np.ndarray, ...], ...]
 
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise InputError("No ensemble member to predict with.")
+        n = len(self.model.weights)
+        if any(len(w) != n for w in self.weights):
+            raise InputError(f"Every ensemble member needs the {n} weight arrays of model {self.model.name}.")
+
     @classmethod
     def of_models(cls, models: Sequence) -> "Ensemble":
-        """The ensemble of Keras models built alike (e.g. by one trainer)."""
+        """The ensemble of Keras models of one architecture (e.g. from one trainer)."""
+        import keras
+
         models = list(models)
         if not models:
             raise InputError("No ensemble member to predict with.")
-        shapes = [tuple(v.shape) for v in models[0].weights]
+        first = architecture(keras.saving.serialize_keras_object(models[0]))
         for i, m in enumerate(models[1:], start=1):
-            if [tuple(v.shape) for v in m.weights] != shapes:
+            if architecture(keras.saving.serialize_keras_object(m)) != first:
                 raise InputError(f"Ensemble member {i} ({m.name}) does not have the architecture of "
                                  f"member 0 ({models[0].name}); an ensemble's members must be built alike.")
         return cls(models[0], tuple(tuple(np.asarray(w) for w in m.get_weights()) for m in models))
+
+    def first(self, n: int) -> "Ensemble":
+        """The ensemble of the first ``n`` members."""
+        if not 1 <= n <= len(self.weights):
+            raise InputError(f"The ensemble has {len(self.weights)} members; asked for {n}.")
+        return self if n == len(self.weights) else Ensemble(self.model, self.weights[:n])
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -165,8 +187,9 @@ class Ensemble:
 
 def _checked_input(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
-    if x.ndim != 5 or x.shape[-1] != 1:
-        raise InputError(f"Network input must be [slices, frames, H, W, 1], got {x.shape}.")
+    if x.ndim != 5 or x.shape[-1] != 1 or min(x.shape[:2]) < 1:
+        raise InputError(f"Network input must be [slices, frames, H, W, 1] with at least one slice "
+                         f"and frame, got {x.shape}.")
     return x
 
 
@@ -202,7 +225,7 @@ class EnsemblePredictor:
         z = x.shape[0]
         batch = min(int(slices_per_batch), z)
         n = len(self.ensemble)
-        total: np.ndarray | None = None
+        total = np.zeros(0, np.float32)  # shaped by the first batch
         try:
             for k in range(n):
                 if k:
@@ -215,7 +238,7 @@ class EnsemblePredictor:
                     if stop - start < batch:  # pad to the fixed batch: no retrace for the last batch
                         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - (stop - start), axis=0)])
                     out = np.asarray(self._folded.model.predict_on_batch(chunk), dtype=np.float32)
-                    if total is None:
+                    if not total.size:
                         total = np.zeros((z,) + out.shape[1:], dtype=np.float32)
                     total[start:stop] += out[: stop - start]
                     if progress is not None:
@@ -224,7 +247,6 @@ class EnsemblePredictor:
         finally:
             if n > 1:
                 self._use_member(0)
-        assert total is not None
         return total / np.float32(n)
 
 

@@ -52,11 +52,14 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
                  loaded: tuple[Manifest, Ensemble] | None = None) -> SegmentationResult:
     """Segment every frame of ``cine`` with the first ``members`` (all when None) of the ensemble in ``bundle_dir``.
 
-    ``loaded`` lets a caller that segments many studies pass ``load_ensemble(bundle_dir, members)`` once.
+    ``loaded`` lets a caller that segments many studies pass ``load_ensemble(bundle_dir)`` once.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    manifest, ensemble = loaded if loaded is not None else load_ensemble(bundle_dir, members)
+    if loaded is None:
+        manifest, ensemble = load_ensemble(bundle_dir, members)
+    else:
+        manifest, ensemble = loaded[0], loaded[1] if members is None else loaded[1].first(members)
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
