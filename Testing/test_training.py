@@ -258,6 +258,14 @@ def test_ensemble_members_use_their_own_seed_and_cnn(tmp_path):
     # a second call finds both members finished and trains nothing
     again = training.train_ensemble(x, y, k, tmp_path, members=2, variant="one_level", cnn_config=cfg)
     assert all(_weights_equal(a, b) for a, b in zip(again, members))
+    # members of one run, trained here or reloaded from their checkpoints, form one ensemble
+    from LVMyoSegLib.bundle import load_ensemble, write_bundle
+    from LVMyoSegLib.inference import Ensemble
+
+    assert len(Ensemble.of_models([members[0], again[1]])) == 2
+    write_bundle(tmp_path / "bundle", members, model_id="t", variant="one_level", channels=("a", "b"),
+                 preprocessing={})
+    assert len(load_ensemble(tmp_path / "bundle")[1]) == 2
 
 
 def test_bad_training_arrays_are_refused(tmp_path):

@@ -129,15 +129,17 @@ class FoldedModel:
 
 def architecture(saved: dict) -> object:
     """What must agree between ensemble members: the model part (class and config) of a
-    serialised Keras model (a ``.keras`` file's ``config.json``), without random seeds."""
-    def unseeded(config: object) -> object:
+    serialised Keras model (a ``.keras`` file's ``config.json``), without random seeds or
+    the training settings nested models carry (``compile_config``: optimizer names are
+    numbered per process)."""
+    def bare(config: object) -> object:
         if isinstance(config, dict):
-            return {k: unseeded(v) for k, v in config.items() if k != "seed"}
+            return {k: bare(v) for k, v in config.items() if k not in ("seed", "compile_config")}
         if isinstance(config, list):
-            return [unseeded(v) for v in config]
+            return [bare(v) for v in config]
         return config
 
-    return unseeded({k: saved.get(k) for k in ("class_name", "config")})
+    return bare({k: saved.get(k) for k in ("class_name", "config")})
 
 
 @dataclass(frozen=True, eq=False)
