@@ -173,10 +173,10 @@ def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifes
     """Verify a bundle and load its first ``members`` members (all when None) for prediction.
 
     Returns ``(manifest, inference.Ensemble)``. The first member is loaded by Keras in
-    safe mode; each other member must have its architecture (the same ``config.json``
-    but for random seeds) and is read as weight arrays straight from its file, which
-    takes about a sixth of the time of building it as a Keras model. Weights that are
-    not finite are refused.
+    safe mode; each other member must have its architecture
+    (:func:`~LVMyoSegLib.inference.architecture` of its ``config.json``) and is read as
+    weight arrays straight from its file, about a sixth of the time of building it as a
+    Keras model. Weights that are not finite are refused.
     """
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
