@@ -10,7 +10,6 @@ LVMyoSegLib.mrml alone turns arrays into MRML nodes.
 import importlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -682,8 +681,9 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         Slices the user edited are marked as labelled (both channels); with ``includeUnedited``
         every slice is (the user reviewed them all). Returns the case folder.
         """
-        from LVMyoSegLib.dataset import add_case, list_cases
+        from LVMyoSegLib.dataset import add_case
         from LVMyoSegLib.labels import CHANNELS, Labels
+        from LVMyoSegLib.retraining import unique_case_id
 
         cineSequence, _, _, _ = self._resultNodes(segmentationSequence)
         cine = mrml.cine_from_sequence(cineSequence)
@@ -695,12 +695,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
                              "segmentation with the Segment Editor first, or export all frames as reviewed.")
         known = np.repeat(known2d[:, :, None], len(CHANNELS), axis=2)
         datasetDir = Path(datasetDir)
-        if caseId is None:
-            base = re.sub(r"[^A-Za-z0-9._-]+", "_", cineSequence.GetName()).strip("._-")[:80] or "case"
-            existing = set(list_cases(datasetDir)) if (datasetDir / "dataset.json").is_file() else set()
-            caseId, n = base, 2
-            while caseId in existing or (datasetDir / "cases" / caseId).exists():
-                caseId, n = f"{base}_{n}", n + 1
+        caseId = caseId or unique_case_id(datasetDir, cineSequence.GetName())
         return add_case(datasetDir, caseId, cine, Labels(labels, known, source=cineSequence.GetName()),
                         source=f"3D Slicer: {cineSequence.GetName()}",
                         edited_frames=np.argwhere(edited).tolist(), notes=notes)

@@ -185,7 +185,7 @@ def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifes
     model = _load_keras(files[0])
     weights = [tuple(np.asarray(w) for w in model.get_weights())]
     if n > 1:
-        paths = _weight_paths(model)
+        paths = _weight_paths(model, weights[0])
         first = architecture(_saved_config(files[0]))
         for path in files[1:]:
             if architecture(_saved_config(path)) != first:
@@ -213,17 +213,16 @@ def _saved_config(path: Path) -> dict:
     return config
 
 
-def _weight_paths(model) -> list[str]:
+def _weight_paths(model, current: tuple) -> list[str]:
     """The dataset of each of ``model.weights`` in a Keras weights file, in that order.
 
     Learned from Keras's own writer: every variable is set to its index, the model's
-    weights are saved, and each dataset's value names its variable; the weights are
-    then put back.
+    weights are saved, and each dataset's value names its variable; then the model gets
+    its ``current`` weights (``model.get_weights()``) back.
     """
     import h5py
 
     variables = list(model.weights)
-    original = [v.numpy() for v in variables]
     with tempfile.TemporaryDirectory(prefix="lvmyoseg-layout-") as tmp:
         probe = Path(tmp) / "probe.weights.h5"
         try:
@@ -231,7 +230,7 @@ def _weight_paths(model) -> list[str]:
                 v.assign(np.full(tuple(v.shape), i, dtype=np.dtype(v.dtype)))
             model.save_weights(probe)
         finally:
-            model.set_weights(original)
+            model.set_weights(current)
         found: dict[int, str] = {}
         with h5py.File(probe, "r") as f:
             def visit(name: str, obj) -> None:

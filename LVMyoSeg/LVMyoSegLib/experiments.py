@@ -81,15 +81,12 @@ class RunClock:
                 self.before = float(json.loads(self.path.read_text())["seconds"])
             except (ValueError, KeyError, TypeError):  # unreadable: count from now, do not block a resume
                 pass
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.t0 = time.perf_counter()
-
-    def seconds(self) -> float:
-        return self.before + time.perf_counter() - self.t0
 
     def save(self) -> float:
         """Write the total so far; returns it."""
-        seconds = self.seconds()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        seconds = self.before + time.perf_counter() - self.t0
         write_json_atomic(self.path, {"seconds": round(seconds, 1)})
         return seconds
 

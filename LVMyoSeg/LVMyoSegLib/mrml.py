@@ -681,7 +681,7 @@ def thickness_table(scene, function, *, name: str = "LV wall thickness", table_n
     phase = {function.ed_frame: "ED", function.es_frame: "ES"}
     rows = [(s, sec) for s in function.thickness for sec in s.sectors]
     columns = {
-        "phase": [phase.get(s.frame, str(s.frame)) for s, _ in rows],
+        "phase": [phase[s.frame] for s, _ in rows],  # thickness is measured at ED and ES only
         "frame": [s.frame for s, _ in rows],
         "slice": [s.slice for s, _ in rows],
         "level": [s.level or "" for s, _ in rows],
