@@ -9,7 +9,11 @@ cardiac cycle, any T; H, W multiples of 4) to sigmoid probabilities
   into the batch by :class:`FoldTime`; no per-frame Python loop). Stem conv, three
   stages of 9 residual units (conv3x3-BN-ReLU-conv3x3-BN + shortcut, ReLU), widths
   ``w, 2w, 4w`` (16/32/64 by default), stride 2 at the start of stages 2 and 3 with
-  a 1x1 projection shortcut. Decoder: the 1/4 features are deconvolved x2
+  a 1x1 projection shortcut. The projection subsamples first (a 1x1 pooling with
+  stride 2) and then convolves with stride 1: the same function as a strided 1x1
+  convolution, but it keeps training off oneDNN's strided 1x1 weight-gradient kernel,
+  which corrupts the heap when the input channels are not a multiple of the CPU's
+  vector width (8 with AVX2, 16 with AVX-512; ``docs/ONEDNN_CRASH.md``). Decoder: the 1/4 features are deconvolved x2
   (Conv2DTranspose 4x4), concatenated with the 1/2 features and deconvolved x2
   again to 2 sigmoid channels.
 - ``"one_level"``: frozen CNN features; a ConvLSTM on the 1/4 features only; the
@@ -182,8 +186,11 @@ def _conv_bn(x, filters: int, stride: int, seeds: _Seeds, name: str, relu: bool 
 def _residual_unit(x, filters: int, stride: int, seeds: _Seeds, name: str, out_name: str):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
-                                       kernel_initializer=seeds.he(), name=f"{name}_proj")(x)
+        if stride != 1:  # subsample, then a stride-1 1x1 convolution: see module docstring
+            shortcut = keras.layers.AveragePooling2D(pool_size=1, strides=stride,
+                                                     name=f"{name}_subsample")(shortcut)
+        shortcut = keras.layers.Conv2D(filters, 1, use_bias=False,
+                                       kernel_initializer=seeds.he(), name=f"{name}_proj")(shortcut)
         shortcut = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_proj_bn")(shortcut)
     y = _conv_bn(x, filters, stride, seeds, f"{name}_a")
     y = _conv_bn(y, filters, 1, seeds, f"{name}_b", relu=False)
