@@ -117,14 +117,18 @@ class FoldedModel:
     def refresh(self) -> None:
         """Recompute every folded convolution from the source's current weights."""
         for name, fused in self._folded.items():
-            conv, bn = self._pairs[name]
-            gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
-            beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
-            s = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
-            kernel = np.asarray(conv.kernel, np.float64) * s
-            bias = beta - np.asarray(bn.moving_mean, np.float64) * s
-            fused.set_weights([kernel.astype(np.float32),
-                               np.broadcast_to(bias, kernel.shape[-1:]).astype(np.float32)])
+            fused.set_weights(list(folded_conv(*self._pairs[name])))
+
+
+def folded_conv(conv, bn) -> tuple[np.ndarray, np.ndarray]:
+    """``(kernel, bias)`` float32 of a bias-free Conv2D followed by its BatchNormalization
+    (inference mode), as one convolution."""
+    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
+    beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
+    s = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    kernel = np.asarray(conv.kernel, np.float64) * s
+    bias = beta - np.asarray(bn.moving_mean, np.float64) * s
+    return kernel.astype(np.float32), np.broadcast_to(bias, kernel.shape[-1:]).astype(np.float32)
 
 
 def architecture(saved: dict) -> object:
