@@ -1,16 +1,22 @@
-"""Model bundles: a folder holding ``manifest.json`` and one ``.keras`` file per ensemble member.
+"""Model bundles: a folder holding ``manifest.json`` and, per ensemble member, a ``.keras``
+file (training) and an ``.onnx`` file (segmentation).
 
 The manifest records the format version, the network variant, the output
 channels, the preprocessing parameters the members were trained with, each
-member file with its SHA-256, a training-data summary, metrics, the parent
-model, the creation date and the package version. Loading verifies the format
-and every hash before Keras sees a file, and loads with Keras safe mode
-(no Lambda layers or other arbitrary code). For prediction, :func:`load_ensemble`
-builds only the first member as a Keras model and reads the others' weights.
+member's files with their SHA-256 (``file``/``sha256`` for Keras,
+``onnx_file``/``onnx_sha256`` for ONNX), a training-data summary, metrics, the
+parent model, the creation date and the package version. Loading verifies the
+format and every hash before Keras or ONNX Runtime sees a file, and Keras loads in
+safe mode (no Lambda layers or other arbitrary code). Segmentation opens the ONNX
+members (:func:`LVMyoSegLib.onnx_inference.load_onnx_ensemble`, no Keras needed);
+training and evaluation use :func:`load_members` / :func:`load_ensemble` (Keras),
+the latter building only the first member as a Keras model and reading the others'
+weights. :func:`write_bundle` writes both files of every member.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import io
@@ -33,6 +39,7 @@ BUNDLE_FORMAT = "lvmyoseg-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _WEIGHTS_ENTRY = "model.weights.h5"  # where a .keras archive keeps its weights
+_MEMBER_FILES = (("file", "sha256"), ("onnx_file", "onnx_sha256"))  # a member's files and their hashes
 
 
 def sha256_file(path: Path) -> str:
@@ -124,21 +131,26 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     for member in manifest.members:
-        path = bundle_dir / member["file"]
-        if Path(member["file"]).name != member["file"]:
-            raise ModelError(f"{bundle_dir / MANIFEST_NAME} names member {member['file']!r} outside "
-                             "the bundle folder; refusing it.")
-        if not path.is_file():
-            raise ModelError(f"Member file {path} listed in the manifest is missing; re-copy the bundle.")
-        actual = sha256_file(path)
-        if actual != member["sha256"]:
-            raise ModelError(f"Member file {path} does not match its SHA-256 in the manifest "
-                             f"(expected {member['sha256'][:12]}…, found {actual[:12]}…): it is damaged "
-                             "or was modified. Re-copy the bundle from its source.")
+        for file_key, hash_key in _MEMBER_FILES:
+            if file_key not in member:
+                continue
+            name, expected = str(member[file_key]), str(member.get(hash_key))
+            path = bundle_dir / name
+            if Path(name).name != name:
+                raise ModelError(f"{bundle_dir / MANIFEST_NAME} names member {name!r} outside "
+                                 "the bundle folder; refusing it.")
+            if not path.is_file():
+                raise ModelError(f"Member file {path} listed in the manifest is missing; re-copy the bundle.")
+            actual = sha256_file(path)
+            if actual != expected:
+                raise ModelError(f"Member file {path} does not match its SHA-256 in the manifest "
+                                 f"(expected {expected[:12]}…, found {actual[:12]}…): it is damaged "
+                                 "or was modified. Re-copy the bundle from its source.")
     return manifest
 
 
-def _member_count(bundle_dir: Path, manifest: Manifest, members: int | None) -> int:
+def member_count(bundle_dir: Path, manifest: Manifest, members: int | None) -> int:
+    """``members`` (all of the bundle's when None), checked against the bundle's member count."""
     n = len(manifest.members) if members is None else int(members)
     if not 1 <= n <= len(manifest.members):
         raise ModelError(f"{bundle_dir} has {len(manifest.members)} members; asked for {members}. "
@@ -165,7 +177,7 @@ def load_members(bundle_dir: Path, members: int | None = None) -> tuple[Manifest
     """Verify a bundle and load its first ``members`` Keras models (all when None), in safe mode."""
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
-    n = _member_count(bundle_dir, manifest, members)
+    n = member_count(bundle_dir, manifest, members)
     return manifest, [_load_keras(bundle_dir / m["file"]) for m in manifest.members[:n]]
 
 
@@ -180,7 +192,7 @@ def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifes
     """
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
-    n = _member_count(bundle_dir, manifest, members)
+    n = member_count(bundle_dir, manifest, members)
     files = [bundle_dir / m["file"] for m in manifest.members[:n]]
     model = _load_keras(files[0])
     weights = [tuple(np.asarray(w) for w in model.get_weights())]
@@ -284,12 +296,50 @@ def write_bundle(bundle_dir: Path, models: list, *, model_id: str, variant: str,
             name = f"member_{i}.keras"
             model.save(tmp / name)
             info = dict(member_info[i]) if member_info else {}
-            entries.append({"file": name, "sha256": sha256_file(tmp / name), **info})
+            entries.append({"file": name, "sha256": sha256_file(tmp / name),
+                            **_write_onnx_member(model, tmp, f"member_{i}.onnx"), **info})
         manifest = Manifest(model_id=model_id, variant=variant, channels=tuple(channels),
                             preprocessing=preprocessing, members=tuple(entries),
                             training=training or {}, metrics=metrics or {}, parent=parent,
                             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+        os.replace(tmp, bundle_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_onnx_member(model, folder: Path, name: str) -> dict[str, str]:
+    """Write the ONNX member of Keras ``model`` as ``folder/name``; its manifest entries."""
+    from .onnx_export import write_onnx
+
+    write_onnx(model, folder / name)
+    return {"onnx_file": name, "onnx_sha256": sha256_file(folder / name)}
+
+
+def add_onnx_members(source_dir: Path, bundle_dir: Path) -> Manifest:
+    """A new bundle ``bundle_dir``: ``source_dir``'s manifest and ``.keras`` files unchanged, plus
+    an ONNX member written from each ``.keras`` member (for bundles written before ONNX members).
+
+    Atomic; refuses to overwrite an existing folder.
+    """
+    source_dir, bundle_dir = Path(source_dir), Path(bundle_dir)
+    if bundle_dir.exists():
+        raise ModelError(f"{bundle_dir} already exists; model bundles are never overwritten. "
+                         "Choose a new folder name.")
+    manifest, models = load_members(source_dir)
+    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.", dir=bundle_dir.parent))
+    try:
+        entries = []
+        for member, model in zip(manifest.members, models):
+            shutil.copyfile(source_dir / member["file"], tmp / member["file"])
+            onnx_name = Path(member["file"]).with_suffix(".onnx").name
+            entries.append({**member, **_write_onnx_member(model, tmp, onnx_name)})
+        manifest = dataclasses.replace(manifest, members=tuple(entries))
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+        verify_bundle(tmp)
         os.replace(tmp, bundle_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -88,7 +88,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     progress = _Progress(args.progress_lines)
     result = segment_cine(cine, model_dir, members=args.members, threshold=args.threshold,
-                          progress=progress)
+                          progress=progress, device=args.device)
     out = Path(args.output)
     written = write_segmentation_outputs(out, cine, result, model_dir=model_dir,
                                          file_format=_output_format(input_path, args.format),
@@ -109,7 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          "from the LVMyoSeg repository or extension package.")
     ns = argparse.Namespace(path=cine_path, series=None, output=out, model=None, members=None,
                             threshold=0.5, progress_lines=False, format="nrrd", no_overlay=False,
-                            rv_insertion=None)
+                            rv_insertion=None, device="auto")
     code = cmd_segment(ns)
     print(f"Demo outputs are in {out.resolve()}")
     return code
@@ -201,6 +201,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .bundle import add_onnx_members
+
+    add_onnx_members(Path(args.bundle), Path(args.output))
+    print(f"wrote model bundle {args.output} (the Keras members of {args.bundle} and their ONNX members)")
+    return 0
+
+
 def cmd_dataset_sunnybrook(args: argparse.Namespace) -> int:
     from .sunnybrook import sunnybrook_to_dataset
 
@@ -242,6 +250,8 @@ def _add_training_options(p: argparse.ArgumentParser, default_members: int) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .onnx_inference import DEVICES
+
     parser = argparse.ArgumentParser(prog="lvmyoseg", description=(
         "LV myocardium segmentation of short-axis cine MRI (CNN + multi-level ConvLSTM ensemble)."))
     parser.add_argument("--version", action="version", version=f"lvmyoseg {__version__}")
@@ -266,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model bundle folder (default: the bundled model)")
     p.add_argument("--members", type=int, help="ensemble members to use (default: all)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="ONNX Runtime execution provider (default auto: CUDA or DirectML when present, "
+                        "else the CPU); report.json names the one used")
     p.add_argument("--format", choices=("nifti", "nrrd"),
                    help="output format (default: that of the input; NIfTI for DICOM input)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay PNG montage")
@@ -301,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")
     _add_training_options(p, default_members=5)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export-onnx", help="copy a model bundle written without ONNX members and add them "
+                                           "(needs the training requirements)")
+    p.add_argument("bundle", help="model bundle folder")
+    p.add_argument("-o", "--output", required=True, help="new model bundle folder (never overwritten)")
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("validate-function",
                        help="EDV/ESV/EF of a LOO run's held-out segmentations vs the expert labels")

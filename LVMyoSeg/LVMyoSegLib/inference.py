@@ -1,6 +1,7 @@
-"""Ensemble prediction on network-space arrays ``[Z, T, H, W, 1]`` -> ``[Z, T, H, W, C]``.
+"""Keras ensemble prediction on network-space arrays ``[Z, T, H, W, 1]`` -> ``[Z, T, H, W, C]``.
 
-Members' sigmoid probabilities are averaged (paper: 5 members, threshold 0.5).
+Used by training and evaluation (the Keras members being trained); segmentation runs
+the bundles' ONNX members instead (:mod:`LVMyoSegLib.onnx_inference`). Members' sigmoid probabilities are averaged (paper: 5 members, threshold 0.5).
 How it stays fast (numbers in ``benchmarks/README.md``):
 
 - one compiled graph for the whole ensemble: :class:`EnsemblePredictor` builds one
@@ -19,13 +20,12 @@ How it stays fast (numbers in ``benchmarks/README.md``):
   Python loop. The default, 1 slice (all its frames) per call, was as fast as 2 or 4
   in the benchmark, uses the least memory and gives the finest progress and cancel;
 - devices and threads are TensorFlow's defaults: a GPU is used when present (with
-  memory growth, so Slicer and the network can share it) and the CPU thread pools
+  memory growth, set in :mod:`LVMyoSegLib.networks`) and the CPU thread pools
   size themselves to the cores this process may use; nothing pins a device.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,20 +33,9 @@ import numpy as np
 
 from .errors import CancelledError, InputError
 
-# Read by TensorFlow when it creates a GPU device: allocate GPU memory as needed
-# instead of all of it at once. A user's own setting wins.
-os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
 SLICES_PER_BATCH = 1
-
-
-def compute_device() -> str:
-    """"GPU" when TensorFlow sees one (it then runs the network there), else "CPU"."""
-    import tensorflow as tf
-
-    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
 
 
 def _fold_pairs(model) -> dict[str, tuple]:

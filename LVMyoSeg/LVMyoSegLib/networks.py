@@ -28,7 +28,14 @@ so training can run the head alone on precomputed features.
 
 from __future__ import annotations
 
-import keras
+import os
+
+# Read by TensorFlow when it creates a GPU device (at the first operation, after these
+# imports): allocate GPU memory as needed instead of all of it at once, so training can
+# share the GPU with Slicer. A user's own setting wins.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+
+import keras  # noqa: E402
 from keras import ops
 
 VARIANTS: tuple[str, ...] = ("cnn", "one_level", "multi_level")

@@ -1,4 +1,8 @@
-"""Cine -> probabilities and label map on the input grid, with stage timings."""
+"""Cine -> probabilities and label map on the input grid, with stage timings.
+
+The network runs in ONNX Runtime (:mod:`LVMyoSegLib.onnx_inference`); nothing here
+imports TensorFlow or Keras.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from . import preprocess
-from .bundle import Manifest, load_ensemble
+from .bundle import Manifest
 from .cine import Cine
 from .errors import InputError
-from .inference import CancelFn, Ensemble, ProgressFn, compute_device, predict_ensemble
+from .onnx_inference import CancelFn, OnnxEnsemble, ProgressFn, load_onnx_ensemble
 from .labels import BLOOD_POOL, MYOCARDIUM
 
 
@@ -32,6 +36,7 @@ class SegmentationResult:
     threshold: float
     timings_s: dict[str, float] = field(default_factory=dict)
     device: str = "CPU"
+    execution_provider: str = "CPUExecutionProvider"
 
 
 def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -49,15 +54,17 @@ def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5)
 
 def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, threshold: float = 0.5,
                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                 loaded: tuple[Manifest, Ensemble] | None = None) -> SegmentationResult:
+                 loaded: tuple[Manifest, OnnxEnsemble] | None = None,
+                 device: str = "auto") -> SegmentationResult:
     """Segment every frame of ``cine`` with the first ``members`` (all when None) of the ensemble in ``bundle_dir``.
 
-    ``loaded`` lets a caller that segments many studies pass ``load_ensemble(bundle_dir)`` once.
+    ``device`` picks the ONNX Runtime execution provider (:data:`LVMyoSegLib.onnx_inference.DEVICES`).
+    ``loaded`` lets a caller that segments many studies pass ``load_onnx_ensemble(bundle_dir)`` once.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:
-        manifest, ensemble = load_ensemble(bundle_dir, members)
+        manifest, ensemble = load_onnx_ensemble(bundle_dir, members, device)
     else:
         manifest, ensemble = loaded[0], loaded[1] if members is None else loaded[1].first(members)
     timings["load_model"] = time.perf_counter() - t0
@@ -68,9 +75,8 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     timings["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    device = compute_device()
-    on_device = None if progress is None else (lambda f, msg: progress(f, f"{msg} on {device}"))
-    net = predict_ensemble(ensemble, x, progress=on_device, cancel=cancel)
+    on_device = None if progress is None else (lambda f, msg: progress(f, f"{msg} on {ensemble.device}"))
+    net = ensemble.predict(x, progress=on_device, cancel=cancel)
     timings["network"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -78,4 +84,4 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     label_map = labels_from_probabilities(probabilities, threshold)
     timings["inverse_mapping"] = time.perf_counter() - t0
     return SegmentationResult(probabilities, label_map, transform, manifest.model_id, len(ensemble),
-                              threshold, timings, device)
+                              threshold, timings, ensemble.device, ensemble.provider)

@@ -79,6 +79,7 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
             "model": {"id": result.model_id, "dir": str(model_dir), "members_used": result.members},
             "threshold": result.threshold,
             "device": result.device,
+            "execution_provider": result.execution_provider,
             "outputs": {k: v for k, v in names.items() if (staging / v).exists() or k == "report"},
             "label_values": {"0": "background", "1": "LV myocardium", "2": "LV blood pool"},
             "timing_s": {"read": round(read_seconds, 3),
