@@ -208,11 +208,9 @@ def _float_tensor(value: float):
     return helper.make_tensor("value", TensorProto.FLOAT, [1], [value])
 
 
-def to_onnx(model, *, float16: bool = False):
-    """The ONNX model (``onnx.ModelProto``) of a Keras model built by :mod:`LVMyoSegLib.networks`.
-
-    ``float16`` stores the weights as float16 (computation stays float32).
-    """
+def to_onnx(model):
+    """The ONNX model (``onnx.ModelProto``, float32 weights) of a Keras model built by
+    :mod:`LVMyoSegLib.networks`."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -239,8 +237,6 @@ def to_onnx(model, *, float16: bool = False):
     hw = g.op("Slice", [cine_shape, g.const("i2", np.array([2])), g.const("i4", np.array([4]))])
     g.op("Reshape", [y, g.op("Concat", [frames_shape, hw, g.const("ch", np.array([channels]))], axis=0)],
          outputs=[OUTPUT_NAME])
-    if float16:
-        _store_float16(g)
     graph = helper.make_graph(
         g.nodes, f"lvmyoseg_{variant}",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["slices", "frames", "height", "width", 1])],
@@ -253,21 +249,6 @@ def to_onnx(model, *, float16: bool = False):
     return proto
 
 
-def _store_float16(g: _Graph) -> None:
-    """Store every float32 initializer as float16, cast back to float32 by a ``Cast`` node."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    stored = []
-    for tensor in g.initializers:
-        if tensor.data_type != TensorProto.FLOAT:
-            stored.append(tensor)
-            continue
-        half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name + "_f16")
-        stored.append(half)
-        g.nodes.insert(0, helper.make_node("Cast", [half.name], [tensor.name], to=TensorProto.FLOAT))
-    g.initializers[:] = stored
-
-
-def write_onnx(model, path: Path, *, float16: bool = False) -> None:
+def write_onnx(model, path: Path) -> None:
     """Write the ONNX model of ``model`` to ``path``."""
-    Path(path).write_bytes(to_onnx(model, float16=float16).SerializeToString())
+    Path(path).write_bytes(to_onnx(model).SerializeToString())

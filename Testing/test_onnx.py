@@ -1,0 +1,204 @@
+"""ONNX members: the exported graphs equal the Keras models, bundles carry and check them, and
+segmentation runs in ONNX Runtime in a process where TensorFlow and Keras cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from LVMyoSegLib import networks  # noqa: E402
+from LVMyoSegLib.bundle import (MANIFEST_NAME, add_onnx_members, load_members, verify_bundle,  # noqa: E402
+                                write_bundle)
+from LVMyoSegLib.errors import InputError, ModelError  # noqa: E402
+from LVMyoSegLib.inference import predict_ensemble  # noqa: E402
+from LVMyoSegLib.labels import CHANNELS  # noqa: E402
+from LVMyoSegLib.onnx_export import to_onnx  # noqa: E402
+from LVMyoSegLib.onnx_inference import execution_providers, load_onnx_ensemble, session  # noqa: E402
+from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir  # noqa: E402
+
+TOL = 1e-3  # the contract: within 1e-3 of the Keras model
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _x(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _nontrivial(model, seed: int):
+    """Random BatchNorm statistics and non-zero peepholes, so folding and peepholes matter."""
+    rng = np.random.default_rng(seed)
+    cnn = model if model.name == "cnn" else networks.model_parts(model)[0]
+    for layer in cnn.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
+                               rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    if model.name != "cnn":
+        for layer in networks.model_parts(model)[1].layers:
+            if isinstance(layer, networks.PeepholeConvLSTM2D):
+                weights = layer.get_weights()
+                layer.set_weights(weights[:3] + [rng.normal(0, 0.5, w.shape) for w in weights[3:]])
+    return model
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    """One small model per variant (width 4, 2 units per stage), non-trivial BN and peepholes."""
+    out = {}
+    for variant in networks.VARIANTS:
+        cnn = networks.build_cnn(width=4, units=2, seed=1)
+        out[variant] = _nontrivial(networks.build_model(variant, cnn, seed=2), seed=3)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", networks.VARIANTS)
+def test_onnx_graph_equals_keras_model(small_models, variant) -> None:
+    model = small_models[variant]
+    sess = session(to_onnx(model).SerializeToString(), "cpu")
+    for frames in (20, 25, 30):
+        x = _x((2, frames, 32, 32, 1), seed=frames)
+        expected = np.asarray(model(x, training=False))
+        got = sess.run(None, {"cine": x})[0]
+        assert got.shape == expected.shape == (2, frames, 32, 32, 2)
+        assert np.abs(got - expected).max() < TOL, (variant, frames)
+
+
+def test_circular_passes_and_other_sizes_are_exported() -> None:
+    """Two warm-up passes (not only the product's one) and a non-square input give Keras' numbers."""
+    cnn = networks.build_cnn(width=4, units=1, seed=5)
+    model = _nontrivial(networks.build_model("multi_level", cnn, seed=6, circular_passes=2), seed=7)
+    zero = _nontrivial(networks.build_model("one_level", networks.build_cnn(width=4, units=1, seed=5),
+                                            seed=6, circular_passes=0), seed=7)
+    x = _x((3, 7, 24, 40, 1))
+    for m in (model, zero):
+        got = session(to_onnx(m).SerializeToString(), "cpu").run(None, {"cine": x})[0]
+        assert np.abs(got - np.asarray(m(x, training=False))).max() < TOL
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, small_models) -> Path:
+    models = [small_models["multi_level"],
+              _nontrivial(networks.build_model("multi_level", networks.build_cnn(width=4, units=2, seed=8),
+                                               seed=9), seed=10)]
+    path = tmp_path_factory.mktemp("bundles") / "onnx"
+    write_bundle(path, models, model_id="onnx-test", variant="multi_level", channels=CHANNELS,
+                 preprocessing={"pixel_mm": 2.0, "crop_size": 32})
+    return path
+
+
+@pytest.mark.slow
+def test_bundle_members_carry_hashed_onnx_files_that_predict_like_keras(bundle) -> None:
+    manifest = verify_bundle(bundle)
+    for i, member in enumerate(manifest.members):
+        assert member["onnx_file"] == f"member_{i}.onnx" and len(member["onnx_sha256"]) == 64
+    _, models = load_members(bundle)
+    x = _x((3, 20, 32, 32, 1), seed=4)
+    expected = predict_ensemble(models, x)
+    _, ensemble = load_onnx_ensemble(bundle, device="cpu")
+    assert len(ensemble) == 2 and ensemble.provider == "CPUExecutionProvider" and ensemble.device == "CPU"
+    for per_batch in (1, 2, 3):
+        assert np.abs(ensemble.predict(x, slices_per_batch=per_batch) - expected).max() < TOL
+    assert np.abs(ensemble.first(1).predict(x) - predict_ensemble(models[:1], x)).max() < TOL
+
+
+def test_damaged_or_missing_onnx_members_are_refused(bundle, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    member = copy / "member_1.onnx"
+    data = bytearray(member.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    member.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="member_1.onnx.*SHA-256"):
+        load_onnx_ensemble(copy)
+    member.unlink()
+    with pytest.raises(ModelError, match="member_1.onnx.*missing"):
+        load_onnx_ensemble(copy)
+
+
+def test_bundle_without_onnx_members_is_refused_then_converted(bundle, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    manifest = json.loads((old / MANIFEST_NAME).read_text())
+    for member in manifest["members"]:
+        (old / member.pop("onnx_file")).unlink()
+        del member["onnx_sha256"]
+    (old / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="no ONNX members.*export-onnx"):
+        load_onnx_ensemble(old)
+    new = tmp_path / "new"
+    add_onnx_members(old, new)
+    for name in ("member_0.keras", "member_1.keras"):
+        assert (new / name).read_bytes() == (old / name).read_bytes()
+    x = _x((1, 20, 32, 32, 1))
+    a = load_onnx_ensemble(new)[1].predict(x)
+    b = load_onnx_ensemble(bundle)[1].predict(x)
+    assert np.array_equal(a, b)
+    with pytest.raises(ModelError, match="already exists"):
+        add_onnx_members(old, new)
+
+
+def test_execution_provider_choice() -> None:
+    assert execution_providers("cpu") == ["CPUExecutionProvider"]
+    assert execution_providers("auto")[-1] == "CPUExecutionProvider"
+    with pytest.raises(InputError, match="Unknown device 'tpu'"):
+        execution_providers("tpu")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(InputError, match="onnxruntime-gpu"):
+            execution_providers("cuda")
+
+
+@pytest.mark.slow
+def test_shipped_bundle_onnx_member_equals_its_keras_member() -> None:
+    """The bundled model's ONNX member against its Keras member on the real sample study."""
+    from LVMyoSegLib import preprocess
+    from LVMyoSegLib.volume_files import read_4d
+
+    manifest, (model,) = load_members(bundled_model_dir())
+    cine = read_4d(sample_case_dir() / "cine.nrrd")
+    x = preprocess.to_network(cine, preprocess.localise(cine, **manifest.preprocessing))[:3]
+    _, ensemble = load_onnx_ensemble(bundled_model_dir(), device="cpu")
+    assert np.abs(ensemble.predict(x) - predict_ensemble([model], x)).max() < TOL
+
+
+_BLOCKER = """
+import sys
+
+class _NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
+@pytest.mark.slow
+def test_segment_runs_where_tensorflow_cannot_be_imported(bundle, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(textwrap.dedent(_BLOCKER))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO / "LVMyoSeg")])}
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "blocked" in probe.stderr  # the blocker works
+    out = tmp_path / "seg"
+    run = subprocess.run([sys.executable, "-m", "LVMyoSegLib.cli", "segment", str(sample_case_dir() / "cine.nrrd"),
+                          "-o", str(out), "--model", str(bundle), "--device", "cpu", "--no-overlay"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["execution_provider"] == "CPUExecutionProvider" and report["device"] == "CPU"
+    assert report["model"]["members_used"] == 2 and (out / "labels.nrrd").is_file()
