@@ -126,15 +126,17 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     return Manifest.from_dict(data, path)
 
 
+def member_files(member: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(file name, SHA-256)`` of each file of one manifest member (``.keras``, then ``.onnx`` if any)."""
+    return [(str(member[f]), str(member.get(h))) for f, h in _MEMBER_FILES if f in member]
+
+
 def verify_bundle(bundle_dir: Path) -> Manifest:
     """Read the manifest and check every member file's SHA-256; raise :class:`ModelError` if any differs."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     for member in manifest.members:
-        for file_key, hash_key in _MEMBER_FILES:
-            if file_key not in member:
-                continue
-            name, expected = str(member[file_key]), str(member.get(hash_key))
+        for name, expected in member_files(member):
             path = bundle_dir / name
             if Path(name).name != name:
                 raise ModelError(f"{bundle_dir / MANIFEST_NAME} names member {name!r} outside "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bundle import MANIFEST_NAME, Manifest, read_manifest, verify_bundle
+from .bundle import MANIFEST_NAME, Manifest, member_files, read_manifest, verify_bundle
 from .errors import ModelError
 from .resources import MODELS_DIR, bundled_model_dir
 
@@ -213,7 +213,8 @@ def register(bundle_dir: Path, registry_dir: Path, *, model_id: str | None = Non
     staging = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=target.parent))
     try:
         for member in manifest.members:
-            shutil.copy2(bundle_dir / member["file"], staging / member["file"])
+            for name, _ in member_files(member):
+                shutil.copy2(bundle_dir / name, staging / name)
         data = json.loads((bundle_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
         data["model_id"] = model_id
         (staging / MANIFEST_NAME).write_text(json.dumps(data, indent=2), encoding="utf-8")
