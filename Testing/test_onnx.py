@@ -194,6 +194,12 @@ def test_segment_runs_where_tensorflow_cannot_be_imported(bundle, tmp_path: Path
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO / "LVMyoSeg")])}
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "blocked" in probe.stderr  # the blocker works
+    # what the Slicer segmentation module imports in Slicer's process
+    modules = ("registry", "cli_process", "resources", "cardiac_function", "volume_files", "pipeline",
+               "dataset", "labels", "retraining", "onnx_inference", "bundle", "cli")
+    imports = subprocess.run([sys.executable, "-c", "; ".join(f"import LVMyoSegLib.{m}" for m in modules)],
+                             env=env, capture_output=True, text=True)
+    assert imports.returncode == 0, imports.stderr
     out = tmp_path / "seg"
     run = subprocess.run([sys.executable, "-m", "LVMyoSegLib.cli", "segment", str(sample_case_dir() / "cine.nrrd"),
                           "-o", str(out), "--model", str(bundle), "--device", "cpu", "--no-overlay"],

@@ -170,6 +170,7 @@ def section(title: str) -> None:
 # ------------------------------------------------------------------ the machine
 
 def machine_info() -> dict[str, Any]:
+    import onnxruntime as ort
     import tensorflow as tf
 
     flags: set[str] = set()
@@ -180,7 +181,7 @@ def machine_info() -> dict[str, Any]:
                 flags = set(line.split(":", 1)[1].split())
             elif line.startswith("model name") and not model:
                 model = line.split(":", 1)[1].strip()
-    wanted = ["avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",
+    wanted = ["avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "avx_vnni",
               "amx_bf16", "amx_tile", "amx_int8"]
     intra = tf.config.threading.get_intra_op_parallelism_threads()
     inter = tf.config.threading.get_inter_op_parallelism_threads()
@@ -193,6 +194,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": ort.get_available_providers(),
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "tf_intra_op_threads": intra or f"default (0 = cores available: {len(os.sched_getaffinity(0))})",
         "tf_inter_op_threads": inter or "default (0)",
@@ -421,14 +424,48 @@ def build_bundles(folder: Path, members: int, given: Path | None,
     return out
 
 
-def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path) -> tuple[dict, Any]:
-    """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process)."""
+class KerasRuntime:
+    """The Keras path (``inference.EnsemblePredictor``: one compiled, BatchNorm-folded graph, Keras
+    predict), behind the interface ``segment_cine`` uses for its ONNX ensemble, so both runtimes
+    are timed through the same pipeline."""
+
+    provider = "Keras (TensorFlow)"
+
+    def __init__(self, ensemble) -> None:
+        import tensorflow as tf
+
+        from LVMyoSegLib.inference import EnsemblePredictor
+
+        self._predictor = EnsemblePredictor(ensemble)
+        self._members = len(ensemble)
+        self.device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+    def predict(self, x, **kwargs):
+        return self._predictor.predict(x, **kwargs)
+
+    def __len__(self) -> int:
+        return self._members
+
+
+def load_runtime(bundle: Path, members: int, runtime: str):
+    """``(manifest, ensemble)`` for ``segment_cine(loaded=...)``: ONNX Runtime (the product) or Keras."""
     from LVMyoSegLib.bundle import load_ensemble
+    from LVMyoSegLib.onnx_inference import load_onnx_ensemble
+
+    if runtime == "onnx":
+        return load_onnx_ensemble(bundle, members)
+    manifest, ensemble = load_ensemble(bundle, members)
+    return manifest, KerasRuntime(ensemble)
+
+
+def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path,
+                 runtime: str = "onnx") -> tuple[dict, Any]:
+    """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process)."""
     from LVMyoSegLib.pipeline import segment_cine
     from LVMyoSegLib.segment_outputs import write_segmentation_outputs
 
     t0 = time.perf_counter()
-    loaded = load_ensemble(bundle, members)
+    loaded = load_runtime(bundle, members, runtime)
     load_s = time.perf_counter() - t0
     result = segment_cine(cine, bundle, members=members, loaded=loaded)
     t0 = time.perf_counter()
@@ -511,6 +548,97 @@ _NAIVE_HEAD = ["variant", "members", "naive = model.predict", "naive network s",
                "speed-up (network)", "speed-up (end to end)"]
 
 
+# ------------------------------------------------------------------ runtimes: Keras vs ONNX Runtime
+
+_COLD = """
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+runtime, bundle, x_path, members = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+x = np.load(x_path)
+if runtime == "onnx":
+    from LVMyoSegLib.onnx_inference import load_onnx_ensemble
+    t1 = time.perf_counter()
+    ensemble = load_onnx_ensemble(bundle, members)[1]
+    predict = ensemble.predict
+else:
+    from LVMyoSegLib.bundle import load_ensemble
+    from LVMyoSegLib.inference import EnsemblePredictor
+    t1 = time.perf_counter()
+    predict = EnsemblePredictor(load_ensemble(bundle, members)[1]).predict
+t2 = time.perf_counter()
+predict(x)
+t3 = time.perf_counter()
+predict(x)
+t4 = time.perf_counter()
+print("COLD " + json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 - t2,
+                            "warm_predict_s": t4 - t3, "cold_total_s": t3 - t0}))
+"""
+
+
+def cold_start(runtime: str, bundle: Path, x: np.ndarray, members: int) -> dict:
+    """A fresh process: imports, bundle load, first and second prediction of ``x`` (one slice)."""
+    with tempfile.TemporaryDirectory(prefix="lvmyoseg-bench-cold-") as tmp:
+        x_path = Path(tmp) / "x.npy"
+        np.save(x_path, x)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(networks.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run([sys.executable, "-c", _COLD, runtime, str(bundle), str(x_path), str(members)],
+                              capture_output=True, text=True, env=env)
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("COLD ")]
+    if done.returncode or not line:
+        raise RuntimeError(f"cold-start child ({runtime}) failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(line[0][5:])
+
+
+def runtime_rows(study: Path, bundle: Path, members: int, repeats: int) -> tuple[list, list, dict]:
+    """End-to-end ``segment`` through Keras and through ONNX Runtime, alternating; cold starts."""
+    from LVMyoSegLib import preprocess
+    from LVMyoSegLib.bundle import read_manifest
+    from LVMyoSegLib.readers import read_cine
+
+    t0 = time.perf_counter()
+    cine = read_cine(study)
+    read_s = time.perf_counter() - t0
+    print(f"Study {study.name}: T={cine.n_phases}, Z={cine.n_slices}; bundle {bundle} "
+          f"({read_manifest(bundle).model_id}), {members} member(s).\n", flush=True)
+    raw: dict[str, Any] = {"keras": [], "onnx": []}
+    tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-rt-"))
+    try:
+        for r in range(repeats):
+            for runtime in (("keras", "onnx") if r % 2 == 0 else ("onnx", "keras")):
+                t, result = segment_once(cine, read_s, bundle, members, tmp / "out", runtime)
+                raw[runtime].append(t)
+                print(f"progress: {runtime} total {t['total']:.2f} s, network {t['network']:.2f} s",
+                      file=sys.stderr, flush=True)
+                if runtime == "onnx":
+                    raw["onnx_provider"] = result.execution_provider
+                    x_one = preprocess.to_network(cine, result.transform)[:1]
+                del result
+                keras.backend.clear_session()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = []
+    for runtime in ("keras", "onnx"):
+        med = {k: float(np.median([t[k] for t in raw[runtime]])) for k in ("load_model", "network", "total")}
+        raw[f"{runtime}_median"] = med
+        rows.append([runtime, len(raw[runtime]), med["load_model"], med["network"], med["total"]])
+    raw["speedup_network"] = raw["keras_median"]["network"] / raw["onnx_median"]["network"]
+    raw["speedup_total"] = raw["keras_median"]["total"] / raw["onnx_median"]["total"]
+    cold_rows = []
+    for runtime in ("keras", "onnx"):
+        c = cold_start(runtime, bundle, x_one, members)
+        raw[f"{runtime}_cold"] = c
+        cold_rows.append([runtime, c["import_s"], c["load_s"], c["first_predict_s"], c["warm_predict_s"],
+                          c["cold_total_s"]])
+    return rows, cold_rows, raw
+
+
+_RT_HEAD = ["runtime", "runs", "load s (median)", "network s (median)", "total s (median)"]
+_COLD_HEAD = ["runtime", "import s", "load s", "first predict s (1 slice)", "second predict s",
+              "cold total s (start to first result)"]
+
+
 # ------------------------------------------------------------------ memory (child processes)
 
 def child_memory(args: argparse.Namespace) -> None:
@@ -566,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--study", type=Path, default=default_root() / "dicom" / DEFAULT_STUDY,
                    help="DICOM folder of the study for the end-to-end part")
     p.add_argument("--model", type=Path, help="a trained bundle (else untrained bundles are built)")
-    p.add_argument("--only", default="machine,macs,inference,training,segment,memory",
+    p.add_argument("--only", default="machine,macs,inference,training,segment,memory,runtimes",
                    help="comma-separated parts to run")
     p.add_argument("--repeats", type=int, help="timed repeats per measurement")
     p.add_argument("--slices", type=int, help="use only this many middle slices of the study")
@@ -641,6 +769,19 @@ def main(argv: list[str] | None = None) -> int:
         print(table(TRAIN_HEAD, []))
         rows, raw = training_rows(limit, repeats, items)
         report["training"] = {"items": items, **raw}
+
+    if "runtimes" in parts:
+        from LVMyoSegLib.resources import bundled_model_dir
+
+        bundle = args.model or bundled_model_dir()
+        section("Runtimes: end-to-end `segment` through Keras predict vs ONNX Runtime (same run)")
+        rows, cold_rows, raw = runtime_rows(args.study, bundle, 1, repeats)
+        print(table(_RT_HEAD, rows))
+        print(f"\nONNX Runtime provider: {raw['onnx_provider']}. ONNX / Keras speed-up: network "
+              f"{raw['speedup_network']:.2f}x, end to end {raw['speedup_total']:.2f}x.")
+        print("\nCold start (a fresh process: imports, bundle load, first prediction of one slice):\n")
+        print(table(_COLD_HEAD, cold_rows))
+        report["runtimes"] = raw
 
     bundles: dict[str, BenchBundle] = {}
     tmp = Path(tempfile.mkdtemp(prefix="lvmyoseg-bench-"))
