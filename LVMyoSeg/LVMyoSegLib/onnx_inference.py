@@ -64,6 +64,9 @@ def session(model: bytes, device: str = "auto"):
     providers = execution_providers(device)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no warnings on the user's console
+    # Idle CPU threads sleep instead of spinning: with other work on the cores (Slicer, a
+    # training run) spinning threads slowed the network 1.6x in the benchmark.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, sess_options=options,
                                 providers=[(p, _provider_options(p)) for p in providers])
 
