@@ -146,7 +146,7 @@ def _member_count(bundle_dir: Path, manifest: Manifest, members: int | None) -> 
     return n
 
 
-def _load_keras(path: Path):
+def load_keras_file(path: Path):
     """One member file as a Keras model, in safe mode."""
     import keras
 
@@ -166,7 +166,7 @@ def load_members(bundle_dir: Path, members: int | None = None) -> tuple[Manifest
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
     n = _member_count(bundle_dir, manifest, members)
-    return manifest, [_load_keras(bundle_dir / m["file"]) for m in manifest.members[:n]]
+    return manifest, [load_keras_file(bundle_dir / m["file"]) for m in manifest.members[:n]]
 
 
 def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifest, Ensemble]:
@@ -182,7 +182,7 @@ def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifes
     manifest = verify_bundle(bundle_dir)
     n = _member_count(bundle_dir, manifest, members)
     files = [bundle_dir / m["file"] for m in manifest.members[:n]]
-    model = _load_keras(files[0])
+    model = load_keras_file(files[0])
     weights = [tuple(np.asarray(w) for w in model.get_weights())]
     if n > 1:
         paths = _weight_paths(model, weights[0])

@@ -171,10 +171,24 @@ def cmd_loo(args: argparse.Namespace) -> int:
     results = run_loo(Path(args.dataset), Path(args.output), _experiment_config(args),
                       init_bundle=_init_bundle(args.init, _registry_dir(args)),
                       cases=args.cases.split(",") if args.cases else None,
+                      stage_one=Path(args.stage_one) if args.stage_one else None,
                       progress=_training_progress(args.progress_lines))
     print((Path(args.output) / "loo_table.md").read_text())
     print(f"{results['folds_done']}/{results['folds_total']} folds done; this run took "
           f"{time.perf_counter() - t0:.0f} s. Results: {Path(args.output) / 'loo_results.json'}")
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from .cross_validation import run_cv
+
+    t0 = time.perf_counter()
+    results = run_cv(Path(args.edes), Path(args.output), _experiment_config(args),
+                     cine_dataset=Path(args.cines) if args.cines else None, n_folds=args.folds,
+                     folds_to_run=args.fold, progress=_training_progress(args.progress_lines))
+    print((Path(args.output) / "cv_table.md").read_text())
+    print(f"{results['folds_done']}/{results['folds_total']} folds done; this run took "
+          f"{time.perf_counter() - t0:.0f} s. Results: {Path(args.output) / 'cv_results.json'}")
     return 0
 
 
@@ -196,6 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       variant=args.variant, model_id=model_id,
                       init_bundle=_init_bundle(args.init, registry_dir), metrics=metrics,
                       cases=args.cases.split(",") if args.cases else None,
+                      edes_root=Path(args.edes) if args.edes else None,
                       progress=_training_progress(args.progress_lines))
     print(f"wrote model bundle {out}" + (f"; registered as {model_id} in {registry_dir}" if args.register else ""))
     return 0
@@ -284,8 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="LVMyoSeg training dataset folder")
     p.add_argument("-o", "--output", required=True, help="run folder (resumes when it exists)")
     p.add_argument("--cases", help="comma-separated subset of case ids")
+    p.add_argument("--stage-one", help="a `lvmyoseg cv` run folder: each fold's CNN is the one of the "
+                                       "cross-validation fold that held the same patient out")
     _add_training_options(p, default_members=1)
     p.set_defaults(func=cmd_loo)
+
+    p = sub.add_parser("cv", help="patient-level cross-validation of the CNN over labelled ED/ES frames")
+    p.add_argument("edes", help="folder of labelled ED/ES frames (frames.csv, images/, endocardium/, "
+                                "epicardium/), e.g. ../shared/data/sunnybrook-edes")
+    p.add_argument("-o", "--output", required=True, help="run folder (resumes when it exists)")
+    p.add_argument("--cines", help="LVMyoSeg dataset of whole cines of some of the same patients (their "
+                                   "cine frames replace their ED/ES frames in training)")
+    p.add_argument("--folds", type=int, default=6, help="number of folds (default 6)")
+    p.add_argument("--fold", type=int, action="append", help="run only this fold (0-based; repeatable)")
+    _add_training_options(p, default_members=1)
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("train", help="train on every case of a dataset and write a model bundle")
     p.add_argument("dataset")
@@ -299,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
     p.add_argument("--model-id", help="model id for the manifest (default: the output folder name)")
     p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")
+    p.add_argument("--edes", help="folder of labelled ED/ES frames of more patients: stage 1 (the CNN) "
+                                  "also trains on them")
     _add_training_options(p, default_members=5)
     p.set_defaults(func=cmd_train)
 

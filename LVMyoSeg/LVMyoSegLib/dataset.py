@@ -10,7 +10,8 @@ Layout::
 
 ``case.json`` holds ``known`` as nested lists ``[T][Z][2]`` of 0/1 (channels
 myocardium, blood pool), the source, who exported it and when, the frames the
-user edited or reviewed (if any) and free notes. ``dataset.json`` records each
+user edited or reviewed (if any), free notes, and ``complete_stacks`` (the labelled
+frames' labels cover every LV slice, as an expert's whole-stack contours do). ``dataset.json`` records each
 case's files with their SHA-256, so a damaged or altered case is refused.
 Cases are added, never overwritten.
 """
@@ -78,8 +79,13 @@ def validate_case(cine: Cine, labels: Labels) -> None:
 
 
 def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, source: str = "",
-             edited_frames: list[list[int]] | None = None, notes: str = "") -> Path:
-    """Add a case to ``dataset_dir`` (created if needed); never overwrites an existing case."""
+             edited_frames: list[list[int]] | None = None, notes: str = "",
+             complete_stacks: bool = False) -> Path:
+    """Add a case to ``dataset_dir`` (created if needed); never overwrites an existing case.
+
+    ``complete_stacks``: the labels cover every LV slice at each labelled frame (an expert's
+    whole-stack contours), so slices beyond the base are known to lie outside the LV.
+    """
     from .volume_files import write_4d
 
     if not _CASE_ID.match(case_id):
@@ -101,6 +107,7 @@ def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, sou
         "known": labels.known.astype(int).tolist(),
         "edited_frames": edited_frames or [],
         "notes": notes,
+        "complete_stacks": bool(complete_stacks),
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{case_id}.", dir=dataset_dir / "cases"))
     try:

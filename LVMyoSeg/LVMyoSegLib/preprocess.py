@@ -284,9 +284,20 @@ def to_network(cine: Cine, transform: CropTransform,
     out = np.empty((cine.n_slices, cine.n_phases, transform.crop_size, transform.crop_size, 1),
                    dtype=np.float32)
     for z in range(cine.n_slices):
-        crop = _resample_slice(cine.frames[:, z], transform, z)
-        out[z, ..., 0] = normalise_intensity(crop, _inside_mask(transform, z), percentiles)
+        out[z, ..., 0] = slice_to_network(cine.frames[:, z], transform, z, percentiles)
     return out
+
+
+def slice_to_network(frames_tyx: np.ndarray, transform: CropTransform, z: int,
+                     percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Frames ``[T, Y, X]`` of slice ``z`` -> normalised crops ``[T, H, W]`` (as :func:`to_network`)."""
+    crop = _resample_slice(frames_tyx, transform, z)
+    return normalise_intensity(crop, _inside_mask(transform, z), percentiles)
+
+
+def mask_to_network(mask_tyx: np.ndarray, transform: CropTransform, z: int) -> np.ndarray:
+    """Binary masks ``[T, Y, X]`` of slice ``z`` -> 0/1 crops ``[T, H, W]`` (as :func:`labels_to_network`)."""
+    return (_resample_slice(np.asarray(mask_tyx, np.float32), transform, z) >= 0.5).astype(np.float32)
 
 
 def labels_to_network(labels: Labels, transform: CropTransform) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +314,7 @@ def labels_to_network(labels: Labels, transform: CropTransform) -> tuple[np.ndar
     out = np.zeros((n_z, n_t, transform.crop_size, transform.crop_size, len(CHANNELS)), np.float32)
     for z in range(n_z):
         for c, name in enumerate(CHANNELS):
-            out[z, ..., c] = _resample_slice(labels.channel(name)[:, z], transform, z) >= 0.5
+            out[z, ..., c] = mask_to_network(labels.channel(name)[:, z], transform, z)
     return out, np.transpose(labels.known, (1, 0, 2)).copy()
 
 

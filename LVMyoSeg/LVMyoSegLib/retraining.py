@@ -346,7 +346,8 @@ def import_cases(source_dir: Path, dataset_dir: Path, case_ids: Sequence[str] | 
             case = read_case(source_dir, case_id)
             add_case(dataset_dir, case_id, case.cine, case.labels, source=case.info.get("source", ""),
                      edited_frames=case.info.get("edited_frames") or None,
-                     notes=f"copied from {source_dir}. {case.info.get('notes', '')}".strip())
+                     notes=f"copied from {source_dir}. {case.info.get('notes', '')}".strip(),
+                     complete_stacks=bool(case.info.get("complete_stacks")))
         except LVMyoSegError as exc:
             skipped.append((case_id, str(exc)))
             continue

@@ -202,5 +202,5 @@ def sunnybrook_to_dataset(root: Path | str | None, dataset_dir: Path) -> list[Pa
         added.append(add_case(dataset_dir, study.patient_id, dicom.cine, labels,
                               source=f"Sunnybrook Cardiac Data {study.patient_id} ({study.contour_id}), CC0",
                               notes="Expert contours: myocardium at ED, cavity at ED and ES "
-                                    "(Radau et al. 2009)."))
+                                    "(Radau et al. 2009).", complete_stacks=True))
     return added
