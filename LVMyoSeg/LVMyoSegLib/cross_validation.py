@@ -115,7 +115,8 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
         train_ids = [p for j, f in enumerate(folds) if j != k for p in f]
         x, y, known, ids = stage_one_arrays(train_ids, patients, cines, config.preprocessing, test_ids=fold)
         clock = RunClock(out_dir / f"fold_{k}" / WALL_TIME_FILE)
-        tagged = None if progress is None else (lambda info, k=k: progress({**info, "fold": k, "folds": n_folds}))
+        tagged = None if progress is None else (
+            lambda info, k=k: progress({**info, "fold": k, "folds": n_folds, "case": f"{len(folds[k])} patients"}))
         fit = fit_cnn(x, y, known, out_dir / f"fold_{k}" / "cnn", config.cnn, groups=ids,
                       progress=clock.tracking(tagged), cancel=cancel)
         test = edes.concat_frames([edes.patient_frames(patients[p], config.preprocessing["pixel_mm"],
