@@ -289,6 +289,7 @@ def test_loo_results_into_a_table_node_and_chart(scene, loo_results_file):
 @pytest.mark.mrml
 def test_scene_segmentation_becomes_a_case(scene, tmp_path):
     from LVMyoSegLib import mrml
+    from LVMyoSegLib.app import export
 
     cine, labels = phantom.make_synthetic_cine(n_phases=4, n_slices=3, size=64, seed=5)
     drawn = labels.label_map.copy()
@@ -299,7 +300,7 @@ def test_scene_segmentation_becomes_a_case(scene, tmp_path):
     matrix = mrml.ijk_to_ras(cine.geometry)
     for t in range(cine.n_phases):
         seg_seq.SetDataNodeAtValue(mrml.segmentation_node_from_labels(drawn[t], matrix), str(t))
-    got_cine, got = retraining.scene_labels(cine_seq, seg_seq)
+    got_cine, got = export.drawn_labels(cine_seq, seg_seq)
     assert np.array_equal(got.label_map, drawn)
     expected = np.zeros((4, 3), bool)
     expected[np.ix_([0, 1, 3], [0, 2])] = True
@@ -311,7 +312,7 @@ def test_scene_segmentation_becomes_a_case(scene, tmp_path):
     for t in range(cine.n_phases):
         empty.SetDataNodeAtValue(mrml.segmentation_node_from_labels(np.zeros_like(drawn[t]), matrix), str(t))
     with pytest.raises(LabelError, match="holds no"):
-        retraining.scene_labels(cine_seq, empty)
+        export.drawn_labels(cine_seq, empty)
 
 
 # ------------------------------------------------------------------ cases
