@@ -98,13 +98,15 @@ class Installer:
     """Installs what a purpose needs, once at a time.
 
     ``confirm(missing)`` asks the user (False: declined); ``install(missing, constraints)`` runs
-    pip. While an install runs, :attr:`busy` is true and a second :meth:`ensure` is refused, so a
-    button clicked again while pip's output keeps the GUI alive starts nothing.
+    pip. While an install runs, :attr:`busy` is true for every installer and a second
+    :meth:`ensure` is refused, so a button clicked again (in either module) while pip's output
+    keeps the GUI alive starts nothing.
     """
+
+    busy = False  # one install at a time in the whole application, whichever module asks
 
     def __init__(self, install: Install) -> None:
         self._install = install
-        self.busy = False
 
     def ensure(self, purpose: str, confirm: Callable[[list[str]], bool] | None = None) -> bool:
         """True when everything ``purpose`` needs is installed (installing it first if the user agrees)."""
@@ -115,7 +117,7 @@ class Installer:
             return True
         if confirm is not None and not confirm(needed):
             return False
-        self.busy = True
+        Installer.busy = True
         fd, constraints = tempfile.mkstemp(prefix="LVMyoSeg-constraints-", suffix=".txt")
         try:
             with os.fdopen(fd, "w") as fh:
@@ -123,12 +125,22 @@ class Installer:
             self._install(needed, Path(constraints))
         finally:
             os.remove(constraints)
-            self.busy = False
+            Installer.busy = False
         still = missing(requirements(purpose))
         if still:
             raise InputError(f"After installation {', '.join(still)} are still missing or of the wrong version; "
                              "see the Python console, or restart 3D Slicer and try again.")
         return True
+
+
+def ask_in_slicer(slicer, needed: list[str]) -> bool:
+    """Ask the 3D Slicer user whether to install ``needed``; whether they agreed."""
+    size = (" TensorFlow is a large download (several hundred MB); this can take several minutes."
+            if any(r.lower().startswith("tensorflow") for r in needed) else "")
+    return bool(slicer.util.confirmOkCancelDisplay(
+        "LVMyoSeg needs Python packages that are not installed in 3D Slicer:\n\n" + "\n".join(needed)
+        + f"\n\nInstall them now?{size} Slicer's own NumPy and SimpleITK are kept.",
+        "LVMyoSeg: install Python packages"))
 
 
 def install_in_slicer(slicer, reqs: list[str], constraints: Path) -> None:
