@@ -21,7 +21,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.util import VTKObservationMixin
 
 from LVMyoSegLib.app import texts
-from LVMyoSegLib.app.compat import unsupported_reason
+from LVMyoSegLib.app.compat import show_unsupported, unsupported_reason
 from LVMyoSegLib.app.devtools import forget_lib, run_selftest_file
 
 # Slicer 5.8 (Python 3.9) loads this file, shows UNSUPPORTED and imports nothing else of the Lib.
@@ -87,11 +87,7 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         if UNSUPPORTED:
-            label = qt.QLabel(UNSUPPORTED)
-            label.wordWrap = True
-            self.layout.addWidget(label)
-            self.layout.addStretch(1)
-            return
+            return show_unsupported(qt, self.layout, UNSUPPORTED)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/LVMyoSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -124,10 +120,7 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.setParameterNode(None)  # enter() connects it again
 
     def onReload(self) -> None:
         """Developer reload: the Lib's files are read again too, not only this file."""

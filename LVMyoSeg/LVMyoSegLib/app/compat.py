@@ -25,3 +25,11 @@ def unsupported_reason(slicer_version: Tuple[int, int],
     return (f"LVMyoSeg needs 3D Slicer {MIN_SLICER[0]}.{MIN_SLICER[1]} or later (Python "
             f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or later); this is {' with '.join(problems)}. "
             "Install a current 3D Slicer from https://download.slicer.org and add the extension there.")
+
+
+def show_unsupported(qt, layout, message: str) -> None:
+    """Fill a module panel's ``layout`` with ``message`` alone (the module does nothing else)."""
+    label = qt.QLabel(message)
+    label.wordWrap = True
+    layout.addWidget(label)
+    layout.addStretch(1)
