@@ -14,15 +14,15 @@ from typing import Annotated, Optional
 import numpy as np
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLSequenceNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from LVMyoSegLib.app import texts
-from LVMyoSegLib.app.compat import show_unsupported, unsupported_reason
-from LVMyoSegLib.app.devtools import forget_lib, run_selftest_file
+from LVMyoSegLib.app.compat import unsupported_reason
+from LVMyoSegLib.app.devtools import run_selftest_file
+from LVMyoSegLib.app.module_widget import ModuleWidgetBase
 
 # Slicer 5.8 (Python 3.9) loads this file, shows UNSUPPORTED and imports nothing else of the Lib.
 UNSUPPORTED = unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion))
@@ -73,31 +73,23 @@ class LVMyoSegParameterNode:
     rvInsertion: vtkMRMLMarkupsFiducialNode
 
 
-class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Reads the GUI, reacts to the parameter node and calls :class:`LVMyoSegLogic`."""
+
+    unsupported = UNSUPPORTED
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._shown = None  # ResultState the widget last reacted to
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        if UNSUPPORTED:
-            return show_unsupported(qt, self.layout, UNSUPPORTED)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LVMyoSeg.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        if not self.loadPanel(slicer, qt, self.resourcePath("UI/LVMyoSeg.ui")):
+            return
         # only segmentation sequences made by this module; only cines as input (refreshed as nodes come and go)
         self.ui.segmentationSelector.addAttribute("vtkMRMLSequenceNode", mrml.ATTR_ROLE, "segmentation")
         self.logic = LVMyoSegLogic()
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self._scheduleInputFilter)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self._scheduleInputFilter)
 
@@ -110,30 +102,9 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # threshold and result selection: no widget slots; onParameterNodeModified reacts to the node
         self.initializeParameterNode()
 
-    def cleanup(self) -> None:
-        if self.logic:
-            self.logic.cancel()
-        self.removeObservers()
-
-    def enter(self) -> None:
-        if not UNSUPPORTED:
-            self.initializeParameterNode()
-
-    def exit(self) -> None:
-        self.setParameterNode(None)  # enter() connects it again
-
-    def onReload(self) -> None:
-        """Developer reload: the Lib's files are read again too, not only this file."""
-        forget_lib()
-        ScriptedLoadableModuleWidget.onReload(self)
-
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.cancel()
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
+        ModuleWidgetBase.onSceneStartClose(self, caller, event)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -144,17 +115,9 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._applyInputFilter()
         self.refreshModelVersions()
 
-    def setParameterNode(self, inputParameterNode: Optional[LVMyoSegParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-        self._parameterNode = inputParameterNode
-        self._shown = self._state()
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+    def parameterNodeSet(self) -> None:
+        self._shown = self._state()  # a newly set node is shown as it is, nothing re-thresholded
         self._showResult()
-        self._updateButtons()
 
     def _scheduleInputFilter(self, caller=None, event=None) -> None:
         qt.QTimer.singleShot(0, self._applyInputFilter)  # after a loader has filled its new sequences

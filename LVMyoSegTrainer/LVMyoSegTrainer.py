@@ -13,15 +13,15 @@ from typing import Annotated, List, Optional
 
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLSequenceNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from LVMyoSegLib.app import texts
-from LVMyoSegLib.app.compat import show_unsupported, unsupported_reason
-from LVMyoSegLib.app.devtools import forget_lib, run_selftest_file
+from LVMyoSegLib.app.compat import unsupported_reason
+from LVMyoSegLib.app.devtools import run_selftest_file
+from LVMyoSegLib.app.module_widget import ModuleWidgetBase
 
 # Slicer 5.8 (Python 3.9) loads this file, shows UNSUPPORTED and imports nothing else of the Lib.
 UNSUPPORTED = unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion))
@@ -79,31 +79,22 @@ class LVMyoSegTrainerParameterNode:
     resultsTable: vtkMRMLTableNode
 
 
-class LVMyoSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LVMyoSegTrainerWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Reads the GUI and calls :class:`LVMyoSegTrainerLogic`; holds no computation."""
+
+    unsupported = UNSUPPORTED
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._updatingCases = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        if UNSUPPORTED:
-            return show_unsupported(qt, self.layout, UNSUPPORTED)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LVMyoSegTrainer.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-
+        if not self.loadPanel(slicer, qt, self.resourcePath("UI/LVMyoSegTrainer.ui")):
+            return
         self.ui.logTextEdit.setMaximumBlockCount(5000)
         self.logic = LVMyoSegTrainerLogic()
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.datasetPathLineEdit.connect("currentPathChanged(QString)", self.onDatasetChanged)
         self.ui.casesListWidget.connect("itemChanged(QListWidgetItem*)", self.onCaseItemChanged)
@@ -117,50 +108,19 @@ class LVMyoSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.initializeParameterNode()
 
-    def cleanup(self) -> None:
-        if self.logic:
-            self.logic.cancel()
-        self.removeObservers()
-
-    def enter(self) -> None:
-        if not UNSUPPORTED:
-            self.initializeParameterNode()
-
-    def exit(self) -> None:
-        self.setParameterNode(None)  # enter() connects it again
-
-    def onReload(self) -> None:
-        """Developer reload: the Lib's files are read again too, not only this file."""
-        forget_lib()
-        ScriptedLoadableModuleWidget.onReload(self)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)  # a running job goes on: its results are files, shown in the new scene
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         self._refreshStartFrom()
         self._refreshCases()
 
-    def setParameterNode(self, inputParameterNode: Optional[LVMyoSegTrainerParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._updateButtons()
-
     def _datasetDir(self) -> Optional[Path]:
         p = self._parameterNode
         return Path(p.datasetDir) if p and str(p.datasetDir) not in ("", ".") else None
 
-    def _updateButtons(self, caller=None, event=None) -> None:
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._updateButtons()
+
+    def _updateButtons(self) -> None:
         running = self.logic.isRunning() or self.logic.installer.busy
         p = self._parameterNode
         selected = len(self._selectedCases())
