@@ -27,16 +27,6 @@ from LVMyoSegLib.labels import Labels
 
 
 @pytest.fixture(scope="module")
-def phantom_dataset(tmp_path_factory) -> Path:
-    """Two SYNTHETIC phantom cases with Sunnybrook-like sparse labels."""
-    path = tmp_path_factory.mktemp("phantom") / "dataset"
-    for seed in range(2):
-        cine, labels = phantom.make_synthetic_cine(n_phases=8, n_slices=4, size=128, seed=seed)
-        dataset.add_case(path, f"phantom{seed}", cine, phantom.sparsify_like_sunnybrook(labels))
-    return path
-
-
-@pytest.fixture(scope="module")
 def loo_results_file(tmp_path_factory, phantom_dataset) -> Path:
     """A loo_results.json written by experiments.summarise_loo from real evaluations: "before"
     labels shifted by 4 px, "after" by 1 px, against the phantom cases' labels."""
