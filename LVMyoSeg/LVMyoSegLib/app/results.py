@@ -13,12 +13,6 @@ import numpy as np
 from .. import mrml
 from ..errors import GeometryError, InputError, ModelError
 
-# What `lvmyoseg segment --format nifti` writes and the module reads back (key -> file name).
-OUTPUT_FILES = {"myocardium": "probabilities_myocardium.nii.gz",
-                "blood_pool": "probabilities_blood_pool.nii.gz",
-                "labels": "labels.nii.gz"}
-
-
 def is_cine_sequence(node) -> bool:
     """Whether a sequence node can be segmented: two or more scalar volumes (not label maps),
     and not one of this module's own results."""
@@ -60,10 +54,13 @@ def result_threshold(segmentation_sequence) -> float | None:
 def read_outputs(out_dir: Path, cine) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities ``[T,Z,Y,X,2]`` float32, label map uint8) that the background run wrote,
     checked against the cine's grid."""
+    from ..segment_outputs import output_names
     from ..volume_files import read_volume_4d
 
+    names = output_names("nifti")  # what `lvmyoseg segment --format nifti` wrote
     volumes = {}
-    for key, name in OUTPUT_FILES.items():
+    for key in ("probabilities_myocardium", "probabilities_blood_pool", "labels"):
+        name = names[key]
         path = Path(out_dir) / name
         if not path.is_file():
             raise ModelError(f"The segmentation process wrote no {name} into {out_dir}; see the log.")
@@ -72,7 +69,8 @@ def read_outputs(out_dir: Path, cine) -> tuple[np.ndarray, np.ndarray]:
             raise GeometryError(f"{name} ({volume.array.shape}) is not on the cine's grid "
                                 f"({cine.frames.shape}); the result cannot be shown on this cine.")
         volumes[key] = volume.array
-    probabilities = np.stack([volumes["myocardium"], volumes["blood_pool"]], axis=-1).astype(np.float32)
+    probabilities = np.stack([volumes["probabilities_myocardium"], volumes["probabilities_blood_pool"]],
+                             axis=-1).astype(np.float32)
     return probabilities, volumes["labels"].astype(np.uint8)
 
 
