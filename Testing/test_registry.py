@@ -141,11 +141,8 @@ def test_listing_skips_partial_folders_and_flags_unreadable_manifests(bundle, tm
 def test_registry_locations(tmp_path, monkeypatch):
     monkeypatch.delenv(registry.ENV_REGISTRY, raising=False)
     assert registry.default_registry_dir() == Path.home() / ".lvmyoseg" / "models"
-    settings = tmp_path / "NA-MIC" / "Slicer.ini"
-    assert registry.slicer_registry_dir(str(settings)) == tmp_path / "NA-MIC" / "LVMyoSeg" / "models"
     monkeypatch.setenv(registry.ENV_REGISTRY, str(tmp_path / "env"))
     assert registry.default_registry_dir() == tmp_path / "env"
-    assert registry.slicer_registry_dir(str(settings)) == tmp_path / "env"
 
 
 def test_metrics_summary_forms():

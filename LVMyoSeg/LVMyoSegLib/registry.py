@@ -6,8 +6,8 @@ files, see :mod:`LVMyoSegLib.bundle`). Versions are added with :func:`register`
 by ``lvmyoseg train --register``. The bundled model (``resources.bundled_model_dir``)
 is listed first, is read-only, and answers to the id ``"bundled"``.
 
-Where the registry is: the caller decides. 3D Slicer modules pass
-:func:`slicer_registry_dir` of Slicer's user settings file; the command line
+Where the registry is: the caller decides. 3D Slicer modules pass the folder of
+:mod:`LVMyoSegLib.app.data_dirs` (a per-user local data folder); the command line
 takes ``--registry DIR``, else :func:`default_registry_dir` (``$LVMYOSEG_REGISTRY``
 or ``~/.lvmyoseg/models``).
 """
@@ -68,13 +68,6 @@ def default_registry_dir() -> Path:
     """``$LVMYOSEG_REGISTRY``, else ``~/.lvmyoseg/models`` (command-line default)."""
     env = os.environ.get(ENV_REGISTRY)
     return Path(env).expanduser() if env else Path.home() / ".lvmyoseg" / "models"
-
-
-def slicer_registry_dir(user_settings_file: str | Path) -> Path:
-    """Registry inside 3D Slicer: ``$LVMYOSEG_REGISTRY``, else ``LVMyoSeg/models`` beside the
-    user settings file (pass ``slicer.app.slicerUserSettingsFilePath``)."""
-    env = os.environ.get(ENV_REGISTRY)
-    return Path(env).expanduser() if env else Path(user_settings_file).parent / "LVMyoSeg" / "models"
 
 
 def check_model_id(model_id: str) -> str:

@@ -372,22 +372,3 @@ def known_from_label_map(label_map: np.ndarray) -> np.ndarray:
     """``known [T, Z, 2]``: both channels labelled on every slice holding any LV label."""
     drawn = np.asarray(label_map).any(axis=(2, 3))
     return np.repeat(drawn[:, :, None], 2, axis=2)
-
-
-def scene_labels(cine_sequence, segmentation_sequence):
-    """(Cine, Labels) of a cine and a user-drawn segmentation sequence in an MRML scene.
-
-    Slices where the segmentation holds any LV label count as labelled (both channels);
-    the others carry no information. Raises :class:`LabelError` when nothing is drawn.
-    """
-    from . import mrml
-    from .errors import LabelError
-    from .labels import Labels
-
-    cine = mrml.cine_from_sequence(cine_sequence)
-    label_map = mrml.labels_from_segmentation_sequence(segmentation_sequence, cine)
-    known = known_from_label_map(label_map)
-    if not known.any():
-        raise LabelError(f"Segmentation '{segmentation_sequence.GetName()}' holds no 'LV myocardium' or "
-                         "'LV blood pool' voxel on any frame; draw or correct them first.")
-    return cine, Labels(label_map, known, source=segmentation_sequence.GetName())
