@@ -40,8 +40,7 @@ def compare_case(expert: Labels, auto: np.ndarray, geometry, case_id: str) -> di
             "expert": {"edv_ml": e.edv_ml, "esv_ml": e.esv_ml, "ef_percent": e.ef_percent,
                        "lv_mass_g": e.lv_mass_g},
             "auto": {"edv_ml": a.edv_ml, "esv_ml": a.esv_ml, "ef_percent": a.ef_percent,
-                     "lv_mass_g": a.lv_mass_g},
-            "open_rings_auto": len(a.flagged_slices)}
+                     "lv_mass_g": a.lv_mass_g}}
 
 
 def bland_altman(expert: np.ndarray, auto: np.ndarray) -> dict[str, float]:
