@@ -157,6 +157,13 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.inputsCollapsibleButton.layout().insertRow(1, "Model version:", self.modelVersionComboBox)
         self.modelVersionComboBox.connect("currentIndexChanged(int)", self.onModelVersionChanged)
 
+        # quality control: "review these frames first"; a click shows that phase and slice
+        self.reviewList = qt.QListWidget()
+        self.reviewList.toolTip = "Frames and slices to review first (quality control); click one to show it."
+        self.reviewList.setMaximumHeight(120)
+        self.ui.resultsCollapsibleButton.layout().addRow("Review first:", self.reviewList)
+        self.reviewList.connect("itemClicked(QListWidgetItem*)", self.onReviewItemClicked)
+
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -286,11 +293,13 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSegmentationChanged(self, node) -> None:
         if node is None:
             self.ui.functionLabel.text = ""
+            self.updateReviewList(None)
             return
         threshold = node.GetAttribute(mrml.ATTR_THRESHOLD)
         if threshold and self._parameterNode:
             self._parameterNode.threshold = float(threshold)
         self.ui.functionLabel.text = self.logic.functionSummary(node)
+        self.updateReviewList(node)
         self._updateButtons()
 
     def onThresholdChanged(self, value: float) -> None:
@@ -310,6 +319,7 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self.logic.applyThreshold(segmentation, value)
             self.ui.functionLabel.text = self.logic.functionSummary(segmentation)
+            self.updateReviewList(segmentation)
 
     def onRecomputeButton(self) -> None:
         segmentation = self._parameterNode.segmentationSequence
@@ -317,6 +327,20 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.setRvInsertion(segmentation, self._parameterNode.rvInsertion)
             self.logic.updateVolumesTable(segmentation)
             self.ui.functionLabel.text = self.logic.functionSummary(segmentation)
+        self.updateReviewList(segmentation)
+
+    def updateReviewList(self, segmentation) -> None:
+        """Fill the "review these frames first" list from the result's QC table."""
+        self.reviewList.clear()
+        for frame, sliceIndex, text in (self.logic.reviewItems(segmentation) if segmentation else []):
+            item = qt.QListWidgetItem(text)
+            item.setData(qt.Qt.UserRole, [frame, sliceIndex])
+            self.reviewList.addItem(item)
+
+    def onReviewItemClicked(self, item) -> None:
+        frame, sliceIndex = item.data(qt.Qt.UserRole)
+        with slicer.util.tryWithErrorDisplay("Could not show that frame.", waitCursor=True):
+            self.logic.jumpTo(self._parameterNode.segmentationSequence, int(frame), int(sliceIndex))
 
     def onExportButton(self) -> None:
         segmentation = self._parameterNode.segmentationSequence
@@ -616,26 +640,61 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         segmentationSequence.SetNodeReferenceID(mrml.REF_RV_INSERTION, markupsNode.GetID() if markupsNode else None)
 
     def updateVolumesTable(self, segmentationSequence, labels: Optional[np.ndarray] = None):
-        """(Re)compute a result's cardiac function: the per-frame volumes table and the wall
-        thickness table (AHA segments when the result has an RV insertion point); returns the
-        volumes table and the function."""
-        from LVMyoSegLib.cardiac_function import compute_cardiac_function
+        """(Re)compute a result's cardiac function: the per-frame volumes table, the slices table
+        (which slices count per frame and why; the user's ticks in its ``counted`` column are kept
+        and applied), the QC "review first" table and the wall thickness table (AHA segments when
+        the result has an RV insertion point); returns the volumes table and the function."""
+        from LVMyoSegLib.function_report import assess
 
-        cineSequence, _, _, table = self._resultNodes(segmentationSequence)
+        cineSequence, myoSequence, poolSequence, table = self._resultNodes(segmentationSequence)
         cine = mrml.cine_from_sequence(cineSequence)
         if labels is None:
             labels = mrml.labels_from_segmentation_sequence(segmentationSequence, cine)
         rvInsertion = mrml.rv_insertion_lps(segmentationSequence.GetNodeReference(mrml.REF_RV_INSERTION))
-        function = compute_cardiac_function(labels, cine.geometry, cine.trigger_times_ms, rv_insertion=rvInsertion)
+        slicesTable = segmentationSequence.GetNodeReference(mrml.REF_SLICES_TABLE)
+        choices = mrml.slice_choices(slicesTable) if slicesTable is not None else None
+        report = assess(labels, cine.geometry, cine.trigger_times_ms, rv_insertion=rvInsertion, include=choices,
+                        probabilities=mrml.probabilities_from_sequences(myoSequence, poolSequence))
+        if report.function is None:
+            raise LabelError(f"No cardiac function for '{segmentationSequence.GetName()}': {report.withheld}")
+        function = report.function
+        name = segmentationSequence.GetName()
         table = mrml.volumes_table(slicer.mrmlScene, labels, cine.geometry, trigger_times_ms=cine.trigger_times_ms,
-                                   name=f"{segmentationSequence.GetName()} volumes", table_node=table,
-                                   function=function)
+                                   name=f"{name} volumes", table_node=table, function=function)
         segmentationSequence.SetNodeReferenceID(mrml.REF_VOLUMES_TABLE, table.GetID())
-        thickness = mrml.thickness_table(slicer.mrmlScene, function,
-                                         name=f"{segmentationSequence.GetName()} wall thickness",
+        slicesTable = mrml.slices_table(slicer.mrmlScene, function, report.qc, name=f"{name} slices",
+                                        table_node=slicesTable)
+        segmentationSequence.SetNodeReferenceID(mrml.REF_SLICES_TABLE, slicesTable.GetID())
+        review = mrml.review_table(slicer.mrmlScene, report.qc, name=f"{name} review first",
+                                   table_node=segmentationSequence.GetNodeReference(mrml.REF_REVIEW_TABLE))
+        segmentationSequence.SetNodeReferenceID(mrml.REF_REVIEW_TABLE, review.GetID())
+        thickness = mrml.thickness_table(slicer.mrmlScene, function, name=f"{name} wall thickness",
                                          table_node=segmentationSequence.GetNodeReference(mrml.REF_THICKNESS_TABLE))
         segmentationSequence.SetNodeReferenceID(mrml.REF_THICKNESS_TABLE, thickness.GetID())
         return table, function
+
+    @staticmethod
+    def reviewItems(segmentationSequence) -> List[tuple]:
+        """``(frame, slice, text)`` of a result's QC "review these frames first" list, worst first."""
+        review = segmentationSequence.GetNodeReference(mrml.REF_REVIEW_TABLE)
+        if review is None:
+            return []
+        t = review.GetTable()
+        col = lambda name: t.GetColumnByName(name)  # noqa: E731
+        return [(col("frame").GetVariantValue(i).ToInt(), col("slice").GetVariantValue(i).ToInt(),
+                 f"frame {col('frame').GetVariantValue(i).ToInt()}, slice {col('slice').GetVariantValue(i).ToInt()}: "
+                 f"score {col('score').GetVariantValue(i).ToDouble():.2f} ({col('why').GetValue(i)})")
+                for i in range(t.GetNumberOfRows())]
+
+    def jumpTo(self, segmentationSequence, frame: int, sliceIndex: int) -> None:
+        """Show phase ``frame`` in the result's sequence browser and slice ``sliceIndex`` in the slice views."""
+        cineSequence = self._resultNodes(segmentationSequence)[0]
+        browser = mrml.find_browser_node(slicer.mrmlScene, segmentationSequence)
+        if browser is None:
+            raise InputError(f"No sequence browser plays '{segmentationSequence.GetName()}'.")
+        cine = mrml.cine_from_sequence(cineSequence)
+        mrml.jump_to_frame_and_slice(slicer.mrmlScene, browser, frame,
+                                     mrml.slice_centre_ras(cine.geometry, sliceIndex, cine.frames.shape[2:]))
 
     @staticmethod
     def functionSummary(segmentationSequence) -> str:
@@ -643,6 +702,9 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         table = mrml.result_nodes(segmentationSequence)[3]
         if table is None or table.GetAttribute("LVMyoSeg.EDV_mL") is None:
             return ""
+        withheld = table.GetAttribute(mrml.ATTR_WITHHELD)
+        if withheld:
+            return f"Cardiac function withheld: {withheld}. Per-frame volumes: table '{table.GetName()}'."
         a = lambda key: float(table.GetAttribute(f"LVMyoSeg.{key}"))  # noqa: E731
         text = (f"EDV {a('EDV_mL'):.1f} mL (frame {int(a('EDFrame'))}), ESV {a('ESV_mL'):.1f} mL "
                 f"(frame {int(a('ESFrame'))}), SV {a('SV_mL'):.1f} mL, EF {a('EF_percent'):.1f} %, "
@@ -652,6 +714,10 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
             layout = ("AHA segments" if thickness.GetAttribute(mrml.ATTR_THICKNESS_REFERENCE) == "aha"
                       else "sectors relative to the image (no RV insertion point)")
             text += f" Wall thickness by {layout}: table '{thickness.GetName()}'."
+        slicesTable = segmentationSequence.GetNodeReference(mrml.REF_SLICES_TABLE)
+        if slicesTable is not None:
+            text += (f" Slices counted per frame and why: table '{slicesTable.GetName()}' (set 'counted' to 0 or 1, "
+                     "then Recompute).")
         return text
 
     def applyThreshold(self, segmentationSequence, threshold: float) -> np.ndarray:

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .cli_process import progress_line
+from .cli_process import EXIT_FUNCTION_WITHHELD, progress_line
 from .errors import LVMyoSegError, ModelError
 
 EXIT_ERROR = 2
-EXIT_FUNCTION_WITHHELD = 3
 
 
 class _Progress:
