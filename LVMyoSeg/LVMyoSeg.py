@@ -874,6 +874,25 @@ class LVMyoSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(thickness.GetAttribute("LVMyoSeg.ThicknessReference"), "aha")
         self.assertIn("AHA segments", logic.functionSummary(results.segmentation))
 
+        # slices that count: the sample's outflow tract / atrium (slices 10, 11) is left out; the user
+        # excludes slice 5 at ED in the slices table and Recompute lowers EDV by that slice's cavity
+        slicesTable = results.segmentation.GetNodeReference(mrml.REF_SLICES_TABLE)
+        ed = int(float(table.GetAttribute("LVMyoSeg.EDFrame")))
+        self.assertNotIn("10", table.GetTable().GetColumnByName("counted_slices").GetValue(ed))
+        edv = float(table.GetAttribute("LVMyoSeg.EDV_mL"))
+        t = slicesTable.GetTable()
+        row = next(i for i in range(t.GetNumberOfRows())
+                   if t.GetValue(i, 0).ToInt() == ed and t.GetValue(i, 1).ToInt() == 5)
+        cavity = t.GetColumnByName("cavity_volume").GetValue(row)
+        t.GetColumnByName("counted").SetValue(row, 0)
+        logic.updateVolumesTable(results.segmentation)
+        self.assertAlmostEqual(float(table.GetAttribute("LVMyoSeg.EDV_mL")), edv - cavity, delta=0.01)
+        # the QC review list: its first entry moves the browser to that phase
+        items = logic.reviewItems(results.segmentation)
+        if items:
+            logic.jumpTo(results.segmentation, items[0][0], items[0][1])
+            self.assertEqual(browser.GetSelectedItemNumber(), items[0][0])
+
         before = int((labels == 1).sum())
         after = int((logic.applyThreshold(results.segmentation, 0.8) == 1).sum())
         self.assertLessEqual(after, before)
