@@ -875,7 +875,7 @@ class LVMyoSegTest(ScriptedLoadableModuleTest):
         self.assertIn("AHA segments", logic.functionSummary(results.segmentation))
 
         # slices that count: the sample's outflow tract / atrium (slices 10, 11) is left out; the user
-        # excludes slice 5 at ED in the slices table and Recompute lowers EDV by that slice's cavity
+        # excludes slice 5 at ED in the slices table and Recompute lowers EDV (by at most that cavity)
         slicesTable = results.segmentation.GetNodeReference(mrml.REF_SLICES_TABLE)
         ed = int(float(table.GetAttribute("LVMyoSeg.EDFrame")))
         self.assertNotIn("10", table.GetTable().GetColumnByName("counted_slices").GetValue(ed))
@@ -886,7 +886,8 @@ class LVMyoSegTest(ScriptedLoadableModuleTest):
         cavity = t.GetColumnByName("cavity_volume").GetValue(row)
         t.GetColumnByName("counted").SetValue(row, 0)
         logic.updateVolumesTable(results.segmentation)
-        self.assertAlmostEqual(float(table.GetAttribute("LVMyoSeg.EDV_mL")), edv - cavity, delta=0.01)
+        newEdv = float(table.GetAttribute("LVMyoSeg.EDV_mL"))  # ED may move to a neighbouring frame
+        self.assertTrue(edv - cavity - 0.01 <= newEdv < edv, f"EDV {edv} -> {newEdv}, slice cavity {cavity}")
         # the QC review list: its first entry moves the browser to that phase
         items = logic.reviewItems(results.segmentation)
         if items:
