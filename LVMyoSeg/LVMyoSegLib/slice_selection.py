@@ -28,9 +28,11 @@ Rules (after the SCMR post-processing guidelines), applied to a label map
 - **Per frame, from apex to base**: slices beyond the apical-most slice with LV
   labels hold no LV (apex = the last slice with LV myocardium or blood pool;
   that slice counts, with its pool, possibly empty). Walking towards the base,
-  the first slice whose coverage is below ``min_coverage`` (50%), or that is
-  atrial, ends the LV on that frame: it and every slice beyond it do not count.
-  The base therefore moves per phase (through-plane motion).
+  the first slice *of the basal half* (of the LV-bearing slices) whose coverage
+  is below ``min_coverage`` (50%), or that is atrial, ends the LV on that frame:
+  it and every slice beyond it do not count. The base therefore moves per phase
+  (through-plane motion). In the apical half a low coverage is a segmentation
+  gap, not the base: the slice counts (QC reports the open ring).
 - A frame holding blood pool but no myocardium at all (sparse expert labels:
   cavity-only ES frames) counts its pool slices; coverage is not measurable.
 - The user's choices (``overrides``: ``{(frame, slice): counted}``) win over
@@ -213,12 +215,13 @@ def decide_slices(label_map: np.ndarray, geometry: Geometry, *,
     # atrium / outflow tract: basal half, blood pool anti-correlated with the mid LV cavity
     atrial: dict[int, float] = {}
     ordered_lv = [z for z in apex_to_base if z in set(lv_z.tolist())]
+    basal_half = set(ordered_lv[len(ordered_lv) // 2:])
     frames = np.flatnonzero(labelled)
     if len(ordered_lv) >= 3 and frames.size >= 3:
         third = len(ordered_lv) // 3
         mid = ordered_lv[third:len(ordered_lv) - third] or ordered_lv
         reference = pool_area[np.ix_(frames, mid)].sum(axis=1)
-        for z in ordered_lv[len(ordered_lv) // 2:]:
+        for z in sorted(basal_half):
             r = _pearson(pool_area[frames, z], reference)
             if math.isfinite(r) and r < atrial_r:
                 atrial[z] = r
@@ -258,10 +261,14 @@ def decide_slices(label_map: np.ndarray, geometry: Geometry, *,
             elif not math.isfinite(c):
                 counted[t, z] = True
                 reasons[t][z] = "myocardium without blood pool"
-            elif c < min_coverage:
+            elif c < min_coverage and z in basal_half:
                 reasons[t][z] = (f"base: myocardium surrounds {100 * c:.0f}% of the blood pool "
                                  f"(< {100 * min_coverage:.0f}%)")
                 ended = z
+            elif c < min_coverage:
+                counted[t, z] = True
+                reasons[t][z] = (f"LV (apical half): myocardium surrounds only {100 * c:.0f}% of the "
+                                 "blood pool; the 50% rule applies at the base")
             else:
                 counted[t, z] = True
                 reasons[t][z] = f"LV: myocardium surrounds {100 * c:.0f}% of the blood pool"
