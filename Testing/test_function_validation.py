@@ -107,3 +107,29 @@ def test_validate_function_on_a_loo_run_layout(tmp_path: Path, capsys) -> None:
     # not a run folder: one clear error
     assert main(["validate-function", str(tmp_path), str(SAMPLE_DIR), "-o", str(out)]) == 2
     assert "settings.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_validate_function_after_a_real_tiny_loo_run(tmp_path: Path, capsys) -> None:
+    """`lvmyoseg loo` (2 SYNTHETIC phantom cases, 1-epoch width-4 models: about a minute) then
+    `validate-function` on its folder: the folds keep their probabilities for QC, and a
+    model this poor gets its function values withheld (with the reason), never NaN."""
+    from LVMyoSegLib import dataset, phantom
+
+    ds = tmp_path / "dataset"
+    for seed in range(2):
+        cine, labels = phantom.make_synthetic_cine(n_phases=8, n_slices=4, size=128, seed=seed)
+        dataset.add_case(ds, f"phantom{seed}", cine, phantom.sparsify_like_sunnybrook(labels))
+    run = tmp_path / "run"
+    assert main(["loo", str(ds), "-o", str(run), "--variants", "multi_level", "--cnn-epochs", "1",
+                 "--rnn-epochs", "1", "--width", "4", "--pixel-mm", "2", "--crop-size", "64"]) == 0
+    with np.load(run / "fold_phantom0" / "labels_multi_level.npz") as saved:
+        assert saved["probabilities"].shape == saved["label_map"].shape + (2,)
+    out = tmp_path / "function"
+    assert main(["validate-function", str(run), str(ds), "-o", str(out)]) == 0
+    result = json.loads((out / "function_validation.json").read_text(), parse_constant=_refuse)
+    assert [r["case"] for r in result["cases"]] == ["phantom0", "phantom1"]
+    for r in result["cases"]:
+        assert r["withheld"] or r["own"]["ef_percent"] is not None
+        assert r["expert"]["ef_percent"] > 0 and len(r["qc"]) == 4
+    assert "| phantom0 |" in (out / "function_validation.md").read_text()

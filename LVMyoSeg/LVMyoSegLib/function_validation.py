@@ -136,7 +136,8 @@ def markdown(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         e, o, s = r["expert"], r["own"], r["expert_slices"]
-        sl = "withheld" if r["own_slices"] is None else f"{r['own_slices']['ed']} / {r['own_slices']['es']}"
+        sl = "–" if r["own_slices"] is None else f"{r['own_slices']['ed']} / {r['own_slices']['es']}"
+        sl += " (withheld)" if r["withheld"] else ""
         d_ef = None if o["ef_percent"] is None else o["ef_percent"] - e["ef_percent"]
         lines.append(
             f"| {r['case']} | {sl} | {_fmt(e['edv_ml'])} | {_fmt(o['edv_ml'])} | {_fmt(s['edv_ml'])} | "
