@@ -1,4 +1,9 @@
-"""The ``lvmyoseg`` command line."""
+"""The ``lvmyoseg`` command line.
+
+Exit codes: 0 done; 2 an error (message on stderr, nothing half-written);
+3 (``segment``, ``demo``) the segmentation was written but the cardiac function values
+were withheld as meaningless (reason on stderr and in report.json ``function_withheld``).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .cli_process import progress_line
+from .cli_process import EXIT_FUNCTION_WITHHELD, progress_line
 from .errors import LVMyoSegError, ModelError
+
+EXIT_ERROR = 2
 
 
 class _Progress:
@@ -90,12 +97,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     result = segment_cine(cine, model_dir, members=args.members, threshold=args.threshold,
                           progress=progress)
     out = Path(args.output)
-    written = write_segmentation_outputs(out, cine, result, model_dir=model_dir,
+    written, withheld = write_segmentation_outputs(out, cine, result, model_dir=model_dir,
                                          file_format=_output_format(input_path, args.format),
                                          read_seconds=read_s, overlay=not args.no_overlay,
                                          rv_insertion_lps=args.rv_insertion)
     for path in written:
         print(f"wrote {path}")
+    if withheld:
+        print(f"lvmyoseg: cardiac function withheld: {withheld}", file=sys.stderr)
+        return EXIT_FUNCTION_WITHHELD
     return 0
 
 
@@ -258,7 +268,9 @@ def _add_training_options(p: argparse.ArgumentParser, default_members: int) -> N
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvmyoseg", description=(
-        "LV myocardium segmentation of short-axis cine MRI (CNN + multi-level ConvLSTM ensemble)."))
+        "LV myocardium segmentation of short-axis cine MRI (CNN + multi-level ConvLSTM ensemble)."),
+        epilog="Exit codes: 0 done; 2 error; 3 segmentation written but the cardiac function "
+               "withheld (reason on stderr and in report.json).")
     parser.add_argument("--version", action="version", version=f"lvmyoseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -354,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LVMyoSegError as exc:
         print(f"lvmyoseg: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ def slicer_python() -> str:
     return str(candidate) if candidate.is_file() else sys.executable
 
 
+EXIT_FUNCTION_WITHHELD = 3  # `lvmyoseg segment`: outputs written, function values withheld
+
+
 @dataclass(frozen=True)
 class ProcessEnd:
     """How a run ended: ``exit_code`` is None when the process crashed, never started or was killed."""
@@ -67,7 +70,8 @@ class ProcessEnd:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.cancelled
+        """The run did its work: exit code 0, or 3 (outputs written, cardiac function withheld)."""
+        return self.exit_code in (0, EXIT_FUNCTION_WITHHELD) and not self.cancelled
 
 
 def failure_message(end: ProcessEnd, log: Sequence[str], what: str, python: str) -> str | None:

@@ -242,11 +242,12 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
         if initial_models is not None:
             scored = {"before": next(iter(initial_models.values())), "after": next(iter(models.values()))}
         for name, members in scored.items():
-            _, label_map = predict_case(members, test, config.threshold)
+            probabilities, label_map = predict_case(members, test, config.threshold)
             records = evaluate_case(label_map, test.case.labels, test.case.cine.geometry, held_out)
             fold["records"][name] = records
             fold["summary"][name] = case_summary(records)
-            np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map)
+            np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map,
+                                probabilities=probabilities.astype(np.float16))  # for QC in validate-function
         fold["wall_time_s"] = clock.save()  # summed over the invocations that worked on this fold
         write_json_atomic(fold_path, fold)
     results = summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)

@@ -64,7 +64,7 @@ class Localisation:
     def to_dict(self) -> dict:
         return {
             "study_centre_ji": [float(v) for v in self.study_centre_ji],
-            "study_radius_mm": float(self.study_radius_mm),
+            "study_radius_mm": _num(self.study_radius_mm),
             "detected_ji": [[_num(v) for v in row] for row in np.asarray(self.detected_ji)],
             "radii_mm": [_num(v) for v in np.asarray(self.radii_mm)],
             "fallback": [bool(v) for v in np.asarray(self.fallback)],
@@ -74,7 +74,7 @@ class Localisation:
     def from_dict(d: dict) -> "Localisation":
         return Localisation(
             study_centre_ji=tuple(float(v) for v in d["study_centre_ji"]),
-            study_radius_mm=float(d["study_radius_mm"]),
+            study_radius_mm=float("nan") if d["study_radius_mm"] is None else float(d["study_radius_mm"]),
             detected_ji=np.array([[np.nan if v is None else v for v in row]
                                   for row in d["detected_ji"]], dtype=float).reshape(-1, 2),
             radii_mm=np.array([np.nan if v is None else v for v in d["radii_mm"]], dtype=float),

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import __version__
 from .cine import Cine
-from .errors import LabelError
 from .files import staged_output
 from .labels import CHANNELS
 from .pipeline import SegmentationResult
@@ -38,13 +37,16 @@ def output_names(file_format: str) -> dict[str, str]:
 def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult, *, model_dir: Path,
                                file_format: str = "nifti", read_seconds: float = 0.0,
                                overlay: bool = True, rv_insertion_lps: Sequence[float] | None = None
-                               ) -> list[Path]:
-    """Write all outputs of one segmented study into ``out``; returns the written paths.
+                               ) -> tuple[list[Path], str | None]:
+    """Write all outputs of one segmented study into ``out``; returns the written paths and the
+    reason the function values were withheld (None when they were reported; see
+    :mod:`LVMyoSegLib.function_report`).
 
     ``rv_insertion_lps`` (anterior RV insertion point, LPS mm) numbers the thickness sectors as
     AHA segments.
     """
     from . import cardiac_function
+    from .function_report import assess
     from .figures import overlay_montage, preprocessing_figure
     from .volume_files import write_4d
 
@@ -59,13 +61,11 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
                  kind="labels")
         write_s = time.perf_counter() - t0
 
-        try:
-            function = cardiac_function.compute_cardiac_function(result.label_map, cine.geometry,
-                                                                 cine.trigger_times_ms,
-                                                                 rv_insertion=rv_insertion_lps)
-            function_report = function.to_dict()
-        except LabelError as exc:  # e.g. the network found no myocardium at all
-            function, function_report = None, {"error": str(exc)}
+        loc = result.transform.localisation
+        assessed = assess(result.label_map, cine.geometry, cine.trigger_times_ms,
+                          probabilities=result.probabilities, rv_insertion=rv_insertion_lps,
+                          localisation_fallback=None if loc is None else loc.fallback)
+        function = assessed.function
         if overlay:
             preprocessing_figure(cine, result.transform, staging / names["preprocessing"])
             frames = [function.ed_frame, function.es_frame] if function else [0, cine.n_phases // 2]
@@ -86,10 +86,11 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
                          "write": round(write_s, 3)},
             "crop_transform": result.transform.to_dict(),
             "rv_insertion_lps_mm": None if rv_insertion_lps is None else [float(v) for v in rv_insertion_lps],
-            "cardiac_function": function_report,
+            **assessed.to_dict(),
         }
-        (staging / names["report"]).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        (staging / names["report"]).write_text(json.dumps(report, indent=2, allow_nan=False),
+                                               encoding="utf-8")
         written = [out / item.name for item in sorted(staging.iterdir())]
-    return written
+    return written, assessed.withheld
 
 
