@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import numpy as np
 from .bundle import sha256_file
 from .cine import Cine
 from .errors import InputError, LabelError
-from .files import write_json_atomic
+from .files import make_temp_dir, write_json_atomic
 from .labels import CHANNELS, Labels
 
 DATASET_FORMAT = "lvmyoseg-dataset"
@@ -102,7 +101,7 @@ def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, sou
         "edited_frames": edited_frames or [],
         "notes": notes,
     }
-    staging = Path(tempfile.mkdtemp(prefix=f".{case_id}.", dir=dataset_dir / "cases"))
+    staging = make_temp_dir(dataset_dir / "cases", f".{case_id}.")
     try:
         write_4d(staging / "cine.nrrd", cine.frames, cine.geometry, cine.trigger_times_ms, kind="image")
         write_4d(staging / "labels.nrrd", labels.label_map, cine.geometry, cine.trigger_times_ms,

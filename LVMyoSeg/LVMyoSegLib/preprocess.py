@@ -378,6 +378,24 @@ def _robust_line(z: np.ndarray, points: np.ndarray, weights: np.ndarray, scale: 
     return coef
 
 
+def preprocessing_problem(params: dict) -> str:
+    """What is wrong with preprocessing parameters for :func:`localise` ("" when nothing): an
+    unknown key, a pixel size that is not a positive number of mm, or a crop under 8 pixels."""
+    import inspect
+
+    known = [k for k in inspect.signature(localise).parameters if k != "cine"]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        return f"has unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(known)}"
+    pixel = params.get("pixel_mm", 1.0)
+    if isinstance(pixel, bool) or not isinstance(pixel, (int, float)) or not 0.1 <= pixel <= 10.0:
+        return f"has pixel_mm {pixel!r}; it must be a pixel size between 0.1 and 10 mm"
+    crop = params.get("crop_size", 128)
+    if isinstance(crop, bool) or not isinstance(crop, int) or not 8 <= crop <= 1024:
+        return f"has crop_size {crop!r}; it must be a whole number of pixels between 8 and 1024"
+    return ""
+
+
 def localise(cine: Cine, pixel_mm: float = 1.0, crop_size: int = 128, search_mm: float = 184.0,
              radius_mm: tuple[float, float] = (20.0, 40.0), smooth_mm: float = 2.0,
              consensus_mm: float = 10.0, refine_mm: float = 12.0, n_peaks: int = 3) -> CropTransform:

@@ -3,7 +3,8 @@
 Layout: ``REGISTRY/<model_id>/`` holds one bundle (``manifest.json`` + member
 files, see :mod:`LVMyoSegLib.bundle`). Versions are added with :func:`register`
 (a verified copy; an existing version is never overwritten) or written in place
-by ``lvmyoseg train --register``. The bundled model (``resources.bundled_model_dir``)
+by ``lvmyoseg train --register``; either pins the version's manifest SHA-256 in
+``REGISTRY/pins.json`` (:mod:`LVMyoSegLib.trust`), so a later edit is refused. The bundled model (``resources.bundled_model_dir``)
 is listed first, is read-only, and answers to the id ``"bundled"``.
 
 Where the registry is: the caller decides. 3D Slicer modules pass
@@ -18,14 +19,15 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .bundle import MANIFEST_NAME, Manifest, read_manifest, verify_bundle
 from .errors import ModelError
+from .files import make_temp_dir
 from .resources import MODELS_DIR, bundled_model_dir
+from .trust import pin
 
 ENV_REGISTRY = "LVMYOSEG_REGISTRY"
 BUNDLED_ID = "bundled"
@@ -210,7 +212,7 @@ def register(bundle_dir: Path, registry_dir: Path, *, model_id: str | None = Non
     model_id = model_id or manifest.model_id
     target = new_model_dir(registry_dir, model_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=target.parent))
+    staging = make_temp_dir(target.parent, f".{model_id}.")
     try:
         for member in manifest.members:
             shutil.copy2(bundle_dir / member["file"], staging / member["file"])
@@ -225,4 +227,5 @@ def register(bundle_dir: Path, registry_dir: Path, *, model_id: str | None = Non
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    pin(registry_dir, model_id, target)
     return _entry(target, copied, read_only=False, model_id=model_id)

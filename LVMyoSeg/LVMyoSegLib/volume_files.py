@@ -44,6 +44,7 @@ import SimpleITK as sitk
 
 from .cine import Cine, Geometry
 from .errors import GeometryError, InputError, LabelError
+from .files import default_mode
 from .labels import BACKGROUND, BLOOD_POOL, CHANNELS, MYOCARDIUM
 
 TRIGGER_TIMES_KEY = "LVMyoSeg_trigger_times_ms"
@@ -392,6 +393,7 @@ def write_4d(path: Path, array: np.ndarray, geometry: Geometry, trigger_times_ms
             temps.append(Path(tmp))
             writer(Path(tmp), data, geometry, times, kind)
         for (target, _), tmp in zip(prepared, temps):
+            os.chmod(tmp, default_mode())  # mkstemp made it 0600; outputs follow the umask
             os.replace(tmp, target)
     except (OSError, RuntimeError) as exc:
         raise InputError(f"Writing {path} failed: {exc}. Nothing was written; check the folder and "
