@@ -292,8 +292,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_dataset_sunnybrook(args: argparse.Namespace) -> int:
     from .sunnybrook import sunnybrook_to_dataset
 
-    for case_dir in sunnybrook_to_dataset(Path(args.root) if args.root else None, Path(args.output)):
+    added = sunnybrook_to_dataset(Path(args.root) if args.root else None, Path(args.output))
+    for case_dir in added:
         print(f"added {case_dir}")
+    print(f"{len(added)} case(s) added; cases already in {args.output} were kept as they were.")
     return 0
 
 

@@ -88,7 +88,11 @@ def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, sou
     (dataset_dir / "cases").mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(dataset_dir)
     case_dir = dataset_dir / "cases" / case_id
-    if case_dir.exists() or any(c["case_id"] == case_id for c in manifest["cases"]):
+    listed = any(c["case_id"] == case_id for c in manifest["cases"])
+    if case_dir.exists() and not listed:
+        raise InputError(f"{case_dir} exists but {dataset_dir / MANIFEST_NAME} does not list it: an earlier "
+                         "export was interrupted. Delete that folder and add the case again.")
+    if listed or case_dir.exists():
         raise InputError(f"Case {case_id} already exists in {dataset_dir}; cases are never "
                          "overwritten. Choose another case id.")
     info = {
@@ -123,7 +127,7 @@ def list_cases(dataset_dir: Path) -> list[str]:
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / MANIFEST_NAME).is_file():
         raise InputError(f"{dataset_dir} has no {MANIFEST_NAME}: it is not an LVMyoSeg training "
-                         "dataset. Create one with `lvmyoseg dataset add` or Slicer's Export for training.")
+                         "dataset. Create one with `lvmyoseg sunnybrook-dataset` or the LV Myocardium Trainer module's Export for training.")
     return [c["case_id"] for c in _read_manifest(dataset_dir)["cases"]]
 
 

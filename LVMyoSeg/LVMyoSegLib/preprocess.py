@@ -147,7 +147,7 @@ class CropTransform:
         }
 
     @staticmethod
-    def from_dict(d: dict) -> "CropTransform":
+    def from_dict(d: dict, where: str = "") -> "CropTransform":
         try:
             loc = d.get("localisation")
             return CropTransform(
@@ -159,8 +159,9 @@ class CropTransform:
                 localisation=None if loc is None else Localisation.from_dict(loc),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"Crop transform record is incomplete or malformed ({exc!r}); "
-                             "re-run preprocessing to write a new one.") from None
+            raise InputError(f"Crop transform record{f' {where}' if where else ''} is incomplete or malformed "
+                             f"({exc!r}): it was edited or written by another program. Re-run "
+                             "`lvmyoseg preprocess` (or segment) to write a new one.") from None
 
 
 def crop_transform(input_shape_zyx: tuple[int, int, int], input_spacing_xy: tuple[float, float],
