@@ -122,14 +122,14 @@ def read_image(path: Path) -> sitk.Image:
         return reader.Execute()
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()
-        if any("Unable to determine ImageIO" in d for d in detail):
-            reason = "not an image file SimpleITK can read"
-        elif any(("zero" in d.lower() or "singular" in d.lower() or "degenerate" in d.lower())
-                 and ("direction" in d.lower() or "vector" in d.lower()) for d in detail):
-            reason = ("its header gives an axis a zero or degenerate direction vector (NRRD 'space "
-                      "directions', NIfTI orientation), so voxels have no position. Fix the header")
-        else:
-            reason = "damaged or truncated (" + (detail[-1] if detail else "read error") + ")"
+        if any(("zero" in d.lower() or "singular" in d.lower() or "degenerate" in d.lower())
+               and ("direction" in d.lower() or "vector" in d.lower()) for d in detail):
+            raise InputError(f"Cannot read {path}: its header gives an axis a zero or degenerate direction "
+                             "vector (NRRD 'space directions', NIfTI orientation), so its voxels have no "
+                             "position. Fix the header or re-export the volume.") from None
+        reason = "not an image file SimpleITK can read" if any("Unable to determine ImageIO" in d
+                                                               for d in detail) \
+            else "damaged or truncated (" + (detail[-1] if detail else "read error") + ")"
         raise InputError(f"Cannot read {path}: {reason}. Check that it is a complete NIfTI/NRRD/"
                          "MetaImage volume; re-export it if needed.") from None
 
