@@ -203,15 +203,17 @@ def test_two_concurrent_segment_runs_never_mix(tmp_path, tiny_bundle) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_ctrl_c_ends_with_130_and_no_traceback(tmp_path, tiny_bundle) -> None:
+@pytest.mark.parametrize("signum, code, words", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "stopped (SIGTERM)")])
+def test_ctrl_c_ends_with_130_and_no_traceback(tmp_path, tiny_bundle, signum, code, words) -> None:
     before = hashes(tmp_path)
     proc = lvmyoseg("segment", SAMPLE, "-o", tmp_path / "seg", "--model", tiny_bundle, cwd=tmp_path)
     deadline = time.time() + 120
     while not leftovers(tmp_path) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)  # until it works inside its staging folder
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert words in err and "was not written" in err and "Traceback" not in err
     assert hashes(tmp_path) == before and leftovers(tmp_path) == []

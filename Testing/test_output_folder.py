@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,20 @@ def test_outputs_follow_the_umask(tmp_path) -> None:
     finally:
         os.umask(old)
     assert modes == {"seg": 0o750, "report.json": 0o640, "overlay.png": 0o640, MARKER_NAME: 0o640}
+
+
+def test_symlink_to_another_device_is_written_there(tmp_path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary folder")
+    real = Path(tempfile.mkdtemp(prefix="lvmyoseg-test-", dir=shm))
+    try:
+        link = tmp_path / "out"
+        link.symlink_to(real / "seg")
+        (real / "seg").mkdir()
+        _result(link, {"report.json": b"A"})
+        _result(link, {"report.json": b"B"})  # staged beside the real folder, so the swap stays one rename
+        assert (real / "seg" / "report.json").read_bytes() == b"B" and link.is_symlink()
+        assert leftovers(real) == [] and leftovers(tmp_path) == []
+    finally:
+        shutil.rmtree(real, ignore_errors=True)

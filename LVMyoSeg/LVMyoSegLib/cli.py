@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -415,23 +417,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):  # not an Exception: no `except Exception` may swallow it
+    """SIGTERM arrived (a job scheduler or a parent process stopped this run)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return int(args.func(args) or 0)
+    except _Terminated:  # unwinds like Ctrl-C, so staging folders are removed
+        print("lvmyoseg: stopped (SIGTERM). The unfinished output folder was not written (outputs appear whole "
+              "or not at all); a training run resumes from its last checkpoint when run again.", file=sys.stderr)
+        return 143
     except LVMyoSegError as exc:
         print(f"lvmyoseg: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nlvmyoseg: interrupted. Output folders are written whole or not at all, so none was changed; "
-              "a training run resumes from its last checkpoint when run again.", file=sys.stderr)
+        print("\nlvmyoseg: interrupted. The unfinished output folder was not written (outputs appear whole or "
+              "not at all); a training run resumes from its last checkpoint when run again.", file=sys.stderr)
         return 130
     except OSError as exc:  # a file-system failure no check foresaw: say which file, not a traceback
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"lvmyoseg: error: {exc.strerror or exc}{where}. Check that the path exists, that you may "
               "write there and that the disk has free space, then run the command again.", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
