@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from LVMyoSegLib.errors import InputError
-from LVMyoSegLib.files import MARKER_NAME, output_folder
+from LVMyoSegLib.files import MARKER_NAME, check_output_folder, output_folder
 
 
 def hashes(root: Path) -> dict[str, str]:
@@ -195,3 +195,15 @@ def test_symlink_to_another_device_is_written_there(tmp_path) -> None:
         assert leftovers(real) == [] and leftovers(tmp_path) == []
     finally:
         shutil.rmtree(real, ignore_errors=True)
+
+
+def test_folders_of_a_cohort_can_be_checked_up_front(tmp_path) -> None:
+    (tmp_path / "case2").mkdir()
+    (tmp_path / "case2" / "labels.nrrd").write_bytes(b"expert")
+    _result(tmp_path / "case3", {"report.json": b"earlier"})
+    before = hashes(tmp_path)
+    assert check_output_folder(tmp_path / "case1") == tmp_path / "case1"  # new: fine, not created
+    assert check_output_folder(tmp_path / "case3") == tmp_path / "case3"  # an untouched earlier result
+    with pytest.raises(InputError, match="labels.nrrd"):
+        check_output_folder(tmp_path / "case2")
+    assert hashes(tmp_path) == before and leftovers(tmp_path) == []

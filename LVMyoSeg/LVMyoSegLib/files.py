@@ -6,6 +6,7 @@
   rename. A non-empty folder that is not an untouched earlier LVMyoSeg result is refused
   unless the caller allows overwriting; an existing folder is replaced whole, never merged
   into. Every output gets the permissions the user's umask gives (not 0600/0700).
+  :func:`check_output_folder` makes the same checks up front, e.g. for every case of a cohort.
 """
 
 from __future__ import annotations
@@ -222,6 +223,25 @@ def _clean_stale(real: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def check_output_folder(out: Path, *, overwrite: bool = False, protect: Iterable[Path] = ()) -> Path:
+    """The real folder ``out`` names, after the checks :func:`output_folder` makes on entry (without
+    locking it): lets a caller with many outputs (a cohort) refuse a bad one before any work.
+    Raises :class:`InputError`."""
+    real = resolve_output(out)
+    for path in protect:
+        path = Path(os.path.realpath(path))
+        if path == real or real in path.parents:
+            raise InputError(f"The output folder {out} holds the input {path}; writing there would replace "
+                             "it. Give a separate output folder (-o).")
+    if real.is_dir() and not overwrite:
+        problem = _previous_result_problem(real)
+        if problem:
+            raise InputError(f"The output folder {out} is not empty and is not an earlier LVMyoSeg result: "
+                             f"{problem}. Nothing was written. Give an empty or new folder (-o), or add "
+                             "--overwrite to replace the whole folder.")
+    return real
+
+
 @contextmanager
 def output_folder(out: Path, *, overwrite: bool = False, written_by: str = "lvmyoseg",
                   protect: Iterable[Path] = ()) -> Iterator[Path]:
@@ -238,12 +258,7 @@ def output_folder(out: Path, *, overwrite: bool = False, written_by: str = "lvmy
     model) may not lie inside ``out``, so replacing it cannot delete them. Disk-full and
     read-only errors while filling the folder become :class:`InputError` too.
     """
-    real = resolve_output(out)
-    for path in protect:
-        path = Path(os.path.realpath(path))
-        if path == real or real in path.parents:
-            raise InputError(f"The output folder {out} holds the input {path}; writing there would replace "
-                             "it. Give a separate output folder (-o).")
+    real = check_output_folder(out, overwrite=overwrite, protect=protect)
     try:
         real.parent.mkdir(parents=True, exist_ok=True, mode=default_mode(folder=True))
     except OSError as exc:
@@ -259,12 +274,7 @@ def output_folder(out: Path, *, overwrite: bool = False, written_by: str = "lvmy
     staging = None
     try:
         _clean_stale(real)
-        if real.is_dir() and not overwrite:
-            problem = _previous_result_problem(real)
-            if problem:
-                raise InputError(f"The output folder {out} is not empty and is not an earlier LVMyoSeg result: "
-                                 f"{problem}. Nothing was written. Give an empty or new folder (-o), or add "
-                                 "--overwrite to replace the whole folder.")
+        check_output_folder(out, overwrite=overwrite)  # again, now that no other run can change it
         try:
             staging = make_temp_dir(real.parent, f".{real.name}{_STAGING}")
         except OSError as exc:
