@@ -16,7 +16,7 @@ from LVMyoSegLib.bundle import MANIFEST_NAME, load_ensemble, load_members, sha25
 from LVMyoSegLib.errors import ModelError
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.networks import build_cnn, build_model
-from LVMyoSegLib.registry import register, resolve
+from LVMyoSegLib.registry import list_models, register, resolve
 from LVMyoSegLib.trust import BUNDLED_MANIFEST_SHA256, PINS_NAME, bundle_trust
 
 PREPROCESSING = {"pixel_mm": 2.0, "crop_size": 32}
@@ -112,6 +112,15 @@ def test_registered_versions_are_pinned_and_other_folders_unverified(tmp_path, m
     assert pins == {"mine": hashlib.sha256((registry / "mine" / MANIFEST_NAME).read_bytes()).hexdigest()}
     path = resolve("mine", registry)
     assert bundle_trust(path).anchor == "registry"
+    assert [(e.model_id, e.verified, e.problem) for e in list_models(registry)] == [
+        ("bundled", True, ""), ("mine", True, "")]
+    (registry / "copied-by-hand").mkdir()  # a version put there without registering: listed as unverified
+    shutil.copy2(source / "member_0.keras", registry / "copied-by-hand")
+    shutil.copy2(source / MANIFEST_NAME, registry / "copied-by-hand")
+    hand = [e for e in list_models(registry) if e.model_id == "copied-by-hand"][0]
+    assert not hand.verified and hand.label().startswith("copied-by-hand (UNVERIFIED")
     _swap_member(path, members["one"])  # tampered with after registration
     with pytest.raises(ModelError, match="was modified after it was registered.*Register the model again"):
         verify_bundle(path)
+    mine = [e for e in list_models(registry) if e.model_id == "mine"][0]
+    assert "modified after it was registered" in mine.problem

@@ -27,7 +27,7 @@ from .bundle import MANIFEST_NAME, Manifest, read_manifest, verify_bundle
 from .errors import ModelError
 from .files import make_temp_dir
 from .resources import MODELS_DIR, bundled_model_dir
-from .trust import pin
+from .trust import bundle_trust, pin
 
 ENV_REGISTRY = "LVMYOSEG_REGISTRY"
 BUNDLED_ID = "bundled"
@@ -39,7 +39,8 @@ class ModelEntry:
     """One model version as listed: where it is and what its manifest says.
 
     ``problem`` is empty for a usable entry; otherwise it says why the entry cannot be
-    used (bundled model not installed, unreadable manifest).
+    used (bundled model not installed, unreadable manifest, manifest changed since it was
+    pinned). ``verified``: the manifest matches its pin (:mod:`LVMyoSegLib.trust`).
     """
 
     model_id: str
@@ -51,6 +52,7 @@ class ModelEntry:
     metrics: str = ""
     read_only: bool = False
     problem: str = ""
+    verified: bool = False
 
     def label(self) -> str:
         """One line for a model selector."""
@@ -59,6 +61,8 @@ class ModelEntry:
         parts = [self.variant, f"{self.members} member(s)"]
         if self.read_only:
             parts.insert(0, "bundled, read-only")
+        if not self.verified:
+            parts.insert(0, "UNVERIFIED")
         if self.created:
             parts.append(self.created[:10])
         if self.metrics:
@@ -107,9 +111,11 @@ def metrics_summary(metrics: dict[str, Any]) -> str:
 
 
 def _entry(path: Path, manifest: Manifest, read_only: bool, model_id: str | None = None) -> ModelEntry:
+    """The entry of a readable bundle; raises :class:`ModelError` when its manifest differs from its pin."""
     return ModelEntry(model_id=model_id or manifest.model_id, path=path, variant=manifest.variant,
                       created=manifest.created, parent=manifest.parent, members=len(manifest.members),
-                      metrics=metrics_summary(manifest.metrics), read_only=read_only)
+                      metrics=metrics_summary(manifest.metrics), read_only=read_only,
+                      verified=bundle_trust(path).verified)
 
 
 def _is_within(path: Path, folder: Path) -> bool:
