@@ -217,3 +217,21 @@ def test_ctrl_c_ends_with_130_and_no_traceback(tmp_path, tiny_bundle, signum, co
     assert proc.returncode == code, err
     assert words in err and "was not written" in err and "Traceback" not in err
     assert hashes(tmp_path) == before and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_train_register_pins_the_new_version(tmp_path) -> None:
+    from LVMyoSegLib import dataset, phantom
+    from LVMyoSegLib.cli import main
+    from LVMyoSegLib.registry import list_models
+    from LVMyoSegLib.trust import PINS_NAME, bundle_trust
+
+    for seed in range(2):
+        cine, labels = phantom.make_synthetic_cine(n_phases=4, n_slices=2, size=64, seed=seed)
+        dataset.add_case(tmp_path / "ds", f"phantom{seed}", cine, labels)
+    assert main(["train", str(tmp_path / "ds"), "--register", "--registry", str(tmp_path / "models"),
+                 "--model-id", "v1", "--run-dir", str(tmp_path / "run"), "--variant", "cnn", "--members", "1",
+                 "--cnn-epochs", "1", "--width", "2", "--crop-size", "32", "--pixel-mm", "2"]) == 0
+    assert (tmp_path / "models" / PINS_NAME).is_file()
+    assert bundle_trust(tmp_path / "models" / "v1").anchor == "registry"
+    assert [(e.model_id, e.verified) for e in list_models(tmp_path / "models")][1] == ("v1", True)
