@@ -207,3 +207,13 @@ def test_folders_of_a_cohort_can_be_checked_up_front(tmp_path) -> None:
     with pytest.raises(InputError, match="labels.nrrd"):
         check_output_folder(tmp_path / "case2")
     assert hashes(tmp_path) == before and leftovers(tmp_path) == []
+
+
+def test_overwrite_never_replaces_a_folder_of_folders(tmp_path) -> None:
+    home = tmp_path / "home"
+    (home / "Documents").mkdir(parents=True)
+    (home / "notes.txt").write_text("mine")
+    before = hashes(tmp_path)
+    with pytest.raises(InputError, match=r"holds folders \(Documents\); --overwrite replaces only a folder of files"):
+        _result(home, {"report.json": b"{}"}, overwrite=True)
+    assert hashes(tmp_path) == before and leftovers(tmp_path) == []

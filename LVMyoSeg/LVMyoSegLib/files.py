@@ -233,6 +233,15 @@ def check_output_folder(out: Path, *, overwrite: bool = False, protect: Iterable
         if path == real or real in path.parents:
             raise InputError(f"The output folder {out} holds the input {path}; writing there would replace "
                              "it. Give a separate output folder (-o).")
+    if real.is_dir() and overwrite:
+        try:
+            folders = sorted(p.name for p in real.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError as exc:
+            raise _output_error(out, "read", exc) from None
+        if folders:  # e.g. `-o . --overwrite` in a home or dataset folder
+            raise InputError(f"The output folder {out} holds folders ({', '.join(folders[:5])}); --overwrite "
+                             "replaces only a folder of files, such as an earlier result. Give the result "
+                             "folder itself, or a new one (-o).")
     if real.is_dir() and not overwrite:
         problem = _previous_result_problem(real)
         if problem:
