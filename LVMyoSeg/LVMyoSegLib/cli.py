@@ -134,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          "from the LVMyoSeg repository or extension package.")
     ns = argparse.Namespace(path=cine_path, series=None, output=out, model=None, members=None,
                             threshold=0.5, progress_lines=False, format="nrrd", no_overlay=False,
-                            rv_insertion=None, overwrite=False)
+                            rv_insertion=None, overwrite=args.overwrite)
     code = cmd_segment(ns)
     print(f"Demo outputs are in {out.resolve()}")
     return code
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="segment the bundled sample study")
     p.add_argument("-o", "--output", default="output/demo")
+    _add_overwrite_option(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("loo", help="leave-one-case-out training and evaluation on a dataset")
