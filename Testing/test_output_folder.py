@@ -6,7 +6,6 @@ lock or old folder is left beside the output.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil

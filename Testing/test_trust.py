@@ -22,11 +22,6 @@ from LVMyoSegLib.trust import BUNDLED_MANIFEST_SHA256, PINS_NAME, bundle_trust
 PREPROCESSING = {"pixel_mm": 2.0, "crop_size": 32}
 
 
-def _tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def members() -> dict[str, object]:
     cnn = lambda s, w=4: build_cnn(crop_size=32, width=w, units=1, seed=s)  # noqa: E731
