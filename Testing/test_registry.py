@@ -59,7 +59,7 @@ def test_register_copies_a_verified_bundle_and_lists_it(bundle, tmp_path):
     assert listed[1] == entry
     assert registry.resolve("tiny-cnn", reg) == reg / "tiny-cnn"
     assert registry.resolve(str(bundle), reg) == bundle
-    assert sorted(p.name for p in reg.iterdir()) == ["tiny-cnn"]  # no staging folder left
+    assert sorted(p.name for p in reg.iterdir()) == ["pins.json", "tiny-cnn"]  # no staging folder left
 
 
 def test_register_never_overwrites(bundle, tmp_path):

@@ -22,7 +22,6 @@ epoch, and a fold whose ``fold_<k>.json`` exists is not run again. Outputs in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path

@@ -147,7 +147,7 @@ class CropTransform:
         }
 
     @staticmethod
-    def from_dict(d: dict) -> "CropTransform":
+    def from_dict(d: dict, where: str = "") -> "CropTransform":
         try:
             loc = d.get("localisation")
             return CropTransform(
@@ -159,8 +159,9 @@ class CropTransform:
                 localisation=None if loc is None else Localisation.from_dict(loc),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"Crop transform record is incomplete or malformed ({exc!r}); "
-                             "re-run preprocessing to write a new one.") from None
+            raise InputError(f"Crop transform record{f' {where}' if where else ''} is incomplete or malformed "
+                             f"({exc!r}): it was edited or written by another program. Re-run "
+                             "`lvmyoseg preprocess` (or segment) to write a new one.") from None
 
 
 def crop_transform(input_shape_zyx: tuple[int, int, int], input_spacing_xy: tuple[float, float],
@@ -387,6 +388,24 @@ def _robust_line(z: np.ndarray, points: np.ndarray, weights: np.ndarray, scale: 
         residual = np.linalg.norm(points - design @ coef, axis=1)
         w = weights / (1.0 + (residual / scale) ** 2)
     return coef
+
+
+def preprocessing_problem(params: dict) -> str:
+    """What is wrong with preprocessing parameters for :func:`localise` ("" when nothing): an
+    unknown key, a pixel size that is not a positive number of mm, or a crop under 8 pixels."""
+    import inspect
+
+    known = [k for k in inspect.signature(localise).parameters if k != "cine"]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        return f"has unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(known)}"
+    pixel = params.get("pixel_mm", 1.0)
+    if isinstance(pixel, bool) or not isinstance(pixel, (int, float)) or not 0.1 <= pixel <= 10.0:
+        return f"has pixel_mm {pixel!r}; it must be a pixel size between 0.1 and 10 mm"
+    crop = params.get("crop_size", 128)
+    if isinstance(crop, bool) or not isinstance(crop, int) or not 8 <= crop <= 1024:
+        return f"has crop_size {crop!r}; it must be a whole number of pixels between 8 and 1024"
+    return ""
 
 
 def localise(cine: Cine, pixel_mm: float = 1.0, crop_size: int = 128, search_mm: float = 184.0,
