@@ -1,4 +1,4 @@
-"""What the guard against oneDNN's strided 1x1 crash costs in training speed (docs/ONEDNN_CRASH.md).
+"""Stage-1 training speed of the options around the oneDNN crash (docs/ONEDNN_CRASH.md) and of bfloat16.
 
 Stage-1 training steps (``train_on_batch`` on 16 frames of 96x96, masked loss + Adam, as
 ``fit_cnn`` runs them) of the product CNN (width 16, ResNet-56), measured in one run:
@@ -7,12 +7,14 @@ Stage-1 training steps (``train_on_batch`` on 16 frames of 96x96, masked loss + 
   stride-1 1x1 convolution (the guard);
 - ``strided``: the earlier architecture, a 1x1 convolution with stride 2 (safe at width 16,
   whose channels are multiples of 16, but it is the kernel that crashes at other widths);
-- ``onednn_off``: the product with ``TF_ENABLE_ONEDNN_OPTS=0`` (the last-resort option),
-  in a child process since TensorFlow reads the setting at import.
+- ``onednn_off``: the product with ``TF_ENABLE_ONEDNN_OPTS=0`` (the last-resort option);
+- ``bf16``: the product under Keras' ``mixed_bfloat16`` policy (bfloat16 compute, float32
+  weights), which AVX512_BF16 CPUs could speed up.
 
-Rounds alternate between the in-process variants so load from other processes hits both.
+Each variant runs in its own child process (TensorFlow reads its settings at import), and
+rounds alternate between the variants, so load from other processes hits them alike.
 
-    PYTHONPATH=LVMyoSeg .venv/bin/python benchmarks/training_guard.py [--steps 8] [--rounds 3]
+    PYTHONPATH=LVMyoSeg .venv/bin/python benchmarks/training_step.py [--steps 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import json, sys, time
 import numpy as np
 import keras
 from LVMyoSegLib import networks, training
-strided = sys.argv[1] == "strided"
-if strided:  # the earlier projection: a 1x1 convolution with stride 2
+if sys.argv[1] == "bf16":
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+if sys.argv[1] == "strided":  # the earlier projection: a 1x1 convolution with stride 2
     def unit(x, filters, stride, seeds, name, out_name):
         shortcut = x
         if stride != 1 or x.shape[-1] != filters:
@@ -76,19 +79,21 @@ def main() -> int:
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     kind = "AVX-512" + (" (bf16)" if "avx512_bf16" in flags else "") if "avx512f" in flags else \
         ("AVX2" if "avx2" in flags else "other")
-    results: dict[str, list[float]] = {"subsampled": [], "strided": [], "onednn_off": []}
+    results: dict[str, list[float]] = {"subsampled": [], "strided": [], "onednn_off": [], "bf16": []}
     t0 = time.perf_counter()
     for _ in range(args.rounds):
         results["subsampled"].append(rate("subsampled", args.steps))
         results["strided"].append(rate("strided", args.steps))
         results["onednn_off"].append(rate("subsampled", args.steps, onednn=False))
+        results["bf16"].append(rate("bf16", args.steps))
     med = {k: float(np.median(v)) for k, v in results.items()}
     print(f"CPU: {kind}, {os.cpu_count()} cores; {args.rounds} rounds x {args.steps} steps "
           f"({time.perf_counter() - t0:.0f} s)")
     print("| stage-1 training | frames/s (median) | relative to the product |")
     print("|---|---|---|")
     for k, label in (("subsampled", "product: subsample + 1x1 (the guard)"),
-                     ("strided", "earlier: strided 1x1"), ("onednn_off", "product, oneDNN off")):
+                     ("strided", "earlier: strided 1x1"), ("onednn_off", "product, oneDNN off"),
+                     ("bf16", "product, mixed_bfloat16")):
         print(f"| {label} | {med[k]:.1f} | {med[k] / med['subsampled']:.2f} |")
     print(json.dumps({"cpu": kind, "frames_per_s": results}))
     return 0
