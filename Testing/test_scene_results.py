@@ -77,10 +77,10 @@ def test_threshold_tables_edits_and_export(scene, tmp_path):
 
 def test_unticked_slice_lowers_edv_and_review_item_jumps(scene, study):
     """On the real study SCD0000101, its two expert-labelled phases (ED and ES) with smooth
-    probabilities made from the expert's labels: the user sets ``counted`` to 0 for one ED slice in the slices table; Recompute takes
-    its cavity out of EDV, and the choice survives a recompute and a new threshold. Each review
-    item names a frame and slice; the jump moves the browser to that phase and the slice views
-    onto that slice of the cine."""
+    probabilities made from the expert's labels: the user sets ``counted`` to 0 for one ED
+    slice in the slices table; Recompute takes its cavity out of EDV, and the choice survives a
+    recompute and a new threshold. Each review item names a frame and slice; the jump moves the
+    browser to that phase and the slice views onto that slice of the cine."""
     from scipy import ndimage
 
     from LVMyoSegLib.cine import Cine
