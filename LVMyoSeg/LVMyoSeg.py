@@ -5,7 +5,7 @@ the background segmentation (``PythonSlicer -m LVMyoSegLib.cli segment ... --pro
 run by :mod:`LVMyoSegLib.app.jobs`) and delegates to the Lib. Everything else lives in
 LVMyoSegLib: ``app.results`` (a result in the scene), ``app.export`` (dataset cases),
 ``app.install`` (Python packages), ``app.result_selection`` (what a threshold or result change
-does), ``mrml`` (arrays <-> MRML nodes).
+does), ``app.review`` (the QC "review first" list and its jumps), ``mrml`` (arrays <-> MRML nodes).
 """
 
 from pathlib import Path
@@ -28,7 +28,7 @@ from LVMyoSegLib.app.module_widget import ModuleWidgetBase
 UNSUPPORTED = unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion))
 if UNSUPPORTED is None:
     from LVMyoSegLib import mrml, registry
-    from LVMyoSegLib.app import install, results
+    from LVMyoSegLib.app import install, results, review
     from LVMyoSegLib.app.data_dirs import slicer_data_dirs
     from LVMyoSegLib.app.display import show_segmentation
     from LVMyoSegLib.app.export import export_result
@@ -82,6 +82,7 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self._shown = None  # ResultState the widget last reacted to
+        self._reviewItems = []  # the shown result's review.ReviewItem list, one per row of reviewList
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -99,6 +100,7 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelFolderChanged)
         self.ui.modelVersionComboBox.connect("currentIndexChanged(int)", self.onModelVersionChanged)
+        self.ui.reviewList.connect("itemClicked(QListWidgetItem*)", self.onReviewItemClicked)
         # threshold and result selection: no widget slots; onParameterNodeModified reacts to the node
         self.initializeParameterNode()
 
@@ -202,8 +204,14 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
         self._showResult()
 
     def _showResult(self) -> None:
+        """Show the selected result's function summary and QC review list (after a change of
+        result, threshold or Recompute)."""
         segmentation = self._parameterNode.segmentationSequence if self._parameterNode else None
         self.ui.functionLabel.text = results.function_summary(segmentation) if segmentation else ""
+        self._reviewItems = self.logic.reviewItems(segmentation) if segmentation else []
+        self.ui.reviewList.clear()
+        for item in self._reviewItems:
+            self.ui.reviewList.addItem(item.text)
 
     def _updateButtons(self, caller=None, event=None) -> None:
         busy = self.logic.isRunning() or self.logic.installer.busy
@@ -261,6 +269,11 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
             results.set_rv_insertion(segmentation, self._parameterNode.rvInsertion)
             self.logic.updateVolumesTable(segmentation)
             self._showResult()
+
+    def onReviewItemClicked(self, listItem) -> None:
+        item = self._reviewItems[self.ui.reviewList.row(listItem)]
+        with slicer.util.tryWithErrorDisplay("Could not show that frame.", waitCursor=True):
+            self.logic.jumpTo(self._parameterNode.segmentationSequence, item.frame, item.slice)
 
     def onExportButton(self) -> None:
         segmentation = self._parameterNode.segmentationSequence
@@ -341,6 +354,16 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def updateVolumesTable(segmentationSequence, labels: Optional[np.ndarray] = None):
         return results.update_function_tables(slicer.mrmlScene, segmentationSequence, labels)
+
+    @staticmethod
+    def reviewItems(segmentationSequence) -> list:
+        """The result's QC "review these frames first" entries (``review.ReviewItem``), worst first."""
+        return review.review_items(segmentationSequence)
+
+    @staticmethod
+    def jumpTo(segmentationSequence, frame: int, sliceIndex: int) -> None:
+        """Show phase ``frame`` in the result's sequence browser and slice ``sliceIndex`` in the slice views."""
+        review.jump_to(slicer.mrmlScene, segmentationSequence, frame, sliceIndex)
 
     @staticmethod
     def applyThreshold(segmentationSequence, threshold: float) -> np.ndarray:

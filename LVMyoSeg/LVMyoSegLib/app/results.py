@@ -1,5 +1,7 @@
 """A segmentation result in the MRML scene: reading the background run's files into it, the
-threshold, the cardiac-function tables and their summary, which sequences are cines.
+threshold, the cardiac-function tables (volumes, slices that count, QC review list, wall
+thickness) and their summary, which sequences are cines. The review list's entries and the
+jump to one are in :mod:`.review`.
 
 MRML only (slicer-core runs it); no Qt and no ``slicer.util``. The scene is passed in.
 """
@@ -11,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import mrml
-from ..errors import GeometryError, InputError, ModelError
+from ..errors import GeometryError, InputError, LabelError, ModelError
+
 
 def is_cine_sequence(node) -> bool:
     """Whether a sequence node can be segmented: two or more scalar volumes (not label maps),
@@ -80,20 +83,35 @@ def set_rv_insertion(segmentation_sequence, markups_node) -> None:
 
 
 def update_function_tables(scene, segmentation_sequence, labels: np.ndarray | None = None):
-    """(Re)compute a result's cardiac function: the per-frame volumes table and the wall-thickness
-    table (AHA segments when the result has an RV insertion point). Returns (volumes table, function)."""
-    from ..cardiac_function import compute_cardiac_function
+    """(Re)compute a result's cardiac function and its tables: per-frame volumes, the slices
+    table (which slices count per frame and why; the user's changes to its ``counted`` column are
+    kept and applied), the QC "review first" table and the wall thickness (AHA segments when the
+    result has an RV insertion point). Values QC or the rules withhold are stored with their
+    reason (``mrml.ATTR_WITHHELD``). Returns (volumes table, function); raises
+    :class:`LabelError` when nothing can be measured (e.g. no myocardium on any frame)."""
+    from ..function_report import assess
 
-    cine_sequence, _, _, table = result_nodes(segmentation_sequence)
+    cine_sequence, myo, pool, table = result_nodes(segmentation_sequence)
     cine = mrml.cine_from_sequence(cine_sequence)
     if labels is None:
         labels = mrml.labels_from_segmentation_sequence(segmentation_sequence, cine)
-    rv_insertion = mrml.rv_insertion_lps(segmentation_sequence.GetNodeReference(mrml.REF_RV_INSERTION))
-    function = compute_cardiac_function(labels, cine.geometry, cine.trigger_times_ms, rv_insertion=rv_insertion)
     name = segmentation_sequence.GetName()
+    rv_insertion = mrml.rv_insertion_lps(segmentation_sequence.GetNodeReference(mrml.REF_RV_INSERTION))
+    slices = segmentation_sequence.GetNodeReference(mrml.REF_SLICES_TABLE)
+    choices = mrml.slice_choices(slices) if slices is not None else None
+    report = assess(labels, cine.geometry, cine.trigger_times_ms, rv_insertion=rv_insertion, include=choices,
+                    probabilities=mrml.probabilities_from_sequences(myo, pool))
+    if report.function is None:
+        raise LabelError(f"No cardiac function for '{name}': {report.withheld}")
+    function = report.function
     table = mrml.volumes_table(scene, labels, cine.geometry, trigger_times_ms=cine.trigger_times_ms,
                                name=f"{name} volumes", table_node=table, function=function)
     segmentation_sequence.SetNodeReferenceID(mrml.REF_VOLUMES_TABLE, table.GetID())
+    slices = mrml.slices_table(scene, function, report.qc, name=f"{name} slices", table_node=slices)
+    segmentation_sequence.SetNodeReferenceID(mrml.REF_SLICES_TABLE, slices.GetID())
+    review = mrml.review_table(scene, report.qc, name=f"{name} review first",
+                               table_node=segmentation_sequence.GetNodeReference(mrml.REF_REVIEW_TABLE))
+    segmentation_sequence.SetNodeReferenceID(mrml.REF_REVIEW_TABLE, review.GetID())
     thickness = mrml.thickness_table(scene, function, name=f"{name} wall thickness",
                                      table_node=segmentation_sequence.GetNodeReference(mrml.REF_THICKNESS_TABLE))
     segmentation_sequence.SetNodeReferenceID(mrml.REF_THICKNESS_TABLE, thickness.GetID())
@@ -101,10 +119,14 @@ def update_function_tables(scene, segmentation_sequence, labels: np.ndarray | No
 
 
 def function_summary(segmentation_sequence) -> str:
-    """One-paragraph EDV/ESV/SV/EF/LV mass text from a result's volumes table ("" before it has one)."""
+    """One-paragraph EDV/ESV/SV/EF/LV mass text from a result's volumes table, or why those
+    values are withheld ("" before it has a table)."""
     table = mrml.result_nodes(segmentation_sequence)[3]
     if table is None or table.GetAttribute("LVMyoSeg.EDV_mL") is None:
         return ""
+    withheld = table.GetAttribute(mrml.ATTR_WITHHELD)
+    if withheld:
+        return f"Cardiac function withheld: {withheld}. Per-frame volumes: table '{table.GetName()}'."
 
     def a(key: str) -> float:
         return float(table.GetAttribute(f"LVMyoSeg.{key}"))
@@ -117,6 +139,10 @@ def function_summary(segmentation_sequence) -> str:
         layout = ("AHA segments" if thickness.GetAttribute(mrml.ATTR_THICKNESS_REFERENCE) == "aha"
                   else "sectors relative to the image (no RV insertion point)")
         text += f" Wall thickness by {layout}: table '{thickness.GetName()}'."
+    slices = segmentation_sequence.GetNodeReference(mrml.REF_SLICES_TABLE)
+    if slices is not None:
+        text += (f" Slices counted per frame and why: table '{slices.GetName()}' (set 'counted' to 0 or 1, "
+                 "then Recompute).")
     return text
 
 

@@ -16,7 +16,11 @@ The result is a probability-map sequence and a segmentation sequence ("LV myocar
 "LV blood pool") synchronised with the cine's sequence browser, a table of the LV cavity and
 myocardium volumes per frame, and EDV, ESV, SV, EF and LV mass. The <b>Threshold</b> slider
 re-derives the masks from the probabilities without running the network again (it asks first
-when you edited slices). Correct mistakes with the Segment Editor, then <b>Export for
+when you edited slices). A slices table says which slices count in the volumes per frame and
+why (base, outflow tract and atrium left out); set its <b>counted</b> column to 0 or 1 and press
+<b>Recompute</b>. The <b>Review first</b> list names the frames and slices quality control
+doubts; a click shows that phase and slice. Values that would be meaningless are withheld, with
+the reason. Correct mistakes with the Segment Editor, then <b>Export for
 training</b> to improve the model with the LV Myocardium Trainer module.<br><br>
 The network runs in a separate Python process; on first use the module offers to install the
 Python packages it needs into Slicer. Slicer's NumPy and SimpleITK are never replaced.
