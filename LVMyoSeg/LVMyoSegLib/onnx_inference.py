@@ -139,9 +139,12 @@ def load_onnx_ensemble(bundle_dir: Path, members: int | None = None, device: str
     """Verify a bundle and open the ONNX members of its first ``members`` members (all when None).
 
     Returns ``(bundle.Manifest, OnnxEnsemble)``. Each ONNX file is read once, and the bytes
-    given to ONNX Runtime are the bytes whose SHA-256 matched the manifest.
+    given to ONNX Runtime are the bytes whose SHA-256 matched the manifest. Each member must be
+    what the manifest declares, checked without Keras: its ``.keras`` file's saved configuration
+    (:func:`~LVMyoSegLib.bundle.check_declared_architecture`: variant and base width) and its
+    ONNX graph (:func:`check_onnx_architecture`: variant and output channels).
     """
-    from .bundle import member_count, verify_bundle
+    from .bundle import check_declared_architecture, member_count, verify_bundle
 
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
@@ -152,15 +155,34 @@ def load_onnx_ensemble(bundle_dir: Path, members: int | None = None, device: str
             raise ModelError(f"{bundle_dir} has no ONNX members (member {member['file']} names none): it was "
                              "written before LVMyoSeg wrote ONNX members. Add them with `lvmyoseg export-onnx "
                              f"{bundle_dir} -o NEW_FOLDER` (needs the training requirements), then use the new folder.")
+        check_declared_architecture(bundle_dir / member["file"], manifest)
         path = bundle_dir / member[ONNX_FILE]
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != member[ONNX_SHA256]:
             raise ModelError(f"Member file {path} changed while it was being loaded; re-copy the bundle.")
         try:
-            sessions.append(session(data, device))
+            sess = session(data, device)
         except InputError:
             raise
         except Exception as exc:  # ONNX Runtime's own errors (invalid graph, unknown op)
             raise ModelError(f"ONNX Runtime cannot load {path}: {exc}. The file matches its hash, so it was "
                              "written by an incompatible LVMyoSeg; update LVMyoSeg and ONNX Runtime.") from None
+        check_onnx_architecture(path, sess, manifest)
+        sessions.append(sess)
     return manifest, OnnxEnsemble(tuple(sessions))
+
+
+def check_onnx_architecture(path: Path, sess, manifest) -> None:
+    """Refuse the ONNX member ``path`` (open as ``sess``) unless its graph is the manifest's variant
+    (graph name ``lvmyoseg_<variant>``, as :mod:`LVMyoSegLib.onnx_export` writes it) with one output
+    channel per manifest channel."""
+    graph = sess.get_modelmeta().graph_name
+    if graph != f"lvmyoseg_{manifest.variant}":
+        raise ModelError(f"{path} is the ONNX graph {graph!r}, but the manifest declares variant "
+                         f"{manifest.variant!r} (graph 'lvmyoseg_{manifest.variant}'): the member was swapped or "
+                         "the manifest edited. Re-copy the bundle from its source.")
+    channels = sess.get_outputs()[0].shape[-1]
+    if channels != len(manifest.channels):
+        raise ModelError(f"{path} has {channels} output channels, but the manifest declares "
+                         f"{len(manifest.channels)} ({', '.join(manifest.channels)}): the member was swapped or "
+                         "the manifest edited. Re-copy the bundle from its source.")

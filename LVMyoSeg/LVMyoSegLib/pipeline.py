@@ -15,9 +15,11 @@ import numpy as np
 from . import preprocess
 from .bundle import Manifest
 from .cine import Cine
+from .cine_checks import check_short_axis_cine
 from .errors import InputError
 from .onnx_inference import CancelFn, OnnxEnsemble, ProgressFn, load_onnx_ensemble
 from .labels import BLOOD_POOL, MYOCARDIUM
+from .trust import bundle_trust
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class SegmentationResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     device: str = "CPU"
     execution_provider: str = "CPUExecutionProvider"
+    trust: dict = field(default_factory=dict)  # trust.Trust.to_dict() of the bundle
 
 
 def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -60,13 +63,17 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
 
     ``device`` picks the ONNX Runtime execution provider (:data:`LVMyoSegLib.onnx_inference.DEVICES`).
     ``loaded`` lets a caller that segments many studies pass ``load_onnx_ensemble(bundle_dir)`` once.
+    Inputs that are not a short-axis cine are refused first
+    (:func:`~LVMyoSegLib.cine_checks.check_short_axis_cine`).
     """
+    check_short_axis_cine(cine)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:
         manifest, ensemble = load_onnx_ensemble(bundle_dir, members, device)
     else:
         manifest, ensemble = loaded[0], loaded[1] if members is None else loaded[1].first(members)
+    trust = bundle_trust(bundle_dir).to_dict()
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -84,4 +91,4 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     label_map = labels_from_probabilities(probabilities, threshold)
     timings["inverse_mapping"] = time.perf_counter() - t0
     return SegmentationResult(probabilities, label_map, transform, manifest.model_id, len(ensemble),
-                              threshold, timings, ensemble.device, ensemble.provider)
+                              threshold, timings, ensemble.device, ensemble.provider, trust)

@@ -7,10 +7,11 @@
   cannot deserialise them; checked by loading the bundled model), h5py, and ``onnx``
   to write the bundles' ONNX members;
 - :data:`SEGMENT_GPU` / :data:`TRAIN_GPU`: what to install in place of ``onnxruntime``,
-  resp. in addition, to use a GPU.
+  resp. in addition, to use a GPU; :data:`ALTERNATIVES`: which installed packages meet a
+  requirement in its place (``onnxruntime-gpu`` meets ``onnxruntime``).
 
-The Slicer modules install :data:`SEGMENT` on first segmentation and :data:`TRAIN`
-on first training (without NumPy and SimpleITK, which Slicer ships).
+The Slicer modules (:mod:`LVMyoSegLib.app.install`) install :data:`SEGMENT` on first
+segmentation and :data:`TRAIN` on first training (without NumPy and SimpleITK, which Slicer ships).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ SEGMENT_GPU: dict[str, str] = {
     "cuda": "onnxruntime-gpu>=1.17,<2",          # NVIDIA, Linux and Windows
     "directml": "onnxruntime-directml>=1.17,<2",  # any DirectX 12 GPU, Windows
 }
+
+# Packages that meet a requirement in its place (by requirement name): a GPU build of ONNX Runtime
+# installed instead of onnxruntime satisfies SEGMENT.
+ALTERNATIVES: dict[str, tuple[str, ...]] = {"onnxruntime": tuple(SEGMENT_GPU.values())}
 
 # TensorFlow with its CUDA libraries, for training on an NVIDIA GPU (Linux only).
 TRAIN_GPU: tuple[str, ...] = ("tensorflow[and-cuda]>=2.18,<2.22; sys_platform == 'linux'",)
