@@ -51,13 +51,15 @@ def test_hash_mismatch_shows_both_whole_hashes(tiny, tmp_path) -> None:
     assert f"expected {expected}, found {sha256_file(copy / 'member_0.keras')}" in str(info.value)
 
 
-def test_lambda_member_is_refused_without_suggesting_unsafe_loading(tmp_path) -> None:
+def test_lambda_member_is_refused_without_suggesting_unsafe_loading(tiny, tmp_path) -> None:
     import keras
 
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Lambda(lambda x: x * 2)(inp), name="multi_level")
-    write_bundle(tmp_path / "evil", [model], model_id="evil", variant="multi_level", channels=CHANNELS,
-                 preprocessing=PREPROCESSING)
+    shutil.copytree(tiny, tmp_path / "evil")  # write_bundle cannot write it: no ONNX graph of a Lambda
+    (tmp_path / "evil" / "member_0.keras").unlink()
+    model.save(tmp_path / "evil" / "member_0.keras")
+    _rehash(tmp_path / "evil")
     with pytest.raises(ModelError) as info:
         load_ensemble(tmp_path / "evil")
     message = str(info.value)
