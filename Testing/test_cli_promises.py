@@ -196,7 +196,7 @@ def test_two_concurrent_segment_runs_never_mix(tmp_path, tiny_bundle) -> None:
              for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
-    assert codes == [0, 2], results
+    assert codes in ([0, 2], [2, 3]), results  # the winner: 0, or 3 when the untrained model's function is withheld
     assert "Another LVMyoSeg run is writing to" in [err for code, err in results if code == 2][0]
     written = __import__("json").loads((out / MARKER_NAME).read_text())["files"]
     assert sorted(written) == sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME)

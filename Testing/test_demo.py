@@ -80,12 +80,13 @@ def test_rv_insertion_point_numbers_the_thickness_as_aha_segments(tmp_path: Path
 
 
 def test_function_withheld_gives_exit_code_3(tmp_path: Path, capsys) -> None:
-    """A cine without a heart (constant frames): the outputs are written, the function values
-    are withheld (null, with the reason), stderr says so and the exit code is 3."""
+    """A cine without a heart (noise; a constant image is refused before the network runs): the
+    outputs are written, the function values are withheld (null, with the reason), stderr says so
+    and the exit code is 3."""
     from LVMyoSegLib.cine import Geometry
     from LVMyoSegLib.volume_files import write_4d
 
-    frames = np.full((4, 3, 128, 128), 100.0, np.float32)
+    frames = np.random.default_rng(0).uniform(90.0, 110.0, (4, 3, 128, 128)).astype(np.float32)
     path = tmp_path / "flat.nrrd"
     write_4d(path, frames, Geometry((1.5, 1.5, 8.0), (0, 0, 0)), [0, 40, 80, 120], kind="image")
     out = tmp_path / "seg"
