@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 
 from LVMyoSegLib.bundle import write_bundle
@@ -85,6 +86,9 @@ def test_segment_into_a_dataset_case_keeps_the_expert_labels(tmp_path, tiny_bund
 @pytest.mark.parametrize("args, words", [
     (["--threshold", "1.5"], "--threshold 1.5 must lie strictly between 0 and 1"),
     (["--members", "0"], "--members 0: the model"),
+    pytest.param(["--device", "cuda"], "has no cuda execution provider",
+                 marks=pytest.mark.skipif("CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+                                          reason="this ONNX Runtime has CUDA")),
 ])
 def test_segment_arguments_are_refused_before_any_work(tmp_path, tiny_bundle, args, words) -> None:
     err = refused(tmp_path, ["segment", SAMPLE, "-o", tmp_path / "seg", "--model", tiny_bundle, *args], words)
