@@ -189,34 +189,62 @@ def test_a_basal_slice_with_the_cavity_drawn_keeps_its_myocardium_unknown():
 
 
 @pytest.mark.slow
-def test_cross_validation_runs_resumes_and_scores_held_out_frames(edes_root, tmp_path):
-    from LVMyoSegLib.cross_validation import run_cv
-    from LVMyoSegLib.experiments import ExperimentConfig
+def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(edes_root, tmp_path):
+    """Cines whose case ids are ED/ES patients (SYNTHETIC phantom cines under those ids): the
+    cross-validation gives each its own fold, and `loo --stage-one` trains only stage 2."""
+    from LVMyoSegLib import dataset, experiments, phantom
+    from LVMyoSegLib.bundle import load_keras_file
+    from LVMyoSegLib.cross_validation import fold_cnn_path, run_cv
+    from LVMyoSegLib.inference import predict_ensemble
     from LVMyoSegLib.training import TrainConfig
 
+    ids = ("SCD0002001", "SCD0002101", "SCD0002201")
     root = tmp_path / "frames"
-    rows = [r for r in _rows(edes_root) if r["cap_id"] in ("SCD0002001", "SCD0002101", "SCD0002201")]
+    rows = [r for r in _rows(edes_root) if r["cap_id"] in ids]
     for sub in ("images", "endocardium", "epicardium"):
         (root / sub).mkdir(parents=True)
         for r in rows:
             if (edes_root / sub / r["file"]).is_file():
                 shutil.copy(edes_root / sub / r["file"], root / sub / r["file"])
     _write_rows(root, rows)
-    config = ExperimentConfig(cnn=TrainConfig(epochs=1, width=4, units=1, augment=False),
-                              preprocessing={"pixel_mm": 2.0, "crop_size": 64})
-    results = run_cv(root, tmp_path / "cv", config, n_folds=3)
-    assert results["folds_done"] == 3
-    folds = results["settings"]["folds"]
+    cines = tmp_path / "cines"
+    for seed, pid in enumerate(ids[:2]):
+        cine, labels = phantom.make_synthetic_cine(n_phases=6, n_slices=4, size=96, seed=30 + seed)
+        dataset.add_case(cines, pid, cine, labels)
+    tiny = TrainConfig(epochs=1, width=4, units=1, augment=False)
+    config = experiments.ExperimentConfig(variants=("cnn", "one_level"), cnn=tiny, rnn=tiny,
+                                          preprocessing={"pixel_mm": 2.0, "crop_size": 64})
+    cv = run_cv(root, tmp_path / "cv", config, cine_dataset=cines, n_folds=3)
+    folds = cv["settings"]["folds"]
+    assert cv["folds_done"] == 3 and [sum(p in f for p in ids[:2]) for f in folds] == [1, 1, 0]
+    n_cine_frames = {pid: int(dataset.read_case(cines, pid).labels.known.any(axis=2).sum()) for pid in ids[:2]}
     for k, fold in enumerate(folds):
         record = json.loads((tmp_path / "cv" / f"fold_{k}.json").read_text())
-        assert {r["case"] for r in record["records"]} == set(fold)
-        assert record["train_frames"] == sum(r["cap_id"] not in fold for r in rows)
+        assert {r["case"] for r in record["records"]} == set(fold)  # scored on its held-out ED/ES frames
         n_ed = sum(r["cap_id"] in fold and r["frame"] == "ED" for r in rows)
         assert sum(r["channel"] == "myocardium" for r in record["records"]) == n_ed
-    table = (tmp_path / "cv" / "cv_table.md").read_text()
-    assert "| all | 3 |" in table and "group HF-NI" in table
+        # training: cine frames for a patient with a cine, its ED/ES frames otherwise, never both
+        assert record["train_frames"] == sum(
+            n_cine_frames[p] if p in n_cine_frames else sum(r["cap_id"] == p for r in rows)
+            for f in folds if f is not fold for p in f)
+    assert "| all | 3 |" in (tmp_path / "cv" / "cv_table.md").read_text()
     stamp = (tmp_path / "cv" / "fold_0.json").stat().st_mtime_ns
-    run_cv(root, tmp_path / "cv", config, n_folds=3)  # finished folds are not run again
+    run_cv(root, tmp_path / "cv", config, cine_dataset=cines, n_folds=3)  # finished folds are not run again
     assert (tmp_path / "cv" / "fold_0.json").stat().st_mtime_ns == stamp
     with pytest.raises(InputError, match="other settings"):
-        run_cv(root, tmp_path / "cv", config, n_folds=2)
+        run_cv(root, tmp_path / "cv", config, cine_dataset=cines, n_folds=2)
+    with pytest.raises(InputError, match="no fold"):
+        fold_cnn_path(tmp_path / "cv", "SCD0009999")
+
+    results = experiments.run_loo(cines, tmp_path / "loo", config, stage_one=tmp_path / "cv")
+    assert results["folds_done"] == 2 and results["settings"]["stage_one"] == "cv"
+    for pid in ids[:2]:
+        fold_dir = tmp_path / "loo" / f"fold_{pid}"
+        assert not (fold_dir / "member_0" / "cnn").exists()  # stage 1 came from the CV fold
+        assert (fold_dir / "member_0" / "rnn_one_level" / "model.keras").is_file()
+        cnn = load_keras_file(fold_cnn_path(tmp_path / "cv", pid))
+        prepared = experiments.prepare_case(dataset.read_case(cines, pid), config.preprocessing)
+        expected = experiments.predict_case([cnn], prepared, 0.5)[1]
+        stored = np.load(fold_dir / "labels_cnn.npz")["label_map"]
+        assert np.array_equal(stored, expected)
+        assert predict_ensemble([cnn], prepared.x).shape[-1] == 2
