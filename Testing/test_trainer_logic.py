@@ -415,7 +415,7 @@ def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, tiny_bund
         print("\n" + retraining.loo_summary(results))
         for case, b, a in zip(columns["case"], before, after):
             print(f"  {case}: held-out myocardium DSC {b:.3f} -> {a:.3f}")
-    assert results["folds_done"] == 3 and results["settings"]["init"] == str(tiny_bundle)
+    assert results["folds_done"] == 3 and results["settings"]["init"] == tiny_bundle.name
     assert np.count_nonzero(after[:3] > before[:3]) >= 2  # most held-out cases improve
     assert after[-1] > before[-1] + 0.05  # and the mean over folds clearly does
 
