@@ -1,0 +1,186 @@
+"""``lvmyoseg batch``: the study list, the table, and real batches over the 5 real Sunnybrook cines
+plus 2 bad inputs, on a real Dask LocalCluster (1 and 2 worker processes), with the bundled model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LVMyoSegLib.cli import main
+from LVMyoSegLib.cohort import (COLUMNS, input_sha256, list_studies, output_complete, qc_summary)
+from LVMyoSegLib.errors import InputError
+from LVMyoSegLib.resources import sample_case_dir
+from LVMyoSegLib.volume_files import read_4d
+
+SAMPLE = sample_case_dir() / "cine.nrrd"
+NUMBERS = [c for c in COLUMNS if c not in ("source", "runtime_s", "output", "model_sha256", "input_sha256")]
+
+
+def _bad_inputs(folder: Path) -> None:
+    """A real 3D volume (one phase of the sample cine) and a truncated copy of the sample cine."""
+    import SimpleITK as sitk
+
+    cine = read_4d(SAMPLE)
+    sitk.WriteImage(sitk.GetImageFromArray(cine.frames[0]), str(folder / "one_phase.nii.gz"))
+    data = SAMPLE.read_bytes()
+    (folder / "truncated.nrrd").write_bytes(data[: len(data) // 2])
+
+
+def _read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["id"]: row for row in csv.DictReader(fh)}
+
+
+# ------------------------------------------------------------------ fast: the study list
+
+
+def test_folder_of_studies_lists_folders_and_volumes_only(tmp_path: Path) -> None:
+    (tmp_path / "b_study").mkdir()
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    (tmp_path / "c.nrrd").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not a study")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / "out").mkdir()
+    studies = list_studies(tmp_path, exclude=tmp_path / "out")
+    assert [s.id for s in studies] == ["a", "b_study", "c"]
+    assert all(s.path.is_absolute() and s.rv_insertion is None for s in studies)
+
+
+def test_csv_study_list_ids_paths_and_rv_insertion(tmp_path: Path) -> None:
+    (tmp_path / "x.nrrd").write_bytes(b"x")
+    (tmp_path / "list.csv").write_text("path,id,rv_insertion\nx.nrrd,patient-1,10 -20.5 3\n"
+                                       f"{tmp_path / 'x.nrrd'},patient-2,\n")
+    studies = list_studies(tmp_path / "list.csv")
+    assert [(s.id, s.path, s.rv_insertion) for s in studies] == [
+        ("patient-1", tmp_path / "x.nrrd", (10.0, -20.5, 3.0)), ("patient-2", tmp_path / "x.nrrd", None)]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("path\na.nrrd\nsub/a.nrrd\n", "distinct ids"),
+    ("id\nfoo\n", "no `path` column"),
+    ("path,rv_insertion\na.nrrd,1 2\n", "three numbers"),
+    ("path,id\na.nrrd,../up\n", "cannot name a folder"),
+])
+def test_bad_study_lists_are_refused_with_the_reason(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "list.csv").write_text(text)
+    with pytest.raises(InputError, match=expected):
+        list_studies(tmp_path / "list.csv")
+
+
+def test_input_hash_follows_the_bytes_of_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "1.dcm").write_bytes(b"one")
+    first = input_sha256(tmp_path / "s")
+    (tmp_path / "s" / ".DS_Store").write_bytes(b"ignored")
+    assert input_sha256(tmp_path / "s") == first
+    (tmp_path / "s" / "1.dcm").write_bytes(b"One")
+    assert input_sha256(tmp_path / "s") != first
+
+
+def test_output_complete_needs_every_listed_file(tmp_path: Path) -> None:
+    assert not output_complete(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"outputs": {"labels": "labels.nii.gz",
+                                                                   "report": "report.json"}}))
+    assert not output_complete(tmp_path)
+    (tmp_path / "labels.nii.gz").write_bytes(b"x")
+    assert output_complete(tmp_path)
+
+
+def test_qc_summary_is_empty_without_qc() -> None:
+    assert qc_summary({}) == (None, None)
+    assert qc_summary({"qc": {"review_first": [{"frame": 3}, {"frame": 7}], "scores": [[0.1, 0.9], [0.3, 0.2]]}}) \
+        == (2, 0.9)
+
+
+# ------------------------------------------------------------------ slow: real batches
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory, sunnybrook_root: Path):
+    """The 5 real cines (DICOM folders) and 2 bad inputs in one folder, batched once with 1 worker."""
+    base = tmp_path_factory.mktemp("cohort")
+    inputs = base / "studies"
+    inputs.mkdir()
+    for study in sorted((sunnybrook_root / "dicom").iterdir()):
+        (inputs / study.name).symlink_to(study, target_is_directory=True)
+    _bad_inputs(inputs)
+    out = base / "out"
+    assert main(["batch", str(inputs), "-o", str(out)]) == 0
+    return inputs, out
+
+
+@pytest.mark.slow
+def test_batch_gives_ok_and_refused_rows(cohort) -> None:
+    inputs, out = cohort
+    rows = _read_csv(out / "cohort.csv")
+    real = sorted(p.name for p in inputs.iterdir() if p.is_dir())
+    assert len(real) == 5 and sorted(rows) == sorted(real + ["one_phase", "truncated"])
+    for name in real:
+        row = rows[name]
+        assert row["status"] == "ok", row
+        assert 20 <= float(row["edv_ml"]) <= 400 and 5 <= float(row["ef_percent"]) <= 90
+        assert int(row["slices_counted_ed"]) >= 1 and row["model_id"] == "sunnybrook-multilevel-v1"
+        assert output_complete(out / name)
+    assert rows["one_phase"]["status"].startswith("refused: ") and "3D volume" in rows["one_phase"]["status"]
+    assert rows["truncated"]["status"].startswith("refused: ") and "truncated" in rows["truncated"]["status"]
+    assert not (out / "one_phase").exists() and not (out / "truncated").exists()
+    table = json.loads((out / "cohort.json").read_text())
+    assert table["settings"]["members"] == 1 and table["columns"] == list(COLUMNS)
+    assert [r["id"] for r in table["studies"]] == list(rows)
+
+
+@pytest.mark.slow
+def test_batch_outputs_are_those_of_segment(cohort, tmp_path: Path) -> None:
+    inputs, out = cohort
+    study = sorted(p for p in inputs.iterdir() if p.is_dir())[2]
+    assert main(["segment", str(study), "-o", str(tmp_path / "seg")]) == 0
+    batch, single = out / study.name, tmp_path / "seg"
+    assert sorted(p.name for p in batch.iterdir()) == sorted(p.name for p in single.iterdir())
+    for name in ("labels.nii.gz", "probabilities_myocardium.nii.gz", "probabilities_blood_pool.nii.gz"):
+        a, b = read_4d(batch / name), read_4d(single / name)
+        assert a.geometry.matches(b.geometry) and np.array_equal(a.frames, b.frames), name
+    report_a, report_b = (json.loads((d / "report.json").read_text()) for d in (batch, single))
+    for key in ("input", "model", "cardiac_function", "crop_transform", "outputs"):
+        assert report_a[key] == report_b[key], key
+
+
+@pytest.mark.slow
+def test_rerun_does_nothing_and_a_deleted_study_is_redone_alone(cohort, capsys) -> None:
+    inputs, out = cohort
+    before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
+    table_before = _read_csv(out / "cohort.csv")
+    capsys.readouterr()
+    assert main(["batch", str(inputs), "-o", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "Nothing to do: all 7 studies are up to date" in said.out + said.err
+    assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/report.json")} == before
+
+    redo = sorted(before)[1]
+    shutil.rmtree(out / redo)
+    assert main(["batch", str(inputs), "-o", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "7 studies: 6 up to date, 1 to segment" in said.out + said.err
+    after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
+    assert {k for k in after if after[k] != before[k]} == {redo}
+    table_after = _read_csv(out / "cohort.csv")
+    assert [{k: r[k] for k in NUMBERS} for r in table_after.values()] == \
+        [{k: r[k] for k in NUMBERS} for r in table_before.values()]
+
+
+@pytest.mark.slow
+def test_two_worker_local_cluster_gives_the_same_numbers(cohort, tmp_path: Path) -> None:
+    """A real LocalCluster of 2 worker processes, given the same studies as a CSV study list."""
+    inputs, out = cohort
+    rows = ["path,id"] + [f"{p},{p.name.split('.')[0]}" for p in sorted(inputs.iterdir())]
+    (tmp_path / "studies.csv").write_text("\n".join(rows) + "\n")
+    assert main(["batch", str(tmp_path / "studies.csv"), "-o", str(tmp_path / "out"), "--workers", "2"]) == 0
+    one, two = _read_csv(out / "cohort.csv"), _read_csv(tmp_path / "out" / "cohort.csv")
+    assert list(one) == list(two)
+    for study in one:
+        assert {k: one[study][k] for k in NUMBERS} == {k: two[study][k] for k in NUMBERS}, study
+    assert json.loads((tmp_path / "out" / "cohort.json").read_text())["settings"]["workers"] == 2
