@@ -156,11 +156,13 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                              "Myocardium Trainer module; or choose a model folder below.")
         self.ui.inputsCollapsibleButton.layout().insertRow(1, "Model version:", self.modelVersionComboBox)
         self.modelVersionComboBox.connect("currentIndexChanged(int)", self.onModelVersionChanged)
+        self.setupBatch()
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.logic.cancel()
+        self.logic.cancelBatch()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -281,6 +283,53 @@ class LVMyoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.segmentationSequence = job.result.segmentation
         self._updateButtons()
 
+    # -- batch: a cohort of studies on disk, through `lvmyoseg batch`
+
+    def setupBatch(self) -> None:
+        self.ui.batchRunButton.connect("clicked(bool)", self.onBatchRunButton)
+        self.ui.batchCancelButton.connect("clicked(bool)", self.onBatchCancelButton)
+        self._updateBatchButtons()
+
+    def _updateBatchButtons(self) -> None:
+        running = self.logic.isBatchRunning()
+        self.ui.batchRunButton.enabled = not running
+        self.ui.batchCancelButton.enabled = running
+
+    def onBatchRunButton(self) -> None:
+        p = self._parameterNode
+        inputs = self.ui.batchCsvPathLineEdit.currentPath or self.ui.batchFolderPathLineEdit.currentPath
+        with slicer.util.tryWithErrorDisplay("Could not start the batch.", waitCursor=True):
+            if not self.logic.ensureRequirements(askUser=True):
+                self.ui.batchStatusLabel.text = "The Python packages LVMyoSeg needs are not installed."
+                return
+            self.ui.batchProgressBar.value = 0
+            self.ui.batchStatusLabel.text = "Starting..."
+            self.logic.startBatch(inputs, self.ui.batchOutputPathLineEdit.currentPath, p.modelPath if p else None,
+                                  p.members if p else 0, onProgress=self.onBatchProgress,
+                                  onFinished=self.onBatchFinished)
+        self._updateBatchButtons()
+
+    def onBatchCancelButton(self) -> None:
+        self.logic.cancelBatch()
+        self._updateBatchButtons()
+
+    def onBatchProgress(self, fraction: float, message: str) -> None:
+        self.ui.batchProgressBar.value = int(round(1000 * max(0.0, min(1.0, fraction))))
+        self.ui.batchStatusLabel.text = message
+
+    def onBatchFinished(self, job: "BatchJob") -> None:
+        self._updateBatchButtons()
+        if job.cancelled:
+            self.ui.batchStatusLabel.text = ("Cancelled; finished studies are kept in the table. "
+                                             "Run again to do the rest.")
+        elif job.error:
+            self.ui.batchStatusLabel.text = "Batch failed."
+            slicer.util.errorDisplay("Batch failed:\n\n" + job.error.splitlines()[0], detailedText=job.error)
+        else:
+            self.ui.batchProgressBar.value = 1000
+            self.ui.batchStatusLabel.text = job.summary or f"Done in {job.elapsedSeconds:.0f} s."
+            self.logic.showCohortTable(job.outputDir)
+
     # -- results
 
     def onSegmentationChanged(self, node) -> None:
@@ -364,6 +413,23 @@ class SegmentationJob:
     result: Optional[mrml.ResultNodes] = None
 
 
+@dataclass
+class BatchJob:
+    """One background ``lvmyoseg batch`` run over a cohort on disk."""
+
+    outputDir: Path
+    onProgress: Optional[Callable[[float, str], None]] = None
+    onFinished: Optional[Callable[["BatchJob"], None]] = None
+    process: object = None
+    startTime: float = field(default_factory=time.time)
+    elapsedSeconds: float = 0.0
+    log: List[str] = field(default_factory=list)
+    cancelled: bool = False
+    finished: bool = False
+    error: Optional[str] = None
+    summary: str = ""
+
+
 class LVMyoSegLogic(ScriptedLoadableModuleLogic):
     """Runs the segmentation and manages its results; usable without the Widget.
 
@@ -377,6 +443,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._job: Optional[SegmentationJob] = None
+        self._batchJob: Optional[BatchJob] = None
 
     def getParameterNode(self) -> LVMyoSegParameterNode:
         return LVMyoSegParameterNode(super().getParameterNode())
@@ -574,6 +641,74 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         if job.error:
             raise LVMyoSegError(job.error)
         return job.result
+
+    # -- cohort batch in a background process (`lvmyoseg batch`; the logic is the command line's)
+
+    def isBatchRunning(self) -> bool:
+        return self._batchJob is not None and not self._batchJob.finished
+
+    def startBatch(self, inputs, outputDir, modelDir: Optional[Path] = None, members: int = 0,
+                   onProgress=None, onFinished=None) -> BatchJob:
+        """Segment every study of ``inputs`` (a folder of studies or a CSV study list) into
+        ``outputDir``; ``onFinished(job)`` is called at the end. Resumes an earlier run into the
+        same folder."""
+        if self.isBatchRunning():
+            raise InputError("A batch is already running; wait for it or press Cancel.")
+        if not inputs or not Path(inputs).exists():
+            raise InputError(f"Studies {inputs or '(none)'} not found: pick a folder of studies or a CSV "
+                             "study list.")
+        if not outputDir or str(outputDir) in ("", "."):
+            raise InputError("No output folder: pick the folder the batch writes into.")
+        modelDir = Path(modelDir) if modelDir and str(modelDir) not in ("", ".") else bundled_model_dir()
+        outputDir = Path(outputDir)
+        outputDir.mkdir(parents=True, exist_ok=True)
+        args = ["batch", str(Path(inputs)), "-o", str(outputDir), "--model", str(modelDir), "--progress-lines"]
+        if members:
+            args += ["--members", str(int(members))]
+        job = BatchJob(outputDir, onProgress, onFinished)
+        job.process = CliProcess(qt, args, work_dir=outputDir, on_line=lambda line: self._handleBatchLine(job, line),
+                                 on_log=job.log.append, on_end=lambda end: self._onBatchEnd(job, end))
+        job.process.start()
+        self._batchJob = job
+        return job
+
+    def _handleBatchLine(self, job: BatchJob, line: str) -> None:
+        progress = parse_progress_line(line)
+        if progress is None:
+            if line.strip():
+                job.log.append(line)
+                job.summary = line  # the command's last line is its summary
+                logging.info(f"LVMyoSeg batch: {line}")
+        elif job.onProgress:
+            job.onProgress(*progress)
+
+    def _onBatchEnd(self, job: BatchJob, end: ProcessEnd) -> None:
+        job.error = failure_message(end, job.log, "batch", job.process.python)
+        job.finished = True
+        job.elapsedSeconds = time.time() - job.startTime
+        if self._batchJob is job:
+            self._batchJob = None
+        if job.onFinished:
+            job.onFinished(job)
+
+    def cancelBatch(self) -> None:
+        """Stop the running batch (if any); studies already finished stay in the table."""
+        job = self._batchJob
+        if job is None or job.finished:
+            return
+        job.cancelled = True
+        job.process.cancel()
+
+    @staticmethod
+    def showCohortTable(outputDir: Path):
+        """Load ``outputDir/cohort.csv`` as a table node and show it in a table view; returns the node."""
+        table = slicer.util.loadTable(str(Path(outputDir) / "cohort.csv"))
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:
+            layoutManager.setLayout(slicer.modules.tables.logic().GetLayoutWithTable(layoutManager.layout))
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
+        return table
 
     def loadResults(self, job: SegmentationJob) -> mrml.ResultNodes:
         """Read the process outputs and add them to the scene, synchronised with the cine."""
