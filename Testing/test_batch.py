@@ -184,3 +184,100 @@ def test_two_worker_local_cluster_gives_the_same_numbers(cohort, tmp_path: Path)
     for study in one:
         assert {k: one[study][k] for k in NUMBERS} == {k: two[study][k] for k in NUMBERS}, study
     assert json.loads((tmp_path / "out" / "cohort.json").read_text())["settings"]["workers"] == 2
+
+
+# ------------------------------------------------------------------ slow: the background-process paths
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny untrained 2-member bundle: these tests check the process paths, not accuracy."""
+    from LVMyoSegLib.bundle import write_bundle
+    from LVMyoSegLib.labels import CHANNELS
+    from LVMyoSegLib.networks import build_cnn, build_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    models = [build_model("multi_level", build_cnn(width=4, seed=s, units=1), seed=s) for s in (0, 1)]
+    write_bundle(path, models, model_id="tiny-untrained", variant="multi_level", channels=CHANNELS,
+                 preprocessing={"pixel_mm": 2.0, "crop_size": 64})
+    return path
+
+
+def _three_studies(folder: Path, sunnybrook_root: Path) -> Path:
+    rows = ["path,id"] + [f"{sunnybrook_root / 'dicom' / name},{name}"
+                          for name in ("SCD0000301", "SCD0000401", "SCD0000501")]
+    (folder / "studies.csv").write_text("\n".join(rows) + "\n")
+    return folder / "studies.csv"
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _finished_rows_are_whole(out: Path) -> dict[str, dict[str, str]]:
+    rows = _read_csv(out / "cohort.csv")
+    assert rows and all(r["status"] == "ok" and output_complete(out / i) for i, r in rows.items())
+    return rows
+
+
+@pytest.mark.slow
+def test_progress_lines_through_the_slicer_runner_and_cancel_stops_every_worker(
+        cli_run, qt_core, tmp_path: Path, tiny_bundle: Path, sunnybrook_root: Path) -> None:
+    """The Slicer module's path: CliProcess, PROGRESS lines per study, Cancel (a kill) mid-batch."""
+    import time
+
+    import psutil
+
+    from LVMyoSegLib.cli_process import parse_progress_line
+
+    studies, out = _three_studies(tmp_path, sunnybrook_root), tmp_path / "out"
+    run = cli_run(["batch", str(studies), "-o", str(out), "--model", str(tiny_bundle), "--progress-lines"],
+                  tmp_path)
+    deadline = time.monotonic() + 600
+    while not any(parse_progress_line(line) for line in run.lines) and time.monotonic() < deadline:
+        assert not run.process.ended, run.log[-20:]
+        run.process.process.waitForFinished(100)
+        run.events()
+    fraction, message = next(p for p in map(parse_progress_line, run.lines) if p)
+    assert fraction == pytest.approx(1 / 3, abs=1e-3) and message.startswith("1/3 studies, 0 not ok, ETA ")
+    assert "3 studies: 0 up to date, 3 to segment on 1 local worker process." in run.lines
+    children = _descendants(run.process.process.processId())
+    assert children, "the batch runs its Dask worker in processes of its own"
+    run.process.cancel()
+    assert run.ends[0].cancelled
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"worker processes left running after Cancel: {alive}"
+    _finished_rows_are_whole(out)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_a_rerun_does_the_rest(tmp_path: Path, tiny_bundle: Path,
+                                                        sunnybrook_root: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    studies, out = _three_studies(tmp_path, sunnybrook_root), tmp_path / "out"
+    command = [sys.executable, "-m", "LVMyoSegLib.cli", "batch", str(studies), "-o", str(out),
+               "--model", str(tiny_bundle)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "LVMyoSeg"),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group, as a terminal's Ctrl-C has
+    deadline = time.monotonic() + 600
+    while not (out / "cohort.csv").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "run the same command again to do the rest" in stderr
+    done = _finished_rows_are_whole(out)
+    assert 1 <= len(done) < 3
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"3 studies: {len(done)} up to date, {3 - len(done)} to segment" in result.stderr
+    assert len(_finished_rows_are_whole(out)) == 3

@@ -188,9 +188,10 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
 
     from distributed import as_completed
 
-    client, cluster = _start_client(workers, scheduler)
+    client = cluster = None
     futures = {}
     try:
+        client, cluster = _start_client(workers, scheduler)
         client.register_plugin(ModelCache(model_dir, n_members), name=settings.plugin_name)
         for i, study in enumerate(pending):
             futures[client.submit(segment_study, study, settings, pure=False, priority=-i)] = study
@@ -212,11 +213,13 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
                 progress((kept + done) / total, f"{kept + done}/{total} studies, {bad} not ok, "
                                                 f"ETA {eta / 60:.1f} min")
     except KeyboardInterrupt:
-        client.cancel(list(futures))
+        if futures:
+            client.cancel(list(futures))
         raise CancelledError(f"Stopped: {len(table.rows)} of {total} studies are finished in "
                              f"{out / 'cohort.csv'}; run the same command again to do the rest.") from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
     table.settings["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -115,6 +115,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except CancelledError as exc:
         print(f"\nlvmyoseg: {exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("\nlvmyoseg: stopped before any study was segmented.", file=sys.stderr)
+        return 130
     print(f"{summary.ok} ok, {summary.refused} refused, {summary.failed} failed of {summary.total} studies "
           f"({summary.kept} kept from the earlier run) in {summary.seconds:.0f} s; table: "
           f"{Path(args.output) / 'cohort.csv'}")
