@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ except ImportError:  # pragma: no cover - dask[distributed] is a dependency
     WorkerPlugin = object  # type: ignore[misc,assignment]
 
 THREADS_PER_WORKER = 2  # one study in the network, the next one being read or the last one written
+CLOSE_TIMEOUT_S = 20
 
 
 @dataclass(frozen=True)
@@ -61,13 +63,19 @@ class ModelCache(WorkerPlugin):
     """Per Dask worker: the ensemble (loaded at the first study, kept for all others) and the lock
     that lets one study at a time use it."""
 
-    def __init__(self, model_dir: Path, members: int) -> None:
+    def __init__(self, model_dir: Path, members: int, *, ignore_interrupt: bool = False) -> None:
         self.model_dir, self.members = str(model_dir), int(members)
+        self.ignore_interrupt = ignore_interrupt
         self._lock: threading.Lock | None = None
         self._loaded = None
 
     def setup(self, worker=None) -> None:
         self._lock, self._loaded = threading.Lock(), None
+        if self.ignore_interrupt:  # a local worker: Ctrl-C is the client's to handle (it stops the cluster)
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            except ValueError:  # not the worker process's main thread: leave it
+                pass
 
     def segment(self, cine, threshold: float):
         from .bundle import load_ensemble
@@ -192,7 +200,8 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
     futures = {}
     try:
         client, cluster = _start_client(workers, scheduler)
-        client.register_plugin(ModelCache(model_dir, n_members), name=settings.plugin_name)
+        client.register_plugin(ModelCache(model_dir, n_members, ignore_interrupt=cluster is not None),
+                               name=settings.plugin_name)
         for i, study in enumerate(pending):
             futures[client.submit(segment_study, study, settings, pure=False, priority=-i)] = study
         done = bad = 0
@@ -218,13 +227,21 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
         raise CancelledError(f"Stopped: {len(table.rows)} of {total} studies are finished in "
                              f"{out / 'cohort.csv'}; run the same command again to do the rest.") from None
     finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        _close(client, cluster)
     table.settings["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     table.write()
     return _summary(table, total, kept, t_start)
+
+
+def _close(client, cluster) -> None:
+    """Close the client and the local cluster, never hiding the exception that ended the batch."""
+    for closable in (client, cluster):
+        if closable is None:
+            continue
+        try:
+            closable.close(timeout=CLOSE_TIMEOUT_S)
+        except Exception as exc:  # e.g. a worker that died under Ctrl-C
+            logging.warning(f"LVMyoSeg batch: closing {type(closable).__name__} failed: {exc}")
 
 
 def _summary(table: CohortTable, total: int, kept: int, t_start: float) -> BatchSummary:
