@@ -281,3 +281,41 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_does_the_rest(tmp_path: Path, tiny_bun
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"3 studies: {len(done)} up to date, {3 - len(done)} to segment" in result.stderr
     assert len(_finished_rows_are_whole(out)) == 3
+
+
+@pytest.mark.slow
+def test_an_existing_dask_cluster_runs_the_same_tasks(tmp_path: Path, tiny_bundle: Path) -> None:
+    """A real scheduler and worker started as `dask scheduler` / `dask worker` processes, as on a
+    cluster; the batch only gets the scheduler's address."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "LVMyoSeg"),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    scheduler_file = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    scheduler = subprocess.Popen(dask + ["scheduler", "--scheduler-file", str(scheduler_file), "--port", "0",
+                                         "--no-dashboard"], env=env, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while not scheduler_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker = subprocess.Popen(dask + ["worker", address, "--nthreads", "2", "--no-dashboard"], env=env,
+                                  stderr=subprocess.DEVNULL)
+        (tmp_path / "one.csv").write_text(f"path,id\n{SAMPLE},sample\n")
+        assert main(["batch", str(tmp_path / "one.csv"), "-o", str(tmp_path / "out"), "--model", str(tiny_bundle),
+                     "--scheduler", address]) == 0
+        row = _read_csv(tmp_path / "out" / "cohort.csv")["sample"]
+        assert row["status"] == "ok" and output_complete(tmp_path / "out" / "sample")
+        assert (tmp_path / "out" / "sample" / "labels.nrrd").is_file()  # NRRD in, NRRD out, as `segment`
+        assert json.loads((tmp_path / "out" / "cohort.json").read_text())["settings"]["scheduler"] == address
+        assert worker.poll() is None, "the cluster's worker outlives the batch"
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=60)
