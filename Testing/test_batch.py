@@ -319,3 +319,42 @@ def test_an_existing_dask_cluster_runs_the_same_tasks(tmp_path: Path, tiny_bundl
             if process is not None:
                 process.terminate()
                 process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_its_studies_and_the_batch_goes_on(tmp_path: Path, tiny_bundle: Path,
+                                                                     sunnybrook_root: Path) -> None:
+    """The worker process is killed mid-study (as the OOM killer would). With Dask's retries set to 0
+    its studies become `failed` rows at once; the batch finishes, and a rerun redoes just those."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    studies, out = _three_studies(tmp_path, sunnybrook_root), tmp_path / "out"
+    command = [sys.executable, "-m", "LVMyoSegLib.cli", "batch", str(studies), "-o", str(out),
+               "--model", str(tiny_bundle)]
+    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "LVMyoSeg"),
+                                           os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, victim = time.monotonic() + 600, None
+    while victim is None and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)  # the worker: the child process that has loaded TensorFlow (and is segmenting)
+        victim = next((p for p in psutil.Process(process.pid).children(recursive=True)
+                       if p.memory_info().rss > 400e6), None)
+    assert victim is not None and not (out / "cohort.csv").exists()
+    victim.send_signal(signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=900)
+    assert process.returncode == 0, stderr[-3000:]
+    rows = _read_csv(out / "cohort.csv")
+    assert len(rows) == 3 and all(r["status"] == "ok" or r["status"].startswith("failed: ") for r in rows.values())
+    failed = {i for i, r in rows.items() if r["status"].startswith("failed: ")}
+    assert failed and all("KilledWorker" in rows[i]["status"] for i in failed)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"3 studies: {3 - len(failed)} up to date, {len(failed)} to segment" in result.stderr
+    assert len(_finished_rows_are_whole(out)) == 3
