@@ -95,6 +95,8 @@ def test_qc_summary_is_empty_without_qc() -> None:
     assert qc_summary({}) == (None, None)
     assert qc_summary({"qc": {"review_first": [{"frame": 3}, {"frame": 7}], "scores": [[0.1, 0.9], [0.3, 0.2]]}}) \
         == (2, 0.9)
+    assert qc_summary({"qc": {"flagged_frames": [4], "scores": [{"frame": 4, "score": 0.7}, {"frame": 5}]}}) \
+        == (1, 0.7)
 
 
 # ------------------------------------------------------------------ slow: real batches

@@ -171,10 +171,22 @@ def qc_summary(report: dict) -> tuple[int | None, float | None]:
         return None, None
     flagged = next((qc[k] for k in ("flagged_frames", "review_first", "ranked") if k in qc), None)
     count = len(flagged) if isinstance(flagged, list) else (int(flagged) if isinstance(flagged, int) else None)
-    scores = qc.get("worst_score", qc.get("scores", qc.get("frame_scores")))
-    values = [v for v in np.asarray(scores, dtype=object).ravel().tolist()
-              if isinstance(v, (int, float)) and math.isfinite(v)] if scores is not None else []
+    values = [v for v in _numbers(qc.get("worst_score", qc.get("scores", qc.get("frame_scores"))))
+              if math.isfinite(v)]
     return count, (round(max(values), 4) if values else None)
+
+
+def _numbers(value: Any) -> list[float]:
+    """Every number in nested lists, and in dicts under their ``score`` key."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, dict):
+        return _numbers(value.get("score"))
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _numbers(item)]
+    return []
 
 
 def base_row(study: Study, status: str, *, model_id: str, model_hash: str, members: int,
