@@ -33,6 +33,21 @@ def study(sunnybrook_root):
     return load_study(list_studies(sunnybrook_root)[0])
 
 
+@pytest.fixture(scope="session")
+def phantom_dataset(tmp_path_factory) -> Path:
+    """Two SYNTHETIC phantom cases with Sunnybrook-like sparse labels (a training dataset).
+
+    Shared by the whole session: tests must not modify it.
+    """
+    from LVMyoSegLib import dataset, phantom
+
+    path = tmp_path_factory.mktemp("phantom") / "dataset"
+    for seed in range(2):
+        cine, labels = phantom.make_synthetic_cine(n_phases=8, n_slices=4, size=128, seed=seed)
+        dataset.add_case(path, f"phantom{seed}", cine, phantom.sparsify_like_sunnybrook(labels))
+    return path
+
+
 @pytest.fixture
 def scene():
     """A real MRML scene (slicer-core) with the Sequences logic watching it, as in 3D Slicer

@@ -91,12 +91,59 @@ def test_output_complete_needs_every_listed_file(tmp_path: Path) -> None:
     assert output_complete(tmp_path)
 
 
-def test_qc_summary_is_empty_without_qc() -> None:
-    assert qc_summary({}) == (None, None)
-    assert qc_summary({"qc": {"review_first": [{"frame": 3}, {"frame": 7}], "scores": [[0.1, 0.9], [0.3, 0.2]]}}) \
-        == (2, 0.9)
-    assert qc_summary({"qc": {"flagged_frames": [4], "scores": [{"frame": 4, "score": 0.7}, {"frame": 5}]}}) \
-        == (1, 0.7)
+def _report(folder: Path, labels: np.ndarray) -> dict:
+    """A report.json as `segment` writes its function, QC and withholding part (real `assess`)."""
+    from test_function_report import GEOMETRY, strict
+
+    from LVMyoSegLib.function_report import assess
+
+    t, z, y, x = labels.shape
+    report = {"input": {"T": t, "Z": z, "spacing_mm_xyz": list(GEOMETRY.spacing)},
+              **strict(assess(labels, GEOMETRY).to_dict())}
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(report, allow_nan=False))
+    return report
+
+
+def test_row_reads_slices_counted_and_qc_from_the_real_report_keys(tmp_path: Path) -> None:
+    from test_function_report import rings
+
+    from LVMyoSegLib.cohort import Study, study_row
+    from LVMyoSegLib.qc import FLAG_SCORE
+
+    labels = rings()
+    labels[2, 3] = 0  # frame 2 loses slice 3: not counted there, and QC sees the jumps around it
+    report = _report(tmp_path / "s", labels)
+    row = study_row(Study("s", tmp_path / "in.nrrd"), tmp_path / "s", model_id="m", model_hash="h", members=1,
+                    input_hash="i")
+    function, qc = report["cardiac_function"], report["qc"]
+    counted = {f: sum(r["counted"] for r in function["slices"]["rows"] if r["frame"] == f) for f in range(5)}
+    assert counted[2] < 6 and row["slices_counted_ed"] == counted[function["ed_frame"]]
+    assert row["slices_counted_es"] == counted[function["es_frame"]]
+    scores = [v for v in qc["frame_scores"] if v is not None]
+    assert row["qc_worst_score"] == round(max(scores), 4) and row["qc_worst_score"] > 0
+    assert row["qc_flagged_frames"] == sum(v >= FLAG_SCORE for v in scores)
+    assert row["qc_flagged_slices"] == qc["flagged_slices"]
+    assert row["status"] == "ok" and row["function_withheld"] is None and row["edv_ml"] == round(function["edv_ml"], 3)
+
+
+def test_withheld_function_leaves_the_function_columns_empty_and_says_why(tmp_path: Path) -> None:
+    from test_function_report import rings
+
+    from LVMyoSegLib.cohort import Study, study_row
+
+    from LVMyoSegLib.labels import MYOCARDIUM
+
+    labels = rings()
+    labels[0][labels[0] == MYOCARDIUM] = 0  # no myocardium on the ED frame (0): nothing can be measured
+    report = _report(tmp_path / "s", labels)
+    assert report["function_withheld"]
+    row = study_row(Study("s", tmp_path / "in.nrrd"), tmp_path / "s", model_id="m", model_hash="h", members=1,
+                    input_hash="i")
+    assert row["status"] == "ok (function withheld)" and row["function_withheld"] == report["function_withheld"]
+    assert all(row[k] is None for k in ("edv_ml", "esv_ml", "sv_ml", "ef_percent", "lv_mass_g"))
+    assert row["ed_frame"] == 0 and row["slices_counted_ed"] is not None
+    assert qc_summary({}) == (None, None, None)
 
 
 # ------------------------------------------------------------------ slow: real batches
@@ -220,7 +267,7 @@ def _descendants(pid: int) -> list:
 
 def _finished_rows_are_whole(out: Path) -> dict[str, dict[str, str]]:
     rows = _read_csv(out / "cohort.csv")
-    assert rows and all(r["status"] == "ok" and output_complete(out / i) for i, r in rows.items())
+    assert rows and all(r["status"].startswith("ok") and output_complete(out / i) for i, r in rows.items())
     return rows
 
 

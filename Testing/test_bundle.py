@@ -126,9 +126,15 @@ def test_ensemble_refuses_mixed_architectures_and_nan_weights(tmp_path: Path) ->
     multi, one = _calibrated_members("multi_level", seeds=(0,))[0], _calibrated_members("one_level", seeds=(1,))[0]
     write_bundle(tmp_path / "mixed", [multi, one], model_id="m", variant="multi_level", channels=CHANNELS,
                  preprocessing=PREPROCESSING)
+    for load in (load_ensemble, load_members):  # each member is a valid Keras model, but not of the declared variant
+        with pytest.raises(ModelError, match="member_1.keras is a 'one_level' network, but the manifest "
+                                             "declares variant 'multi_level'"):
+            load(tmp_path / "mixed")
+    narrow = build_model("multi_level", build_cnn(crop_size=32, width=2, units=2, seed=5), seed=5)
+    write_bundle(tmp_path / "widths", [multi, narrow], model_id="w", variant="multi_level", channels=CHANNELS,
+                 preprocessing=PREPROCESSING)
     with pytest.raises(ModelError, match="member_1.keras does not have the architecture of member_0.keras"):
-        load_ensemble(tmp_path / "mixed")
-    assert len(load_members(tmp_path / "mixed")[1]) == 2  # each is a valid Keras model on its own
+        load_ensemble(tmp_path / "widths")
 
     weights = multi.get_weights()
     weights[5] = np.full_like(weights[5], np.nan)

@@ -44,8 +44,9 @@ def test_preprocess_writes_picture(tmp_path: Path) -> None:
 
 def test_segment_outputs_are_aligned_with_input(tmp_path: Path, tiny_bundle: Path) -> None:
     out = tmp_path / "seg"
-    assert main(["segment", str(SAMPLE), "-o", str(out), "--model", str(tiny_bundle), "--members", "1",
-                 "--threshold", "0.5"]) == 0
+    code = main(["segment", str(SAMPLE), "-o", str(out), "--model", str(tiny_bundle), "--members", "1",
+                 "--threshold", "0.5"])
+    assert code in (0, 3)  # 3: an untrained model's doubtful output gets its function values withheld
     cine = read_4d(SAMPLE)
     labels = read_labels_4d(out / "labels.nrrd", cine)  # raises unless voxel-aligned with the input
     assert labels.shape == cine.frames.shape
@@ -55,10 +56,13 @@ def test_segment_outputs_are_aligned_with_input(tmp_path: Path, tiny_bundle: Pat
         assert prob.frames.shape == cine.frames.shape
         assert 0.0 <= prob.frames.min() and prob.frames.max() <= 1.0
     report = json.loads((out / "report.json").read_text())
+    trust = report["model"].pop("trust")
     assert report["model"] == {"id": "tiny-untrained", "dir": str(tiny_bundle), "members_used": 1}
+    assert trust["verified"] is False and trust["anchor"] == "none"  # a folder nothing vouches for
     assert report["input"]["shape_tzyx"] == list(cine.frames.shape)
     assert set(report["timing_s"]) >= {"read", "preprocess", "network", "inverse_mapping", "write"}
     assert "cardiac_function" in report and (out / "overlay.png").is_file()
+    assert (code == 3) == bool(report["function_withheld"])
     assert not list(tmp_path.glob(".seg.partial*"))
 
 

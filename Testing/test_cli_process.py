@@ -52,8 +52,13 @@ def test_cancel_kills_the_process_and_reports_cancelled_once(cli_run, qt_core, t
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+def test_exit_code_3_is_a_segmentation_with_function_withheld_not_a_failure():
+    assert ProcessEnd(3).ok and not ProcessEnd(2).ok and not ProcessEnd(3, cancelled=True).ok
+    assert failure_message(ProcessEnd(3), [], "segmentation", "py") is None
+
+
 @pytest.mark.parametrize("end, expected", [
-    (ProcessEnd(3), "The training process stopped with exit code 3."),
+    (ProcessEnd(4), "The training process stopped with exit code 4."),
     (ProcessEnd(None), "The training process crashed."),
 ])
 def test_failures_without_an_error_line_say_how_the_process_ended(end, expected):

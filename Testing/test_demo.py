@@ -22,6 +22,10 @@ from LVMyoSegLib.volume_files import read_labels_4d
 pytestmark = pytest.mark.slow
 
 
+def _refuse(name: str):
+    raise ValueError(f"report.json holds the non-JSON constant {name}")
+
+
 def test_bundled_model_is_intact_and_small() -> None:
     manifest = verify_bundle(bundled_model_dir())
     assert manifest.variant == "multi_level"
@@ -38,9 +42,20 @@ def test_demo_output_is_aligned_and_matches_the_expert(tmp_path: Path) -> None:
     myo = [r["dsc"] for r in records if r["channel"] == "myocardium"]
     assert len(myo) == 9
     assert np.mean(myo) >= 0.80, f"myocardium DSC on the expert-labelled frames {np.mean(myo):.3f}"
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(), parse_constant=_refuse)  # strict JSON
     function = report["cardiac_function"]
+    assert report["function_withheld"] is None
     assert 0 < function["ef_percent"] < 80 and function["edv_ml"] > function["esv_ml"] > 0
+    # The sample is a TRAINING patient of the bundled model: this checks the product's own
+    # slice choice (base, atrium, apex per phase) on a known heart, it is not a result.
+    # Expert: EF 25.8 %, EDV 196 mL, ESV 145 mL (slices 1-9 at ED and ES).
+    assert abs(function["ef_percent"] - 25.8) <= 5.0, function["ef_percent"]
+    rows = function["slices"]["rows"]
+    for frame in (function["ed_frame"], function["es_frame"]):
+        counted = [r["slice"] for r in rows if r["frame"] == frame and r["counted"]]
+        assert 10 not in counted and 11 not in counted  # outflow tract / atrium
+        assert {1, 5, 9} <= set(counted)
+    assert report["qc"]["review_first"] and len(report["qc"]["review_first"]) <= 10
     for name in ("overlay.png", "volume_curve.png", "wall_thickness.png",
                  "probabilities_myocardium.nrrd", "probabilities_blood_pool.nrrd"):
         assert (out / name).stat().st_size > 0
@@ -62,3 +77,21 @@ def test_rv_insertion_point_numbers_the_thickness_as_aha_segments(tmp_path: Path
     assert function["thickness_reference"] == "aha"
     segments = {sec["aha_segment"] for s in function["thickness"] for sec in s["sectors"]}
     assert segments <= set(range(1, 17)) and len(segments) >= 12
+
+
+def test_function_withheld_gives_exit_code_3(tmp_path: Path, capsys) -> None:
+    """A cine without a heart (constant frames): the outputs are written, the function values
+    are withheld (null, with the reason), stderr says so and the exit code is 3."""
+    from LVMyoSegLib.cine import Geometry
+    from LVMyoSegLib.volume_files import write_4d
+
+    frames = np.full((4, 3, 128, 128), 100.0, np.float32)
+    path = tmp_path / "flat.nrrd"
+    write_4d(path, frames, Geometry((1.5, 1.5, 8.0), (0, 0, 0)), [0, 40, 80, 120], kind="image")
+    out = tmp_path / "seg"
+    assert main(["segment", str(path), "-o", str(out), "--no-overlay"]) == 3
+    assert "cardiac function withheld" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text(), parse_constant=_refuse)
+    assert report["function_withheld"]
+    function = report["cardiac_function"]
+    assert function is None or function["ef_percent"] is None

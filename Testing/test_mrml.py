@@ -313,7 +313,7 @@ def test_volumes_table_real_labels(scene, study):
     t = table.GetTable()
     assert t.GetNumberOfRows() == cine.n_phases
     names = [t.GetColumnName(c) for c in range(t.GetNumberOfColumns())]
-    assert names == ["frame", "time", "cavity_volume", "myocardium_volume", "myocardium_mass"]
+    assert names == ["frame", "time", "cavity_volume", "myocardium_volume", "myocardium_mass", "counted_slices"]
     assert table.GetColumnUnitLabel("cavity_volume") == "mL"
     ed, es = cardiac_phases(labels)
     voxel_ml = float(np.prod(cine.geometry.spacing)) / 1000.0  # orthogonal stack: step = spacing[2]
@@ -328,6 +328,52 @@ def test_volumes_table_real_labels(scene, study):
     assert float(table.GetAttribute("LVMyoSeg.EF_percent")) == pytest.approx(100 * (edv - esv) / edv, rel=1e-4)
     unlabelled = next(f for f in range(cine.n_phases) if f not in (ed, es))
     assert np.isnan(t.GetColumnByName("cavity_volume").GetValue(unlabelled))
+    assert t.GetColumnByName("counted_slices").GetValue(ed) == "1-9"  # the expert's slices
+    assert table.GetAttribute(mrml.ATTR_WITHHELD) == ""
+
+
+def test_slices_table_user_choice_recomputes_and_review_list_jumps(scene, study):
+    """The slices table shows each frame-slice's decision and reason; setting ``counted`` to 0
+    and recomputing excludes that slice from the volumes; a review-list entry moves the
+    browser to its phase and the slice views onto its slice."""
+    from LVMyoSegLib.function_report import assess
+
+    dicom, labels = study
+    cine = dicom.cine
+    ed, _ = cardiac_phases(labels)
+    report = assess(labels.label_map, cine.geometry, cine.trigger_times_ms,
+                    probabilities=_probabilities(labels.label_map))
+    table = mrml.slices_table(scene, report.function, report.qc)
+    t = table.GetTable()
+    assert t.GetNumberOfRows() == int(report.function.slices.counted.sum())  # only LV-bearing rows
+    row = next(i for i in range(t.GetNumberOfRows())
+               if t.GetValue(i, 0).ToInt() == ed and t.GetValue(i, 1).ToInt() == 5)
+    assert t.GetColumnByName("reason").GetValue(row).startswith("LV: myocardium surrounds")
+    assert mrml.slice_choices(table) == {}
+    t.GetColumnByName("counted").SetValue(row, 0)  # the user unticks slice 5 at ED
+    choices = mrml.slice_choices(table)
+    assert choices == {(ed, 5): False}
+    again = assess(labels.label_map, cine.geometry, cine.trigger_times_ms, include=choices)
+    assert again.function.edv_ml == pytest.approx(
+        report.function.edv_ml - report.function.slice_blood_ml[ed, 5], rel=1e-9)
+    mrml.slices_table(scene, again.function, again.qc, table_node=table)
+    assert mrml.slice_choices(table) == {(ed, 5): False}  # the choice survives the refill
+    assert t.GetColumnByName("reason").GetValue(row).startswith("excluded by the user")
+
+    review = mrml.review_table(scene, report.qc)
+    assert review.GetTable().GetNumberOfRows() == len(report.qc["review_first"])
+    _, browser = mrml.sequence_from_cine(scene, cine, "cine")
+    red = slicer.vtkMRMLSliceNode()
+    red.SetLayoutName("Red")
+    red.SetOrientationToAxial()
+    scene.AddNode(red)
+    ras = mrml.slice_centre_ras(cine.geometry, 7, cine.frames.shape[2:])
+    mrml.jump_to_frame_and_slice(scene, browser, 3, ras)
+    assert browser.GetSelectedItemNumber() == 3
+    m = red.GetSliceToRAS()
+    assert [m.GetElement(i, 3) for i in range(3)] == pytest.approx(list(ras), abs=1e-6)
+    with pytest.raises(InputError, match="outside"):
+        mrml.jump_to_frame_and_slice(scene, browser, 99, ras)
 
 
 def test_rv_insertion_markup_gives_aha_thickness_table(scene, study):
@@ -419,7 +465,10 @@ def test_ui_widgets_and_parameter_bindings_match_the_module():
     tree = ast.parse(source)
     node_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LVMyoSegParameterNode")
     fields = {s.target.id for s in node_class.body if isinstance(s, ast.AnnAssign)}
-    assert set(bound.values()) == fields  # every parameter has a widget and vice versa
+    # every parameter has a widget and vice versa, except the model: an id or a folder that the
+    # version list and the folder field write (an id survives an upgrade; a path would not)
+    assert set(bound.values()) | {"model"} == fields and "model" not in bound.values()
+    assert "self._parameterNode.model = modelId" in source and "self._parameterNode.model = path" in source
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used <= widgets, f"widgets used in LVMyoSeg.py but missing from the .ui: {used - widgets}"
 

@@ -65,7 +65,7 @@ def test_crop_transform_geometry_and_json():
     assert np.allclose(a @ [63, 63, 1], [95 + 63 / 1.5, 85.5 + 63 / 1.25, 1] - np.r_[31.5 / 1.5, 31.5 / 1.25, 0])
     back = CropTransform.from_dict(json.loads(json.dumps(tr.to_dict())))
     assert back.input_shape_zyx == tr.input_shape_zyx and np.array_equal(back.origin_ji, tr.origin_ji)
-    with pytest.raises(InputError, match="re-run preprocessing"):
+    with pytest.raises(InputError, match="Re-run `lvmyoseg preprocess`"):
         CropTransform.from_dict({"crop_size": 64})
 
 

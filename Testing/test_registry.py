@@ -59,7 +59,7 @@ def test_register_copies_a_verified_bundle_and_lists_it(bundle, tmp_path):
     assert listed[1] == entry
     assert registry.resolve("tiny-cnn", reg) == reg / "tiny-cnn"
     assert registry.resolve(str(bundle), reg) == bundle
-    assert sorted(p.name for p in reg.iterdir()) == ["tiny-cnn"]  # no staging folder left
+    assert sorted(p.name for p in reg.iterdir()) == ["pins.json", "tiny-cnn"]  # no staging folder left
 
 
 def test_register_never_overwrites(bundle, tmp_path):
@@ -141,11 +141,8 @@ def test_listing_skips_partial_folders_and_flags_unreadable_manifests(bundle, tm
 def test_registry_locations(tmp_path, monkeypatch):
     monkeypatch.delenv(registry.ENV_REGISTRY, raising=False)
     assert registry.default_registry_dir() == Path.home() / ".lvmyoseg" / "models"
-    settings = tmp_path / "NA-MIC" / "Slicer.ini"
-    assert registry.slicer_registry_dir(str(settings)) == tmp_path / "NA-MIC" / "LVMyoSeg" / "models"
     monkeypatch.setenv(registry.ENV_REGISTRY, str(tmp_path / "env"))
     assert registry.default_registry_dir() == tmp_path / "env"
-    assert registry.slicer_registry_dir(str(settings)) == tmp_path / "env"
 
 
 def test_metrics_summary_forms():

@@ -27,16 +27,6 @@ from LVMyoSegLib.labels import Labels
 
 
 @pytest.fixture(scope="module")
-def phantom_dataset(tmp_path_factory) -> Path:
-    """Two SYNTHETIC phantom cases with Sunnybrook-like sparse labels."""
-    path = tmp_path_factory.mktemp("phantom") / "dataset"
-    for seed in range(2):
-        cine, labels = phantom.make_synthetic_cine(n_phases=8, n_slices=4, size=128, seed=seed)
-        dataset.add_case(path, f"phantom{seed}", cine, phantom.sparsify_like_sunnybrook(labels))
-    return path
-
-
-@pytest.fixture(scope="module")
 def loo_results_file(tmp_path_factory, phantom_dataset) -> Path:
     """A loo_results.json written by experiments.summarise_loo from real evaluations: "before"
     labels shifted by 4 px, "after" by 1 px, against the phantom cases' labels."""
@@ -289,6 +279,7 @@ def test_loo_results_into_a_table_node_and_chart(scene, loo_results_file):
 @pytest.mark.mrml
 def test_scene_segmentation_becomes_a_case(scene, tmp_path):
     from LVMyoSegLib import mrml
+    from LVMyoSegLib.app import export
 
     cine, labels = phantom.make_synthetic_cine(n_phases=4, n_slices=3, size=64, seed=5)
     drawn = labels.label_map.copy()
@@ -299,7 +290,7 @@ def test_scene_segmentation_becomes_a_case(scene, tmp_path):
     matrix = mrml.ijk_to_ras(cine.geometry)
     for t in range(cine.n_phases):
         seg_seq.SetDataNodeAtValue(mrml.segmentation_node_from_labels(drawn[t], matrix), str(t))
-    got_cine, got = retraining.scene_labels(cine_seq, seg_seq)
+    got_cine, got = export.drawn_labels(cine_seq, seg_seq)
     assert np.array_equal(got.label_map, drawn)
     expected = np.zeros((4, 3), bool)
     expected[np.ix_([0, 1, 3], [0, 2])] = True
@@ -311,7 +302,7 @@ def test_scene_segmentation_becomes_a_case(scene, tmp_path):
     for t in range(cine.n_phases):
         empty.SetDataNodeAtValue(mrml.segmentation_node_from_labels(np.zeros_like(drawn[t]), matrix), str(t))
     with pytest.raises(LabelError, match="holds no"):
-        retraining.scene_labels(cine_seq, empty)
+        export.drawn_labels(cine_seq, empty)
 
 
 # ------------------------------------------------------------------ cases

@@ -424,6 +424,7 @@ def build_bundles(folder: Path, members: int, given: Path | None,
 def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path) -> tuple[dict, Any]:
     """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process)."""
     from LVMyoSegLib.bundle import load_ensemble
+    from LVMyoSegLib.files import output_folder
     from LVMyoSegLib.pipeline import segment_cine
     from LVMyoSegLib.segment_outputs import write_segmentation_outputs
 
@@ -432,8 +433,9 @@ def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path) -> 
     load_s = time.perf_counter() - t0
     result = segment_cine(cine, bundle, members=members, loaded=loaded)
     t0 = time.perf_counter()
-    write_segmentation_outputs(out, cine, result, model_dir=bundle, file_format="nifti",
-                               read_seconds=read_s)
+    with output_folder(out, overwrite=True) as staging:
+        write_segmentation_outputs(staging, cine, result, model_dir=bundle, file_format="nifti",
+                                   read_seconds=read_s)
     write_all = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     files_s = float(report["timing_s"]["write"])

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .bundle import _member_count, verify_bundle
+from .bundle import member_count, verify_bundle
 from .cohort import CohortTable, Study, base_row, input_sha256, is_ok, list_studies, study_row
 from .errors import CancelledError, InputError, LVMyoSegError
 from .inference import ProgressFn
@@ -88,19 +88,18 @@ class ModelCache(WorkerPlugin):
             return segment_cine(cine, Path(self.model_dir), threshold=threshold, loaded=self._loaded)
 
 
-def write_study(out: Path, study: Study, cine, result, settings: BatchSettings, read_seconds: float) -> None:
-    """Write one study's outputs into ``out``: exactly what ``lvmyoseg segment`` writes."""
-    from .segment_outputs import default_format, write_segmentation_outputs
-
-    write_segmentation_outputs(out, cine, result, model_dir=settings.model_dir,
-                               file_format=default_format(study.path), read_seconds=read_seconds,
-                               rv_insertion_lps=study.rv_insertion)
-
-
 def segment_study(study: Study, settings: BatchSettings, cache: ModelCache | None = None) -> dict[str, Any]:
-    """One study, start to end, on a worker (``cache``: this worker's :class:`ModelCache`); returns its row."""
+    """One study, start to end, on a worker (``cache``: this worker's :class:`ModelCache`); returns its row.
+
+    The study's folder ``OUT/<id>`` is one :func:`~LVMyoSegLib.files.output_folder` unit, as
+    ``segment`` writes it: checked and locked before the study is read, filled in a staging
+    folder, swapped in whole. An earlier LVMyoSeg result there (out of date, or the batch would
+    not redo it) is replaced; a folder holding anything else is refused, and left as it is.
+    """
     from .cardiac_function import rv_insertion_pixel
+    from .files import output_folder
     from .readers import read_cine
+    from .segment_outputs import default_format, write_segmentation_outputs
 
     if cache is None:
         from distributed import get_worker
@@ -108,17 +107,19 @@ def segment_study(study: Study, settings: BatchSettings, cache: ModelCache | Non
         cache = get_worker().plugins[settings.plugin_name]
     t0 = time.perf_counter()
     input_hash = None
+    out = settings.out / study.id
     try:
         input_hash = input_sha256(study.path) if study.path.exists() else None
-        cine = read_cine(study.path)
-        read_s = time.perf_counter() - t0
-        if study.rv_insertion is not None:
-            rv_insertion_pixel(study.rv_insertion, cine.geometry, cine.frames.shape[2:])
-        result = cache.segment(cine, settings.threshold)
-        out = settings.out / study.id
-        write_study(out, study, cine, result, settings, read_s)
-        return study_row(study, out, result.label_map, runtime_s=time.perf_counter() - t0,
-                         **settings.identity(input_hash))
+        with output_folder(out, written_by="lvmyoseg batch", protect=[study.path, settings.model_dir]) as staging:
+            cine = read_cine(study.path)
+            read_s = time.perf_counter() - t0
+            if study.rv_insertion is not None:
+                rv_insertion_pixel(study.rv_insertion, cine.geometry, cine.frames.shape[2:])
+            result = cache.segment(cine, settings.threshold)
+            write_segmentation_outputs(staging, cine, result, model_dir=settings.model_dir,
+                                       file_format=default_format(study.path), read_seconds=read_s,
+                                       rv_insertion_lps=study.rv_insertion)
+        return study_row(study, out, runtime_s=time.perf_counter() - t0, **settings.identity(input_hash))
     except LVMyoSegError as exc:
         status = f"refused: {exc}"
     except Exception as exc:  # isolated: the batch goes on, the row says why
@@ -166,7 +167,7 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
     t_start = time.perf_counter()
     out, model_dir = Path(out).resolve(), Path(model_dir).resolve()
     manifest = verify_bundle(model_dir)
-    n_members = _member_count(model_dir, manifest, members)
+    n_members = member_count(model_dir, manifest, members)
     from .cohort import model_sha256
 
     settings = BatchSettings(out, model_dir, n_members, manifest.model_id, model_sha256(model_dir))

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ModelError
+from .files import make_temp_dir
 from .inference import Ensemble, architecture
 
 BUNDLE_FORMAT = "lvmyoseg-model-bundle"
@@ -99,6 +100,12 @@ class Manifest:
                              "Re-copy it from its source.") from None
         if not manifest.members:
             raise ModelError(f"{where} lists no member files; the bundle is empty.")
+        from .preprocess import preprocessing_problem
+
+        problem = preprocessing_problem(manifest.preprocessing)
+        if problem:
+            raise ModelError(f"{where}: its preprocessing block {problem}. The manifest was edited or written "
+                             "by another program; re-copy the bundle from its source.")
         return manifest
 
 
@@ -120,9 +127,13 @@ def read_manifest(bundle_dir: Path) -> Manifest:
 
 
 def verify_bundle(bundle_dir: Path) -> Manifest:
-    """Read the manifest and check every member file's SHA-256; raise :class:`ModelError` if any differs."""
+    """Read the manifest, check it against its pin (:func:`~LVMyoSegLib.trust.bundle_trust`) and every
+    member file's SHA-256; raise :class:`ModelError` if any differs."""
+    from .trust import bundle_trust
+
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
+    bundle_trust(bundle_dir)
     for member in manifest.members:
         path = bundle_dir / member["file"]
         if Path(member["file"]).name != member["file"]:
@@ -133,12 +144,13 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
         actual = sha256_file(path)
         if actual != member["sha256"]:
             raise ModelError(f"Member file {path} does not match its SHA-256 in the manifest "
-                             f"(expected {member['sha256'][:12]}…, found {actual[:12]}…): it is damaged "
+                             f"(expected {member['sha256']}, found {actual}): it is damaged "
                              "or was modified. Re-copy the bundle from its source.")
     return manifest
 
 
-def _member_count(bundle_dir: Path, manifest: Manifest, members: int | None) -> int:
+def member_count(bundle_dir: Path, manifest: Manifest, members: int | None) -> int:
+    """``members`` (all of the bundle's when None), checked against the bundle's member count."""
     n = len(manifest.members) if members is None else int(members)
     if not 1 <= n <= len(manifest.members):
         raise ModelError(f"{bundle_dir} has {len(manifest.members)} members; asked for {members}. "
@@ -146,7 +158,7 @@ def _member_count(bundle_dir: Path, manifest: Manifest, members: int | None) -> 
     return n
 
 
-def _load_keras(path: Path):
+def load_keras_file(path: Path):
     """One member file as a Keras model, in safe mode."""
     import keras
 
@@ -154,19 +166,68 @@ def _load_keras(path: Path):
     # members carry in their (unused, compile=False) training configuration.
     from . import networks, training  # noqa: F401
 
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path} matches its hash but is not a Keras model archive (a .keras file is a zip "
+                         "archive): it was not written by LVMyoSeg. Re-export the bundle with `lvmyoseg train`.")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
-        raise ModelError(f"Keras cannot load {path}: {exc}. The file matches its hash, so it was "
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+            raise ModelError(f"{path} holds Python code (a Lambda layer or a reference to a Python function), "
+                             "which LVMyoSeg never runs: it was not written by LVMyoSeg. Use a bundle made by "
+                             "`lvmyoseg train` or the bundled model.") from None
+        raise ModelError(f"Keras cannot load {path}: {text}. The file matches its hash, so it was "
                          "written by an incompatible LVMyoSeg/Keras version; retrain or re-export it.") from None
+
+
+def _declared_width(manifest: Manifest) -> int | None:
+    """The ResNet base width the manifest's training settings declare (None when they declare none)."""
+    settings = manifest.training.get("settings") if isinstance(manifest.training, dict) else None
+    cnn = settings.get("cnn") if isinstance(settings, dict) else None
+    width = cnn.get("width") if isinstance(cnn, dict) else None
+    return width if isinstance(width, int) else None
+
+
+def _first_conv_filters(config: object) -> int | None:
+    """Filters of the first Conv2D layer in a saved Keras config (the ResNet stem: its base width)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "Conv2D" and isinstance(config.get("config"), dict):
+            return config["config"].get("filters")
+        items = config.values()
+    elif isinstance(config, list):
+        items = config
+    else:
+        return None
+    for value in items:
+        found = _first_conv_filters(value)
+        if found is not None:
+            return found
+    return None
+
+
+def check_declared_architecture(path: Path, manifest: Manifest) -> None:
+    """Refuse member ``path`` unless it is the manifest's variant (its model name) and base width."""
+    config = _saved_config(path)
+    name = config.get("config", {}).get("name") if isinstance(config.get("config"), dict) else None
+    if name != manifest.variant:
+        raise ModelError(f"{path} is a {name!r} network, but the manifest declares variant "
+                         f"{manifest.variant!r}: the member was swapped or the manifest edited. Re-copy the "
+                         "bundle from its source.")
+    width, declared = _first_conv_filters(config), _declared_width(manifest)
+    if declared is not None and width != declared:
+        raise ModelError(f"{path} has base width {width}, but the manifest declares width {declared}: the "
+                         "member was swapped or the manifest edited. Re-copy the bundle from its source.")
 
 
 def load_members(bundle_dir: Path, members: int | None = None) -> tuple[Manifest, list]:
     """Verify a bundle and load its first ``members`` Keras models (all when None), in safe mode."""
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
-    n = _member_count(bundle_dir, manifest, members)
-    return manifest, [_load_keras(bundle_dir / m["file"]) for m in manifest.members[:n]]
+    n = member_count(bundle_dir, manifest, members)
+    for m in manifest.members[:n]:
+        check_declared_architecture(bundle_dir / m["file"], manifest)
+    return manifest, [load_keras_file(bundle_dir / m["file"]) for m in manifest.members[:n]]
 
 
 def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifest, Ensemble]:
@@ -180,9 +241,11 @@ def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifes
     """
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
-    n = _member_count(bundle_dir, manifest, members)
+    n = member_count(bundle_dir, manifest, members)
     files = [bundle_dir / m["file"] for m in manifest.members[:n]]
-    model = _load_keras(files[0])
+    for path in files:
+        check_declared_architecture(path, manifest)
+    model = load_keras_file(files[0])
     weights = [tuple(np.asarray(w) for w in model.get_weights())]
     if n > 1:
         paths = _weight_paths(model, weights[0])
@@ -277,7 +340,7 @@ def write_bundle(bundle_dir: Path, models: list, *, model_id: str, variant: str,
         raise ModelError(f"{bundle_dir} already exists; model bundles are never overwritten. "
                          "Choose a new folder name.")
     bundle_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.", dir=bundle_dir.parent))
+    tmp = make_temp_dir(bundle_dir.parent, f".{bundle_dir.name}.")
     try:
         entries = []
         for i, model in enumerate(models):

@@ -9,13 +9,13 @@ blood pool): network output or expert labels. Conventions:
 - Volumes (Simpson's rule by discs): per frame, the sum over slices of
   (pixel count x pixel area x slice step), in mL. A frame holding no label at
   all has NaN volumes (it was not segmented), so sparse expert labels work.
-- Blood pool of a slice: label 2 where present on that slice; otherwise the
-  cavity enclosed by the myocardium ring (``binary_fill_holes`` minus ring, see
-  :func:`LVMyoSegLib.metrics.ring_cavity`). When the ring is open (no hole, or
-  a hole under half of the convex-hull cavity, while that hull cavity is at
-  least ``min_open_cavity_mm2``: typically a basal slice cut through the
-  outflow tract) the slice is *flagged* and its cavity is **not** counted; the
-  flag carries the convex-hull cavity volume the slice would have added.
+- Which slices count, per frame: :mod:`LVMyoSegLib.slice_selection` (SCMR 50%
+  rule at the base, atrium and outflow tract excluded, apex = last slice with LV
+  labels; slice order found from the data). Volumes sum the counted slices only;
+  the decision and its reason per frame and slice are in ``slices``.
+- Function values are *withheld* (NaN, ``withheld`` says why) when they would be
+  numbers without meaning: no myocardium at ED, a zero slice step, or no counted
+  slice with a blood pool at ED.
 - ED = frame of largest blood-pool volume, ES = smallest (unless given).
   SV = EDV - ESV, EF = 100 SV / EDV, LV mass = myocardial volume at ED x 1.05 g/mL.
 - Heart rate: trigger times are ms after the R wave, so the RR interval is
@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -56,6 +56,7 @@ from .cine import Geometry
 from .errors import InputError, LabelError
 from .labels import BLOOD_POOL, MYOCARDIUM, Labels
 from .metrics import ring_cavity
+from .slice_selection import SliceDecisions, decide_slices, slice_blood_pool
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 _APEX_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)
@@ -94,16 +95,6 @@ class SliceThickness:
 
 
 @dataclass(frozen=True)
-class FlaggedSlice:
-    """A slice whose cavity was not counted, and why."""
-
-    frame: int
-    slice: int
-    reason: str
-    hull_cavity_ml: float
-
-
-@dataclass(frozen=True)
 class CardiacFunction:
     """Global LV function of one cine plus per-frame volumes and wall thickness."""
 
@@ -123,12 +114,27 @@ class CardiacFunction:
     trigger_times_ms: np.ndarray | None
     thickness: list[SliceThickness] = field(default_factory=list)
     thickness_reference: str = "relative"
-    flagged_slices: list[FlaggedSlice] = field(default_factory=list)
+    slices: SliceDecisions | None = None
+    slice_blood_ml: np.ndarray | None = None
+    slice_myocardium_ml: np.ndarray | None = None
+    withheld: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict (NaN becomes None, arrays become lists)."""
-        return _jsonable(asdict(self))
+        """JSON-ready dict (NaN becomes None, arrays become lists); ``slices`` as one row per
+        frame and slice with its decision, reason and volumes."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.name not in ("slices", "slice_blood_ml", "slice_myocardium_ml", "thickness")}
+        d["thickness"] = [asdict(s) for s in self.thickness]
+        d = _jsonable(d)
+        if self.slices is not None:
+            rows = self.slices.rows()
+            for r in rows:
+                r["blood_ml"] = _jsonable(self.slice_blood_ml[r["frame"], r["slice"]])
+                r["myocardium_ml"] = _jsonable(self.slice_myocardium_ml[r["frame"], r["slice"]])
+            d["slices"] = {"base_to_apex": list(self.slices.base_to_apex),
+                           "order_source": self.slices.order_source, "rows": rows}
+        return d
 
 
 def _jsonable(v):
@@ -189,30 +195,6 @@ def rv_insertion_pixel(point_lps: Sequence[float], geometry: Geometry, shape_yx:
                          f"image (column {ijk[0]:.0f}, row {ijk[1]:.0f} of {cols} x {rows}). Give patient "
                          "LPS coordinates; 3D Slicer shows RAS: negate its first two values.")
     return np.array([ijk[1], ijk[0]])
-
-
-# ---------------------------------------------------------------- cavity and volumes
-
-def slice_cavity(labels_2d: np.ndarray, pixel_area_mm2: float,
-                 min_open_cavity_mm2: float = 25.0) -> tuple[np.ndarray, str]:
-    """Blood pool of one slice and how it was found.
-
-    Returns ``(cavity, how)``; ``how`` is ``"label"`` (label 2 present),
-    ``"ring"`` (enclosed by a closed myocardium ring), ``"open_ring"`` (cavity
-    not enclosed: returned empty, see module notes), ``"none"`` (no cavity).
-    """
-    blood = labels_2d == BLOOD_POOL
-    if blood.any():
-        return blood, "label"
-    myo = labels_2d == MYOCARDIUM
-    if not myo.any():
-        return blood, "none"
-    hole, closed, hull_cav = ring_cavity(myo)
-    if closed:
-        return hole, "ring"
-    if hull_cav.sum() * pixel_area_mm2 >= min_open_cavity_mm2:
-        return hole, "open_ring"
-    return hole, "none"
 
 
 # ---------------------------------------------------------------- wall thickness
@@ -308,11 +290,12 @@ def _sectors(thick: np.ndarray, rel_deg: np.ndarray, n_sectors: int, aha_level: 
 
 
 def _frame_thickness(lm: np.ndarray, frame: int, spacing_rc: tuple[float, float],
-                     handedness: int, k_dir: int, ins_rc: np.ndarray | None, n_rays: int,
-                     notes: list[str]) -> list[SliceThickness]:
+                     handedness: int, base_to_apex: Sequence[int], ins_rc: np.ndarray | None,
+                     n_rays: int, notes: list[str]) -> list[SliceThickness]:
+    """Wall thickness of the slices ``base_to_apex`` (the counted ones) that hold myocardium."""
     sy, sx = spacing_rc
-    slices = [z for z in range(lm.shape[0]) if (lm[z] == MYOCARDIUM).any()]
-    order = slices if k_dir > 0 else slices[::-1]  # base -> apex
+    order = [int(z) for z in base_to_apex if (lm[z] == MYOCARDIUM).any()]
+    slices = sorted(order)
     level_of = {}
     for name, chunk in zip(_LEVELS, np.array_split(np.array(order, dtype=int), 3)):
         level_of.update({int(z): name for z in chunk})
@@ -370,7 +353,8 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
                              trigger_times_ms: Sequence[float] | None = None,
                              ed_frame: int | None = None, es_frame: int | None = None,
                              rv_insertion: Sequence[float] | None = None, n_rays: int = 360,
-                             min_open_cavity_mm2: float = 25.0) -> CardiacFunction:
+                             include: Mapping[tuple[int, int], bool] | None = None
+                             ) -> CardiacFunction:
     """Volumes, EDV/ESV/SV/EF, LV mass, heart rate and wall thickness (module docstring).
 
     Args:
@@ -381,6 +365,8 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
         rv_insertion: anterior RV insertion point, pixel ``(row, col)`` or LPS ``(x, y, z)``
             mm; enables AHA segment numbering.
         n_rays: rays per slice for wall thickness (a multiple of 24 gives equal sectors).
+        include: the user's slice choices ``{(frame, slice): counted}``, over the rules of
+            :mod:`LVMyoSegLib.slice_selection`.
     """
     lm = label_map.label_map if isinstance(label_map, Labels) else np.asarray(label_map)
     if lm.ndim != 4:
@@ -401,28 +387,28 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
     step = slice_step_mm(geometry)
     px_area = sx * sy
     notes: list[str] = []
-    flagged: list[FlaggedSlice] = []
+    withheld: list[str] = []
+    if step <= 1e-6:
+        withheld.append("the slice step is zero (all slices lie in one plane): no volume can be "
+                        "measured; check the cine's slice positions")
 
-    blood = np.full(n_t, np.nan)
-    myo_v = np.full(n_t, np.nan)
+    n_z = lm.shape[1]
+    pools = np.zeros(lm.shape, dtype=bool)
     for t in range(n_t):
-        if not lm[t].any():
-            continue
-        b_px = m_px = 0
-        for z in range(lm.shape[1]):
-            cav, how = slice_cavity(lm[t, z], px_area, min_open_cavity_mm2)
-            b_px += int(cav.sum())
-            m_px += int(np.count_nonzero(lm[t, z] == MYOCARDIUM))
-            if how == "open_ring":
-                hull_ml = float(ring_cavity(lm[t, z] == MYOCARDIUM)[2].sum() * px_area * step / 1e3)
-                flagged.append(FlaggedSlice(
-                    t, z, "open myocardium ring: cavity not enclosed, not counted", hull_ml))
-        blood[t] = b_px * px_area * step / 1e3
-        myo_v[t] = m_px * px_area * step / 1e3
-    labelled = np.flatnonzero(np.isfinite(blood))
+        for z in range(n_z):
+            pools[t, z] = slice_blood_pool(lm[t, z])[0]
+    decisions = decide_slices(lm, geometry, overrides=include, pools=pools)
+    voxel_ml = px_area * step / 1e3
+    slice_blood = pools.sum(axis=(2, 3)) * voxel_ml
+    slice_myo = (lm == MYOCARDIUM).sum(axis=(2, 3)) * voxel_ml
+    labelled = np.flatnonzero(lm.reshape(n_t, -1).any(axis=1))
     if labelled.size == 0:
         raise LabelError("The label map holds no myocardium or blood pool on any frame; nothing "
                          "to measure. Segment the cine first.")
+    blood = np.full(n_t, np.nan)
+    myo_v = np.full(n_t, np.nan)
+    blood[labelled] = (slice_blood * decisions.counted).sum(axis=1)[labelled]
+    myo_v[labelled] = (slice_myo * decisions.counted).sum(axis=1)[labelled]
     for name, f in (("ED", ed_frame), ("ES", es_frame)):
         if f is not None and not (0 <= int(f) < n_t and np.isfinite(blood[int(f)])):
             raise InputError(f"{name} frame {f} is outside 0..{n_t - 1} or holds no labels.")
@@ -430,9 +416,12 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
     es = int(es_frame) if es_frame is not None else int(labelled[np.argmin(blood[labelled])])
     if labelled.size < n_t:
         notes.append(f"{labelled.size} of {n_t} frames hold labels; the others have no volume.")
-    if flagged:
-        notes.append(f"{len(flagged)} slice(s) with an open myocardium ring: their cavity is not "
-                     "counted (see flagged_slices).")
+    left_out = int((~decisions.counted[labelled] & (slice_blood + slice_myo)[labelled].astype(bool)).sum())
+    if left_out:
+        notes.append(f"{left_out} frame-slice(s) with LV labels do not count (base, atrium or outflow "
+                     "tract; see slices).")
+    if decisions.order_source == "geometry":
+        notes.append("Base and apex could not be told apart from the data; the slice normal decided.")
     edv, esv = float(blood[ed]), float(blood[es])
     sv = edv - esv if ed != es else float("nan")
     ef = 100.0 * sv / edv if ed != es and edv > 0 else float("nan")
@@ -441,11 +430,15 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
     mass = float(myo_v[ed] * MYOCARDIAL_DENSITY_G_PER_ML)
     if mass == 0:
         mass = float("nan")
-        notes.append(f"No myocardium on the ED frame {ed}: LV mass not reported.")
+        withheld.append(f"no myocardium on the ED frame {ed}")
+    if edv == 0:
+        withheld.append(f"no counted slice holds LV blood pool on the ED frame {ed}")
+    if withheld:
+        edv = esv = sv = ef = mass = float("nan")
     rr, hr = _heart_rate(times, notes)
     co = sv * hr / 1000.0 if math.isfinite(hr) else float("nan")
 
-    s, k_dir, cos_prior = _apex_axis(geometry)
+    s, _, cos_prior = _apex_axis(geometry)
     if cos_prior < 0.3:
         notes.append("The slice normal is far from the usual long axis: base/apex and sector "
                      "orientation may be wrong.")
@@ -455,7 +448,8 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
                      "direction (relative), not AHA segments.")
     thickness: list[SliceThickness] = []
     for f in sorted({ed, es}):
-        thickness += _frame_thickness(lm[f], f, (sy, sx), s, k_dir, ins, n_rays, notes)
+        counted = [z for z in decisions.base_to_apex if decisions.counted[f, z]]
+        thickness += _frame_thickness(lm[f], f, (sy, sx), s, counted, ins, n_rays, notes)
 
     return CardiacFunction(
         edv_ml=edv, esv_ml=esv, sv_ml=sv, ef_percent=ef, lv_mass_g=mass, ed_frame=ed,
@@ -463,7 +457,8 @@ def compute_cardiac_function(label_map: np.ndarray | Labels, geometry: Geometry,
         slice_step_mm=step, blood_volume_ml=blood, myocardium_volume_ml=myo_v,
         trigger_times_ms=times, thickness=thickness,
         thickness_reference="aha" if ins is not None else "relative",
-        flagged_slices=flagged, notes=notes)
+        slices=decisions, slice_blood_ml=slice_blood, slice_myocardium_ml=slice_myo,
+        withheld="; ".join(withheld) or None, notes=notes)
 
 
 

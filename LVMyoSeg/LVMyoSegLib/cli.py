@@ -1,17 +1,26 @@
-"""The ``lvmyoseg`` command line."""
+"""The ``lvmyoseg`` command line.
+
+Exit codes: 0 done; 2 an error (message on stderr, nothing half-written);
+3 (``segment``, ``demo``) the segmentation was written but the cardiac function values
+were withheld as meaningless (reason on stderr and in report.json ``function_withheld``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from . import __version__
-from .cli_process import progress_line
-from .errors import CancelledError, LVMyoSegError, ModelError
+from .cli_process import EXIT_FUNCTION_WITHHELD, progress_line
+from .errors import CancelledError, InputError, LVMyoSegError, ModelError
+
+EXIT_ERROR = 2
 
 
 class _Progress:
@@ -53,46 +62,72 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from . import preprocess
+    from .cine_checks import check_short_axis_cine
     from .figures import preprocessing_figure
-    from .files import staged_output
+    from .files import output_folder
     from .readers import read_cine
 
-    cine = read_cine(Path(args.path), series_uid=args.series)
-    transform = preprocess.localise(cine)
     out = Path(args.output)
-    with staged_output(out) as staging:
+    with output_folder(out, overwrite=args.overwrite, written_by="lvmyoseg preprocess",
+                       protect=[Path(args.path)]) as staging:
+        cine = read_cine(Path(args.path), series_uid=args.series)
+        check_short_axis_cine(cine)
+        transform = preprocess.localise(cine)
         preprocessing_figure(cine, transform, staging / "preprocessing.png")
         (staging / "crop_transform.json").write_text(json.dumps(transform.to_dict(), indent=2))
     print(f"Wrote {out / 'preprocessing.png'} and {out / 'crop_transform.json'}")
     return 0
 
 
+def _check_segment_args(args: argparse.Namespace) -> Path:
+    """Refuse bad ``segment`` arguments before any work; returns the model folder (checked)."""
+    from .bundle import verify_bundle
+    from .resources import bundled_model_dir
+
+    if not 0.0 < args.threshold < 1.0:
+        raise InputError(f"--threshold {args.threshold} must lie strictly between 0 and 1 (default 0.5).")
+    model_dir = Path(args.model) if args.model else bundled_model_dir()
+    manifest = verify_bundle(model_dir)
+    if args.members is not None and not 1 <= args.members <= len(manifest.members):
+        raise InputError(f"--members {args.members}: the model {model_dir} has {len(manifest.members)} "
+                         f"member(s); give a number from 1 to {len(manifest.members)}, or leave it out to use all.")
+    return model_dir
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .cardiac_function import rv_insertion_pixel
+    from .files import output_folder
     from .readers import read_cine
-    from .resources import bundled_model_dir
     from .segment_outputs import write_segmentation_outputs
 
-    t0 = time.perf_counter()
+    model_dir = _check_segment_args(args)
     input_path = Path(args.path)
-    cine = read_cine(input_path, series_uid=args.series)
-    read_s = time.perf_counter() - t0
-    if args.rv_insertion is not None:  # refused now, not after the network ran
-        rv_insertion_pixel(args.rv_insertion, cine.geometry, cine.frames.shape[2:])
-    model_dir = Path(args.model) if args.model else bundled_model_dir()
-
-    from .pipeline import segment_cine
-
-    progress = _Progress(args.progress_lines)
-    result = segment_cine(cine, model_dir, members=args.members, threshold=args.threshold,
-                          progress=progress)
     out = Path(args.output)
-    written = write_segmentation_outputs(out, cine, result, model_dir=model_dir,
-                                         file_format=_output_format(input_path, args.format),
-                                         read_seconds=read_s, overlay=not args.no_overlay,
-                                         rv_insertion_lps=args.rv_insertion)
-    for path in written:
-        print(f"wrote {path}")
+    with output_folder(out, overwrite=args.overwrite, written_by="lvmyoseg segment",
+                       protect=[input_path, model_dir]) as staging:
+        t0 = time.perf_counter()
+        cine = read_cine(input_path, series_uid=args.series)
+        read_s = time.perf_counter() - t0
+        if args.rv_insertion is not None:  # refused now, not after the network ran
+            rv_insertion_pixel(args.rv_insertion, cine.geometry, cine.frames.shape[2:])
+
+        from .pipeline import segment_cine
+
+        progress = _Progress(args.progress_lines)
+        result = segment_cine(cine, model_dir, members=args.members, threshold=args.threshold,
+                              progress=progress)
+        written, withheld = write_segmentation_outputs(staging, cine, result, model_dir=model_dir,
+                                                       file_format=_output_format(input_path, args.format),
+                                                       read_seconds=read_s, overlay=not args.no_overlay,
+                                                       rv_insertion_lps=args.rv_insertion)
+    for name in written:
+        print(f"wrote {out / name}")
+    if not result.trust.get("verified", False):
+        print(f"lvmyoseg: note: the model {model_dir} is unverified: {result.trust.get('note', '')}.",
+              file=sys.stderr)
+    if withheld:
+        print(f"lvmyoseg: cardiac function withheld: {withheld}", file=sys.stderr)
+        return EXIT_FUNCTION_WITHHELD
     return 0
 
 
@@ -134,7 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          "from the LVMyoSeg repository or extension package.")
     ns = argparse.Namespace(path=cine_path, series=None, output=out, model=None, members=None,
                             threshold=0.5, progress_lines=False, format="nrrd", no_overlay=False,
-                            rv_insertion=None)
+                            rv_insertion=None, overwrite=args.overwrite)
     code = cmd_segment(ns)
     print(f"Demo outputs are in {out.resolve()}")
     return code
@@ -159,11 +194,62 @@ def _training_progress(lines: bool):
     return show
 
 
+def _check_training_args(args: argparse.Namespace, variants: tuple[str, ...]) -> None:
+    """Refuse bad ``loo``/``train`` arguments before any training starts."""
+    from .experiments import VARIANTS
+    from .preprocess import preprocessing_problem
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise InputError(f"--variants {args.variants!r}: unknown variant(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(VARIANTS)}.")
+    if args.members < 1:
+        raise InputError(f"--members {args.members}: an ensemble needs at least 1 member (paper: 5).")
+    for name in ("cnn_epochs", "rnn_epochs"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} {getattr(args, name)} is negative; give 0 or more epochs.")
+    rnn_needed = any(v != "cnn" for v in variants)
+    if args.init in (None, "scratch"):
+        if args.cnn_epochs < 1 or (rnn_needed and args.rnn_epochs < 1):
+            raise InputError(f"--cnn-epochs {args.cnn_epochs} --rnn-epochs {args.rnn_epochs}: training from "
+                             "scratch needs at least 1 epoch of each stage it trains, or the model stays "
+                             "untrained. Give more epochs, or --init a model to fine-tune.")
+    elif args.cnn_epochs + (args.rnn_epochs if rnn_needed else 0) < 1:
+        raise InputError("--cnn-epochs 0 --rnn-epochs 0: fine-tuning with no epochs would copy the starting "
+                         "model unchanged. Give at least 1 epoch.")
+    if args.width < 1:
+        raise InputError(f"--width {args.width} must be at least 1 (paper: 16).")
+    if args.learning_rate is not None and not 0.0 < args.learning_rate < 1.0:
+        raise InputError(f"--learning-rate {args.learning_rate} must lie between 0 and 1 (default 1e-3).")
+    problem = preprocessing_problem({"pixel_mm": args.pixel_mm, "crop_size": args.crop_size})
+    if problem:
+        raise InputError(f"--pixel-mm {args.pixel_mm} --crop-size {args.crop_size}: the preprocessing {problem}.")
+    if args.crop_size % 4:
+        raise InputError(f"--crop-size {args.crop_size} must be a multiple of 4 (the network halves it twice).")
+    dataset = Path(args.dataset)
+    if not dataset.is_dir():
+        raise InputError(f"The dataset folder {dataset} does not exist; make one with "
+                         "`lvmyoseg sunnybrook-dataset` or the LV Myocardium Trainer module.")
+
+
+def _check_new_folder(path: Path, what: str, may_exist: bool) -> None:
+    """Refuse a folder path that is a file, lies under a file, or (unless ``may_exist``) exists."""
+    from .files import resolve_output
+
+    resolve_output(path)
+    if not may_exist and (path.exists() or path.is_symlink()):
+        raise InputError(f"{what} {path} already exists; it is never overwritten. Give a new folder name.")
+
+
 def _experiment_config(args: argparse.Namespace):
     from .experiments import ExperimentConfig
     from .training import TrainConfig
 
+    from .experiments import VARIANTS
+
     variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
+    trained = (args.variant,) if hasattr(args, "variant") else VARIANTS  # train: one variant; loo: all
+    _check_training_args(args, variants if variants is not None else trained)
     cnn = TrainConfig(epochs=args.cnn_epochs, seed=args.seed, width=args.width,
                       learning_rate=args.learning_rate, jit_compile=args.jit)
     rnn = TrainConfig(epochs=args.rnn_epochs, seed=args.seed, width=args.width,
@@ -193,13 +279,29 @@ def cmd_loo(args: argparse.Namespace) -> int:
     from .experiments import run_loo
 
     t0 = time.perf_counter()
-    results = run_loo(Path(args.dataset), Path(args.output), _experiment_config(args),
+    config = _experiment_config(args)
+    _check_new_folder(Path(args.output), "The run folder", may_exist=True)
+    results = run_loo(Path(args.dataset), Path(args.output), config,
                       init_bundle=_init_bundle(args.init, _registry_dir(args)),
                       cases=args.cases.split(",") if args.cases else None,
+                      stage_one=Path(args.stage_one) if args.stage_one else None,
                       progress=_training_progress(args.progress_lines))
     print((Path(args.output) / "loo_table.md").read_text())
     print(f"{results['folds_done']}/{results['folds_total']} folds done; this run took "
           f"{time.perf_counter() - t0:.0f} s. Results: {Path(args.output) / 'loo_results.json'}")
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from .cross_validation import run_cv
+
+    t0 = time.perf_counter()
+    results = run_cv(Path(args.edes), Path(args.output), _experiment_config(args),
+                     cine_dataset=Path(args.cines) if args.cines else None, n_folds=args.folds,
+                     folds_to_run=args.fold, progress=_training_progress(args.progress_lines))
+    print((Path(args.output) / "cv_table.md").read_text())
+    print(f"{results['folds_done']}/{results['folds_total']} folds done; this run took "
+          f"{time.perf_counter() - t0:.0f} s. Results: {Path(args.output) / 'cv_results.json'}")
     return 0
 
 
@@ -208,8 +310,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .experiments import train_final
     from .registry import new_model_dir
+    from .trust import pin
 
-    metrics = _json.loads(Path(args.loo_results).read_text())["overall"] if args.loo_results else None
+    config = _experiment_config(args)
+    metrics = None
+    if args.loo_results:
+        try:
+            metrics = _json.loads(Path(args.loo_results).read_text(encoding="utf-8"))["overall"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"--loo-results {args.loo_results} is not a loo_results.json of `lvmyoseg loo` "
+                             f"({type(exc).__name__}: {exc}). Give that file, or leave the option out.") from None
     registry_dir = _registry_dir(args)
     if args.register:  # the new version is written straight into the registry
         model_id = args.model_id or f"{Path(args.dataset).resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -217,11 +327,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         output = Path(args.output)
         model_id = args.model_id or output.name
-    out = train_final(Path(args.dataset), output, Path(args.run_dir), _experiment_config(args),
+        _check_new_folder(output, "The model bundle folder", may_exist=False)
+    _check_new_folder(Path(args.run_dir), "The run folder", may_exist=True)
+    out = train_final(Path(args.dataset), output, Path(args.run_dir), config,
                       variant=args.variant, model_id=model_id,
                       init_bundle=_init_bundle(args.init, registry_dir), metrics=metrics,
                       cases=args.cases.split(",") if args.cases else None,
+                      edes_root=Path(args.edes) if args.edes else None,
                       progress=_training_progress(args.progress_lines))
+    if args.register:
+        pin(registry_dir, model_id, out)
     print(f"wrote model bundle {out}" + (f"; registered as {model_id} in {registry_dir}" if args.register else ""))
     return 0
 
@@ -229,8 +344,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_dataset_sunnybrook(args: argparse.Namespace) -> int:
     from .sunnybrook import sunnybrook_to_dataset
 
-    for case_dir in sunnybrook_to_dataset(Path(args.root) if args.root else None, Path(args.output)):
+    added = sunnybrook_to_dataset(Path(args.root) if args.root else None, Path(args.output))
+    for case_dir in added:
         print(f"added {case_dir}")
+    print(f"{len(added)} case(s) added; cases already in {args.output} were kept as they were.")
     return 0
 
 
@@ -266,9 +383,17 @@ def _add_training_options(p: argparse.ArgumentParser, default_members: int) -> N
                    help="print 'PROGRESS <fraction> <message>' lines (for the Slicer module)")
 
 
+def _add_overwrite_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the whole output folder even when it holds files LVMyoSeg did not write "
+                        "(an earlier, untouched LVMyoSeg result is replaced without it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvmyoseg", description=(
-        "LV myocardium segmentation of short-axis cine MRI (CNN + multi-level ConvLSTM ensemble)."))
+        "LV myocardium segmentation of short-axis cine MRI (CNN + multi-level ConvLSTM ensemble)."),
+        epilog="Exit codes: 0 done; 2 error; 3 segmentation written but the cardiac function "
+               "withheld (reason on stderr and in report.json).")
     parser.add_argument("--version", action="version", version=f"lvmyoseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -281,12 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="localise the LV and write the preprocessing picture")
     p.add_argument("path")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_overwrite_option(p)
     p.add_argument("--series")
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("segment", help="segment every frame of a cine")
     p.add_argument("path")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_overwrite_option(p)
     p.add_argument("--series")
     p.add_argument("--model", help="model bundle folder (default: the bundled model)")
     p.add_argument("--members", type=int, help="ensemble members to use (default: all)")
@@ -320,14 +447,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="segment the bundled sample study")
     p.add_argument("-o", "--output", default="output/demo")
+    _add_overwrite_option(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("loo", help="leave-one-case-out training and evaluation on a dataset")
     p.add_argument("dataset", help="LVMyoSeg training dataset folder")
     p.add_argument("-o", "--output", required=True, help="run folder (resumes when it exists)")
     p.add_argument("--cases", help="comma-separated subset of case ids")
+    p.add_argument("--stage-one", help="a `lvmyoseg cv` run folder: each fold's CNN is the one of the "
+                                       "cross-validation fold that held the same patient out")
     _add_training_options(p, default_members=1)
     p.set_defaults(func=cmd_loo)
+
+    p = sub.add_parser("cv", help="patient-level cross-validation of the CNN over labelled ED/ES frames")
+    p.add_argument("edes", help="folder of labelled ED/ES frames (frames.csv, images/, endocardium/, "
+                                "epicardium/), e.g. ../shared/data/sunnybrook-edes")
+    p.add_argument("-o", "--output", required=True, help="run folder (resumes when it exists)")
+    p.add_argument("--cines", help="LVMyoSeg dataset of whole cines of some of the same patients (their "
+                                   "cine frames replace their ED/ES frames in training)")
+    p.add_argument("--folds", type=int, default=6, help="number of folds (default 6)")
+    p.add_argument("--fold", type=int, action="append", help="run only this fold (0-based; repeatable)")
+    _add_training_options(p, default_members=1)
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("train", help="train on every case of a dataset and write a model bundle")
     p.add_argument("dataset")
@@ -341,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
     p.add_argument("--model-id", help="model id for the manifest (default: the output folder name)")
     p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")
+    p.add_argument("--edes", help="folder of labelled ED/ES frames of more patients: stage 1 (the CNN) "
+                                  "also trains on them")
     _add_training_options(p, default_members=5)
     p.set_defaults(func=cmd_train)
 
@@ -359,14 +502,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):  # not an Exception: no `except Exception` may swallow it
+    """SIGTERM arrived (a job scheduler or a parent process stopped this run)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return int(args.func(args) or 0)
+    except _Terminated:  # unwinds like Ctrl-C, so staging folders are removed
+        print("lvmyoseg: stopped (SIGTERM). The unfinished output folder was not written (outputs appear whole "
+              "or not at all); a training run resumes from its last checkpoint when run again.", file=sys.stderr)
+        return 143
     except LVMyoSegError as exc:
         print(f"lvmyoseg: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\nlvmyoseg: interrupted. The unfinished output folder was not written (outputs appear whole or "
+              "not at all); a training run resumes from its last checkpoint when run again.", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a file-system failure no check foresaw: say which file, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"lvmyoseg: error: {exc.strerror or exc}{where}. Check that the path exists, that you may "
+              "write there and that the disk has free space, then run the command again.", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

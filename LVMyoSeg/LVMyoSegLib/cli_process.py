@@ -2,7 +2,8 @@
 
 Both Slicer modules run their long work (segmentation, leave-one-out, training) as
 ``PythonSlicer -m LVMyoSegLib.cli ...`` in a ``QProcess``, so Slicer's GUI never blocks and a
-Cancel kills the process. :class:`CliProcess` is that one way of running it: standard output
+Cancel kills the process with everything it started (``PythonSlicer`` is a launcher whose
+child does the work: :mod:`LVMyoSegLib.process_tree`). :class:`CliProcess` is that one way of running it: standard output
 split into lines, standard error kept as log lines, and exactly one end report, whether the
 process exits, fails to start or is cancelled. The Qt module is passed in (Slicer's PythonQt
 ``qt``; the tests pass PySide6's ``QtCore``), so the rest of LVMyoSegLib stays free of Qt.
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Sequence
+
+from .process_tree import kill_tree
 
 LIB_PARENT = Path(__file__).resolve().parents[1]  # the folder holding LVMyoSegLib
 ERROR_MARK = "lvmyoseg: error:"
@@ -54,6 +57,9 @@ def slicer_python() -> str:
     return str(candidate) if candidate.is_file() else sys.executable
 
 
+EXIT_FUNCTION_WITHHELD = 3  # `lvmyoseg segment`: outputs written, function values withheld
+
+
 @dataclass(frozen=True)
 class ProcessEnd:
     """How a run ended: ``exit_code`` is None when the process crashed, never started or was killed."""
@@ -64,7 +70,8 @@ class ProcessEnd:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.cancelled
+        """The run did its work: exit code 0, or 3 (outputs written, cardiac function withheld)."""
+        return self.exit_code in (0, EXIT_FUNCTION_WITHHELD) and not self.cancelled
 
 
 def failure_message(end: ProcessEnd, log: Sequence[str], what: str, python: str) -> str | None:
@@ -85,6 +92,10 @@ def failure_message(end: ProcessEnd, log: Sequence[str], what: str, python: str)
     return message + "\n\nLast output:\n" + "\n".join(log[-30:])
 
 
+def _ignore(*_args) -> None:
+    """The callback of a closed run."""
+
+
 class CliProcess:
     """``python -m LVMyoSegLib.cli <args>`` in a ``QProcess``; calls back per line and once at the end."""
 
@@ -100,6 +111,7 @@ class CliProcess:
         self._cancelled = False
         self.ended = False
         self.process = None
+        self._slots: list[tuple[object, Callable]] = []  # (signal, slot) pairs, disconnected by close()
 
     def start(self) -> None:
         """Start the process (returns at once)."""
@@ -113,24 +125,46 @@ class CliProcess:
         env.insert("TF_CPP_MIN_LOG_LEVEL", "2")
         process.setProcessEnvironment(env)
         process.setWorkingDirectory(str(self.work_dir))
-        process.readyReadStandardOutput.connect(self._read_stdout)
-        process.readyReadStandardError.connect(self._read_stderr)
         # exit code and error are read from the process: the signals' signatures differ between Qt versions
-        process.finished.connect(lambda *_: self._finished())
-        process.errorOccurred.connect(lambda *_: self._error())
+        self._slots = [(process.readyReadStandardOutput, lambda *_: self._read_stdout()),
+                       (process.readyReadStandardError, lambda *_: self._read_stderr()),
+                       (process.finished, lambda *_: self._finished()),
+                       (process.errorOccurred, lambda *_: self._error())]
+        for signal, slot in self._slots:
+            signal.connect(slot)
         logging.info(f"LVMyoSeg: {self.python} {' '.join(self.args)}")
         process.start(self.python, self.args)
 
     def cancel(self, wait_ms: int = 5000) -> None:
-        """Kill the process; the end report says ``cancelled``. Nothing happens after the end."""
+        """Kill the process and every process it started; the end report says ``cancelled``.
+        Nothing happens after the end."""
         if self.ended:
             return
         self._cancelled = True
         if self.process is not None and self.process.state() != self.qt.QProcess.NotRunning:
-            self.process.kill()
+            pid = int(self.process.processId())
+            if pid > 0:
+                kill_tree(pid)
+            else:
+                self.process.kill()
             self.process.waitForFinished(wait_ms)
         if not self.ended:
             self._end(ProcessEnd(None, cancelled=True))
+
+    def close(self) -> None:
+        """After the end: disconnect the process's signals, drop the callbacks and let Qt delete
+        the ``QProcess``. The Qt bindings keep every connected callable alive, so a run that is
+        not closed keeps its callbacks (and all they reach) for the rest of the session."""
+        for signal, slot in self._slots:
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError, ValueError):  # already gone with its object
+                pass
+        self._slots = []
+        self._on_line = self._on_log = self._on_end = _ignore
+        if self.process is not None:
+            self.process.deleteLater()
+            self.process = None
 
     def wait(self, process_events: Callable[[], None], timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the end, calling ``process_events`` (keeps a GUI alive).

@@ -3,7 +3,7 @@
 - :func:`list_studies`: the studies of a folder (each sub-folder or 4D volume file one study)
   or of a CSV with a ``path`` column and optional ``id`` and ``rv_insertion`` columns;
 - :func:`input_sha256` / :func:`model_sha256`: what a finished row is checked against on a rerun;
-- :func:`study_row`: one table row from what ``segment`` wrote for a study;
+- :func:`study_row`: one table row from the ``report.json`` ``segment`` wrote for a study;
 - :class:`CohortTable`: ``cohort.csv`` and ``cohort.json``, rewritten atomically after every
   study, and which earlier rows are still up to date.
 """
@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from .bundle import MANIFEST_NAME, sha256_file
 from .errors import InputError
 from .files import atomic_path, write_json_atomic
@@ -30,8 +28,8 @@ TABLE_JSON = "cohort.json"
 COLUMNS = (
     "id", "source", "status", "T", "Z", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm",
     "edv_ml", "esv_ml", "sv_ml", "ef_percent", "lv_mass_g", "heart_rate_bpm", "ed_frame", "es_frame",
-    "slices_counted_ed", "slices_counted_es", "qc_flagged_frames", "qc_worst_score",
-    "runtime_s", "model_id", "model_sha256", "members", "input_sha256", "rv_insertion", "output",
+    "slices_counted_ed", "slices_counted_es", "function_withheld", "qc_flagged_frames",
+    "qc_flagged_slices", "qc_worst_score", "runtime_s", "model_id", "model_sha256", "members", "input_sha256", "rv_insertion", "output",
 )
 
 
@@ -151,42 +149,29 @@ def _num(value: Any, digits: int = 3) -> float | None:
     return None
 
 
-def slices_counted(label_map: np.ndarray, function: dict, frame: int | None) -> int | None:
-    """Slices whose volume counts at ``frame``: the report's own ``slices_counted`` (per frame)
-    when the cardiac-function step gives one, else the slices holding a label minus those flagged."""
-    if frame is None:
+def slices_counted(function: dict, frame: int | None) -> int | None:
+    """Slices whose volume counts at ``frame``: the counted rows of the report's
+    ``cardiac_function.slices.rows`` (:mod:`LVMyoSegLib.slice_selection`); None without them."""
+    rows = (function.get("slices") or {}).get("rows")
+    if frame is None or not isinstance(rows, list):
         return None
-    given = function.get("slices_counted")
-    if isinstance(given, list) and frame < len(given) and isinstance(given[frame], (int, float)):
-        return int(given[frame])
-    labelled = int(np.count_nonzero(label_map[frame].reshape(label_map.shape[1], -1).any(axis=1)))
-    flagged = sum(1 for f in function.get("flagged_slices", []) if f.get("frame") == frame)
-    return labelled - flagged
+    return sum(1 for r in rows if r.get("frame") == frame and r.get("counted") is True)
 
 
-def qc_summary(report: dict) -> tuple[int | None, float | None]:
-    """(flagged-frame count, worst score) from the report's ``qc`` section; (None, None) without one."""
+def qc_summary(report: dict) -> tuple[int | None, int | None, float | None]:
+    """(flagged frames, flagged frame-slices, worst score) from the report's ``qc`` section
+    (:func:`LVMyoSegLib.qc.quality_control`); all None without one. A frame is flagged when one
+    of its counted slices scores at least :data:`~LVMyoSegLib.qc.FLAG_SCORE` (its ``frame_scores``
+    entry is that frame's worst counted slice)."""
+    from .qc import FLAG_SCORE
+
     qc = report.get("qc")
     if not isinstance(qc, dict):
-        return None, None
-    flagged = next((qc[k] for k in ("flagged_frames", "review_first", "ranked") if k in qc), None)
-    count = len(flagged) if isinstance(flagged, list) else (int(flagged) if isinstance(flagged, int) else None)
-    values = [v for v in _numbers(qc.get("worst_score", qc.get("scores", qc.get("frame_scores"))))
-              if math.isfinite(v)]
-    return count, (round(max(values), 4) if values else None)
-
-
-def _numbers(value: Any) -> list[float]:
-    """Every number in nested lists, and in dicts under their ``score`` key."""
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, (int, float)):
-        return [float(value)]
-    if isinstance(value, dict):
-        return _numbers(value.get("score"))
-    if isinstance(value, (list, tuple)):
-        return [v for item in value for v in _numbers(item)]
-    return []
+        return None, None, None
+    scores = [v for v in qc.get("frame_scores") or [] if isinstance(v, (int, float)) and math.isfinite(v)]
+    flagged = qc.get("flagged_slices")
+    return (sum(v >= FLAG_SCORE for v in scores), int(flagged) if isinstance(flagged, int) else None,
+            round(max(scores), 4) if scores else None)
 
 
 def base_row(study: Study, status: str, *, model_id: str, model_hash: str, members: int,
@@ -199,24 +184,29 @@ def base_row(study: Study, status: str, *, model_id: str, model_hash: str, membe
     return row
 
 
-def study_row(study: Study, out: Path, label_map: np.ndarray, **identity: Any) -> dict[str, Any]:
-    """The ``ok`` row of a study ``segment`` wrote into ``out`` (its ``report.json``) with ``label_map``."""
+def study_row(study: Study, out: Path, **identity: Any) -> dict[str, Any]:
+    """The ``ok`` row of a study ``segment`` wrote into ``out`` (from its ``report.json``). Withheld
+    function values (``function_withheld``: the reason) leave the function columns empty and
+    make the status ``ok (function withheld)``."""
     report = json.loads((Path(out) / "report.json").read_text(encoding="utf-8"))
     row = base_row(study, "ok", **identity)
     info, function = report["input"], report.get("cardiac_function") or {}
     sx, sy, sz = info["spacing_mm_xyz"]
     ed, es = function.get("ed_frame"), function.get("es_frame")
-    flagged, worst = qc_summary(report)
+    flagged_frames, flagged_slices, worst = qc_summary(report)
+    withheld = report.get("function_withheld")
     row.update(T=info["T"], Z=info["Z"], spacing_x_mm=_num(sx, 4), spacing_y_mm=_num(sy, 4),
                spacing_z_mm=_num(sz, 4), edv_ml=_num(function.get("edv_ml")),
                esv_ml=_num(function.get("esv_ml")), sv_ml=_num(function.get("sv_ml")),
                ef_percent=_num(function.get("ef_percent"), 2), lv_mass_g=_num(function.get("lv_mass_g")),
                heart_rate_bpm=_num(function.get("heart_rate_bpm"), 1), ed_frame=ed, es_frame=es,
-               slices_counted_ed=slices_counted(label_map, function, ed),
-               slices_counted_es=slices_counted(label_map, function, es),
-               qc_flagged_frames=flagged, qc_worst_score=worst, output=str(out))
-    if "error" in function:
-        row["status"] = f"ok (no function: {function['error']})"
+               slices_counted_ed=slices_counted(function, ed), slices_counted_es=slices_counted(function, es),
+               function_withheld=withheld or None, qc_flagged_frames=flagged_frames,
+               qc_flagged_slices=flagged_slices, qc_worst_score=worst, output=str(out))
+    if withheld:
+        row["status"] = "ok (function withheld)"
+        for key in ("edv_ml", "esv_ml", "sv_ml", "ef_percent", "lv_mass_g"):
+            row[key] = None
     return row
 
 

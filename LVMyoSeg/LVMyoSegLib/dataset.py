@@ -10,7 +10,8 @@ Layout::
 
 ``case.json`` holds ``known`` as nested lists ``[T][Z][2]`` of 0/1 (channels
 myocardium, blood pool), the source, who exported it and when, the frames the
-user edited or reviewed (if any) and free notes. ``dataset.json`` records each
+user edited or reviewed (if any), free notes, and ``complete_stacks`` (the labelled
+frames' labels cover every LV slice, as an expert's whole-stack contours do). ``dataset.json`` records each
 case's files with their SHA-256, so a damaged or altered case is refused.
 Cases are added, never overwritten.
 """
@@ -23,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import numpy as np
 from .bundle import sha256_file
 from .cine import Cine
 from .errors import InputError, LabelError
-from .files import write_json_atomic
+from .files import make_temp_dir, write_json_atomic
 from .labels import CHANNELS, Labels
 
 DATASET_FORMAT = "lvmyoseg-dataset"
@@ -78,8 +78,13 @@ def validate_case(cine: Cine, labels: Labels) -> None:
 
 
 def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, source: str = "",
-             edited_frames: list[list[int]] | None = None, notes: str = "") -> Path:
-    """Add a case to ``dataset_dir`` (created if needed); never overwrites an existing case."""
+             edited_frames: list[list[int]] | None = None, notes: str = "",
+             complete_stacks: bool = False) -> Path:
+    """Add a case to ``dataset_dir`` (created if needed); never overwrites an existing case.
+
+    ``complete_stacks``: the labels cover every LV slice at each labelled frame (an expert's
+    whole-stack contours), so slices beyond the base are known to lie outside the LV.
+    """
     from .volume_files import write_4d
 
     if not _CASE_ID.match(case_id):
@@ -89,7 +94,11 @@ def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, sou
     (dataset_dir / "cases").mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(dataset_dir)
     case_dir = dataset_dir / "cases" / case_id
-    if case_dir.exists() or any(c["case_id"] == case_id for c in manifest["cases"]):
+    listed = any(c["case_id"] == case_id for c in manifest["cases"])
+    if case_dir.exists() and not listed:
+        raise InputError(f"{case_dir} exists but {dataset_dir / MANIFEST_NAME} does not list it: an earlier "
+                         "export was interrupted. Delete that folder and add the case again.")
+    if listed or case_dir.exists():
         raise InputError(f"Case {case_id} already exists in {dataset_dir}; cases are never "
                          "overwritten. Choose another case id.")
     info = {
@@ -101,8 +110,9 @@ def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, sou
         "known": labels.known.astype(int).tolist(),
         "edited_frames": edited_frames or [],
         "notes": notes,
+        "complete_stacks": bool(complete_stacks),
     }
-    staging = Path(tempfile.mkdtemp(prefix=f".{case_id}.", dir=dataset_dir / "cases"))
+    staging = make_temp_dir(dataset_dir / "cases", f".{case_id}.")
     try:
         write_4d(staging / "cine.nrrd", cine.frames, cine.geometry, cine.trigger_times_ms, kind="image")
         write_4d(staging / "labels.nrrd", labels.label_map, cine.geometry, cine.trigger_times_ms,
@@ -124,7 +134,7 @@ def list_cases(dataset_dir: Path) -> list[str]:
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / MANIFEST_NAME).is_file():
         raise InputError(f"{dataset_dir} has no {MANIFEST_NAME}: it is not an LVMyoSeg training "
-                         "dataset. Create one with `lvmyoseg dataset add` or Slicer's Export for training.")
+                         "dataset. Create one with `lvmyoseg sunnybrook-dataset` or the LV Myocardium Trainer module's Export for training.")
     return [c["case_id"] for c in _read_manifest(dataset_dir)["cases"]]
 
 

@@ -152,6 +152,15 @@ def _assemble(headers: list[_Header], folder: Path, series_uid: str) -> DicomCin
         else:
             slices.append([headers[idx]])
             slice_pos.append(float(distances[idx]))
+    for s in slices:
+        seen: dict[tuple, _Header] = {}
+        for h in s:
+            key = (h.trigger_ms if np.isfinite(h.trigger_ms) else None, h.instance)
+            if key in seen:
+                raise GeometryError(f"{h.path.name} duplicates {seen[key].path.name} in {folder} (same slice "
+                                    f"position, trigger time {h.trigger_ms:g} ms and instance number "
+                                    f"{h.instance}): the file was copied twice. Remove one of them.")
+            seen[key] = h
     n_phases = {len(s) for s in slices}
     if len(n_phases) != 1:
         counts = ", ".join(f"{p:.1f} mm: {len(s)}" for p, s in zip(slice_pos, slices))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import preprocess
-from .bundle import load_members, write_bundle
+from .bundle import load_keras_file, load_members, write_bundle
 from .dataset import Case, dataset_hash, list_cases, read_case
 from .errors import InputError
 from .files import write_json_atomic
@@ -30,6 +30,7 @@ from .evaluation import (average_over_folds, case_summary, evaluate_case, markdo
 from .inference import predict_ensemble
 from .labels import CHANNELS
 from .networks import VARIANTS
+from .outside_lv import with_known_empty_above_base
 from .pipeline import labels_from_probabilities
 from .training import TrainConfig, fit_cnn, fit_rnn
 
@@ -100,10 +101,15 @@ class RunClock:
 
 
 def prepare_case(case: Case, preprocessing: dict[str, Any]) -> PreparedCase:
-    """Localise the LV and map a case's cine and labels into network space."""
+    """Localise the LV and map a case's cine and labels into network space.
+
+    A case whose expert labelled every LV slice of its labelled frames (``complete_stacks``
+    in its case.json) also gets known-empty labels above the base (:mod:`LVMyoSegLib.outside_lv`).
+    """
     transform = preprocess.localise(case.cine, **preprocessing)
     x = preprocess.to_network(case.cine, transform)
-    y, known = preprocess.labels_to_network(case.labels, transform)
+    labels = with_known_empty_above_base(case.labels) if case.info.get("complete_stacks") else case.labels
+    y, known = preprocess.labels_to_network(labels, transform)
     return PreparedCase(case, transform, x, y, known)
 
 
@@ -126,13 +132,18 @@ def training_arrays(prepared: Sequence[PreparedCase]) -> tuple[np.ndarray, np.nd
 
 
 def train_variants(prepared: Sequence[PreparedCase], run_dir: Path, config: ExperimentConfig, *,
-                   initial: dict[str, list] | None = None, progress: ProgressFn | None = None,
+                   initial: dict[str, list] | None = None, cnns: Sequence | None = None,
+                   progress: ProgressFn | None = None,
                    cancel: Callable[[], bool] | None = None) -> dict[str, list]:
     """Train ``config.members`` members of every variant in ``config.variants`` on ``prepared``.
 
     CNN member i is shared by all variants; RNN member i starts from it.
     ``initial[variant][i]`` fine-tunes from an existing model instead of training from scratch.
+    ``cnns[i]``, when given, is member i's stage 1, already trained elsewhere (e.g. by the
+    cross-validation over many hearts, :mod:`LVMyoSegLib.cross_validation`): stage 1 is skipped.
     """
+    if cnns is not None and len(cnns) < config.members:
+        raise InputError(f"{len(cnns)} stage-1 models for {config.members} members; give one per member.")
     x, y, known = training_arrays(prepared)
     models: dict[str, list] = {v: [] for v in config.variants}
     for i in range(config.members):
@@ -144,9 +155,9 @@ def train_variants(prepared: Sequence[PreparedCase], run_dir: Path, config: Expe
         if initial:
             start = next(iter(initial.values()))[i]
         member_dir = Path(run_dir) / f"member_{i}"
-        cnn = fit_cnn(x, y, known, member_dir / "cnn",
-                      dataclasses.replace(config.cnn, seed=config.cnn.seed + i), initial=start,
-                      progress=tagged, cancel=cancel).model
+        cnn = cnns[i] if cnns is not None else fit_cnn(
+            x, y, known, member_dir / "cnn", dataclasses.replace(config.cnn, seed=config.cnn.seed + i),
+            initial=start, progress=tagged, cancel=cancel).model
         for variant in config.variants:
             if variant == "cnn":
                 models["cnn"].append(cnn)
@@ -168,8 +179,13 @@ def predict_case(models: Sequence, prepared: PreparedCase, threshold: float) -> 
 
 def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             init_bundle: Path | None = None, cases: Sequence[str] | None = None,
+            stage_one: Path | None = None,
             progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Leave-one-case-out over ``dataset_dir``; writes ``loo_results.json`` and ``loo_table.md``.
+
+    With ``stage_one`` (a cross-validation run folder, :func:`LVMyoSegLib.cross_validation.run_cv`)
+    each fold's CNN is the cross-validation fold's CNN that held the same patient out (trained
+    on many more hearts than the dataset's other cases); only stage 2 is trained here.
 
     With ``init_bundle`` every fold fine-tunes that bundle's members (its own
     variant only) and the held-out case is also scored with the starting model
@@ -182,11 +198,18 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
         raise InputError(f"Leave-one-out needs at least 2 cases; {dataset_dir} has {len(case_ids)}.")
     initial_models: dict[str, list] | None = None
     if init_bundle is not None:
+        if stage_one is not None:
+            raise InputError("Give either a bundle to fine-tune (--init) or a cross-validation run "
+                             "for stage 1 (--stage-one), not both.")
         manifest, members = load_members(init_bundle, config.members)
         config = dataclasses.replace(config, variants=(manifest.variant,), preprocessing=manifest.preprocessing)
         initial_models = {manifest.variant: members}
-    settings = {"dataset": str(dataset_dir), "dataset_sha256": dataset_hash(dataset_dir),
-                "cases": case_ids, "init": str(init_bundle) if init_bundle else "scratch",
+    if stage_one is not None and config.members != 1:
+        raise InputError(f"A cross-validation run gives one stage-1 CNN per fold; use --members 1 with "
+                         f"--stage-one (got {config.members}).")
+    settings = {"dataset": Path(dataset_dir).name, "dataset_sha256": dataset_hash(dataset_dir),
+                "cases": case_ids, "init": Path(init_bundle).name if init_bundle else "scratch",
+                **({"stage_one": Path(stage_one).name} if stage_one is not None else {}),
                 **config.to_dict()}
     settings_path = out_dir / "settings.json"
     if settings_path.is_file():
@@ -206,19 +229,25 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
         fold_progress = None if progress is None else (
             lambda info, k=k, h=held_out: progress({**info, "fold": k, "folds": len(case_ids), "case": h}))
         train = [prepared[c] for c in case_ids if c != held_out]
+        cnns = None
+        if stage_one is not None:
+            from .cross_validation import fold_cnn_path  # noqa: PLC0415 (cross_validation imports this module)
+
+            cnns = [load_keras_file(fold_cnn_path(stage_one, held_out))]
         models = train_variants(train, out_dir / f"fold_{held_out}", config, initial=initial_models,
-                                progress=clock.tracking(fold_progress), cancel=cancel)
+                                cnns=cnns, progress=clock.tracking(fold_progress), cancel=cancel)
         test = prepared[held_out]
         fold: dict[str, Any] = {"case": held_out, "records": {}, "summary": {}}
         scored = dict(models)
         if initial_models is not None:
             scored = {"before": next(iter(initial_models.values())), "after": next(iter(models.values()))}
         for name, members in scored.items():
-            _, label_map = predict_case(members, test, config.threshold)
+            probabilities, label_map = predict_case(members, test, config.threshold)
             records = evaluate_case(label_map, test.case.labels, test.case.cine.geometry, held_out)
             fold["records"][name] = records
             fold["summary"][name] = case_summary(records)
-            np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map)
+            np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map,
+                                probabilities=probabilities.astype(np.float16))  # for QC in validate-function
         fold["wall_time_s"] = clock.save()  # summed over the invocations that worked on this fold
         write_json_atomic(fold_path, fold)
     results = summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
@@ -300,8 +329,13 @@ def loo_examples_figure(out_dir: Path, dataset_dir: Path, path: Path, n_examples
 def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: ExperimentConfig, *,
                 variant: str = "multi_level", model_id: str, init_bundle: Path | None = None,
                 metrics: dict[str, Any] | None = None, cases: Sequence[str] | None = None,
+                edes_root: Path | None = None,
                 progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> Path:
-    """Train ``variant`` on every case of a dataset (or on ``cases``) and write a new model bundle."""
+    """Train ``variant`` on every case of a dataset (or on ``cases``) and write a new model bundle.
+
+    With ``edes_root`` (labelled ED/ES frames, :mod:`LVMyoSegLib.edes`) stage 1 trains on every
+    patient there too (a patient with a cine in the dataset contributes its cine's frames once).
+    """
     case_ids = list(cases) if cases else list_cases(dataset_dir)
     initial, parent = None, None
     if init_bundle is not None:
@@ -312,14 +346,40 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
     config = dataclasses.replace(config, variants=(variant,))
     clock = RunClock(Path(run_dir) / WALL_TIME_FILE)
     prepared = [prepare_case(read_case(dataset_dir, c), config.preprocessing) for c in case_ids]
-    models = train_variants(prepared, run_dir, config, initial=initial, progress=clock.tracking(progress),
-                            cancel=cancel)
+    cnns = None
+    if edes_root is not None:
+        cnns = _stage_one_on_all(edes_root, prepared, run_dir, config, initial, clock.tracking(progress), cancel)
+    models = train_variants(prepared, run_dir, config, initial=initial, cnns=cnns,
+                            progress=clock.tracking(progress), cancel=cancel)
     wall = clock.save()  # summed over every invocation of this run folder (resumes included)
     write_bundle(bundle_dir, models[variant], model_id=model_id, variant=variant, channels=CHANNELS,
                  preprocessing=config.preprocessing,
-                 training={"dataset": str(dataset_dir), "dataset_sha256": dataset_hash(dataset_dir),
+                 training={"dataset": Path(dataset_dir).name, "dataset_sha256": dataset_hash(dataset_dir),
                            "cases": case_ids, "settings": config.to_dict(),
+                           **({"edes": Path(edes_root).name} if edes_root is not None else {}),
                            "wall_time_s": round(wall, 1), "init": str(init_bundle) if init_bundle else "scratch"},
                  metrics=metrics or {}, parent=parent,
                  member_info=[{"seed": config.cnn.seed + i} for i in range(config.members)])
     return Path(bundle_dir)
+
+
+def _stage_one_on_all(edes_root: Path, prepared: Sequence[PreparedCase], run_dir: Path,
+                      config: ExperimentConfig, initial: dict[str, list] | None,
+                      progress: ProgressFn | None, cancel: Callable[[], bool] | None) -> list:
+    """Stage-1 members trained on every ED/ES patient and every cine (each patient's frames once)."""
+    from .cross_validation import stage_one_arrays  # noqa: PLC0415 (it imports this module)
+    from .edes import read_edes
+
+    patients = {p.patient_id: p for p in read_edes(edes_root)}
+    cines = {p.case.case_id: p for p in prepared}
+    x, y, known, ids = stage_one_arrays(sorted(set(patients) | set(cines)), patients, cines,
+                                        config.preprocessing)
+    cnns = []
+    for i in range(config.members):
+        start = next(iter(initial.values()))[i] if initial else None
+        cnns.append(fit_cnn(x, y, known, Path(run_dir) / f"member_{i}" / "cnn",
+                            dataclasses.replace(config.cnn, seed=config.cnn.seed + i), initial=start,
+                            groups=ids, progress=None if progress is None else
+                            (lambda info, i=i: progress({**info, "member": i, "members": config.members})),
+                            cancel=cancel).model)
+    return cnns

@@ -185,20 +185,32 @@ def consecutive_frames_figure(cine: Cine, expert: np.ndarray, predictions: dict[
 
 
 def bland_altman_figure(rows: list[dict], stats: dict[str, dict], path: Path | str) -> Path:
-    """Bland–Altman plots (auto − expert against their mean) for EDV, ESV and EF."""
-    fig = Figure(figsize=(12, 3.6))
+    """Bland–Altman plots (automatic − expert against their mean) for EDV, ESV, EF and LV mass:
+    the product's own figures (filled, with their mean and limits of agreement) and the
+    expert's-slices figures (open circles) beside them; withheld values are left out."""
+    fig = Figure(figsize=(14, 3.6))
     for k, (key, label) in enumerate((("edv_ml", "EDV (mL)"), ("esv_ml", "ESV (mL)"),
-                                      ("ef_percent", "EF (%)"))):
-        ax = fig.add_subplot(1, 3, k + 1)
-        e = np.array([r["expert"][key] for r in rows])
-        a = np.array([r["auto"][key] for r in rows])
-        ax.scatter((a + e) / 2, a - e, color="tab:blue")
-        for r, x, y in zip(rows, (a + e) / 2, a - e):
-            ax.annotate(r["case"], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        s = stats[key]
-        ax.axhline(s["mean_diff"], color="k", label=f"mean {s['mean_diff']:+.1f}")
-        for v in (s["loa_low"], s["loa_high"]):
-            ax.axhline(v, color="gray", linestyle="--")
+                                      ("ef_percent", "EF (%)"), ("lv_mass_g", "LV mass (g)"))):
+        ax = fig.add_subplot(1, 4, k + 1)
+        for which, style in (("expert_slices", {"facecolors": "none", "edgecolors": "0.5"}),
+                             ("own", {"color": "tab:blue"})):
+            pts = [(r["case"], r["expert"][key], r[which][key]) for r in rows
+                   if r["expert"][key] is not None and r[which][key] is not None]
+            if not pts:
+                continue
+            e = np.array([p[1] for p in pts])
+            a = np.array([p[2] for p in pts])
+            ax.scatter((a + e) / 2, a - e, label="product" if which == "own" else "expert's slices",
+                       **style)
+            if which == "own":
+                for (case, *_), x, y in zip(pts, (a + e) / 2, a - e):
+                    ax.annotate(case, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        s = stats["own"][key]
+        if s["mean_diff"] is not None:
+            ax.axhline(s["mean_diff"], color="tab:blue", lw=1)
+            for v in (s["loa_low"], s["loa_high"]):
+                if v is not None:
+                    ax.axhline(v, color="tab:blue", linestyle="--", lw=0.8)
         ax.axhline(0, color="lightgray", linewidth=0.8)
         ax.set_xlabel(f"mean of expert and automatic {label}")
         ax.set_ylabel(f"automatic − expert {label}")

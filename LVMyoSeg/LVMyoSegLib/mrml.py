@@ -39,9 +39,12 @@ REF_BLOOD_POOL_PROBABILITY = "lvmyosegBloodPoolProbability"
 REF_VOLUMES_TABLE = "lvmyosegVolumesTable"
 REF_THICKNESS_TABLE = "lvmyosegThicknessTable"
 REF_RV_INSERTION = "lvmyosegRvInsertion"
+REF_SLICES_TABLE = "lvmyosegSlicesTable"
+REF_REVIEW_TABLE = "lvmyosegReviewTable"
 ATTR_ROLE = "LVMyoSeg.Role"
 ATTR_THRESHOLD = "LVMyoSeg.Threshold"
 ATTR_THICKNESS_REFERENCE = "LVMyoSeg.ThicknessReference"  # "aha" or "relative"
+ATTR_WITHHELD = "LVMyoSeg.FunctionWithheld"  # why the function values are withheld ("" if not)
 
 # Terminology contexts of Slicer's Terminologies module (current serialisation format:
 # context~category~type~typeModifier~anatomicContext~region~regionModifier, codes as
@@ -651,13 +654,22 @@ def volumes_table(scene, label_map: np.ndarray, geometry: Geometry, *,
         ("myocardium_mass", myocardium * MYOCARDIAL_DENSITY_G_PER_ML, "g",
          f"LV myocardium mass (volume x {MYOCARDIAL_DENSITY_G_PER_ML} g/mL)"),
     ]
+    if function.slices is not None:
+        columns.append(("counted_slices", [function.slices.counted_text(t) for t in range(n)], "",
+                        "Slices counted in the volumes of this frame (base, atrium and outflow tract "
+                        "excluded; reasons in the slices table)"))
     was_modifying = table.StartModify()
     table.RemoveAllColumns()
     for column_name, values, unit, description in columns:
-        array = vtk.vtkDoubleArray()
+        if isinstance(values, list) and values and isinstance(values[0], str):
+            array = vtk.vtkStringArray()
+            for v in values:
+                array.InsertNextValue(v)
+        else:
+            array = vtk.vtkDoubleArray()
+            for v in np.asarray(values, dtype=np.float64):
+                array.InsertNextValue(float(v))
         array.SetName(column_name)
-        for v in np.asarray(values, dtype=np.float64):
-            array.InsertNextValue(float(v))
         table.AddColumn(array)
         table.SetColumnUnitLabel(column_name, unit)
         table.SetColumnDescription(column_name, description)
@@ -666,8 +678,82 @@ def volumes_table(scene, label_map: np.ndarray, geometry: Geometry, *,
                        ("EF_percent", function.ef_percent), ("LVMass_g", function.lv_mass_g),
                        ("EDFrame", function.ed_frame), ("ESFrame", function.es_frame)):
         table.SetAttribute(f"LVMyoSeg.{key}", f"{value:.6g}")
+    table.SetAttribute(ATTR_WITHHELD, function.withheld or "")
     table.EndModify(was_modifying)
     return table
+
+
+def slices_table(scene, function, qc: dict | None = None, *, name: str = "LV slices", table_node=None):
+    """vtkMRMLTableNode with one row per frame and slice holding LV labels: whether it counts
+    in the volumes (``counted``, 1/0: edit it and recompute to include or exclude a slice),
+    the rule's own decision (``rule_counted``), the reason, the myocardial coverage of the
+    blood pool, the slice's cavity and myocardium volumes and its QC score."""
+    d = function.slices
+    scores = {} if qc is None else {(r["frame"], r["slice"]): r["score"] for r in qc["slices"]}
+    lv = (function.slice_blood_ml + function.slice_myocardium_ml) > 0
+    rows = [(t, z) for t in range(lv.shape[0]) for z in range(lv.shape[1]) if lv[t, z] or d.by_user[t, z]]
+    rule = d.counted ^ d.by_user  # what the rules alone decided
+    columns = {
+        "frame": [t for t, _ in rows],
+        "slice": [z for _, z in rows],
+        "counted": [int(d.counted[t, z]) for t, z in rows],
+        "rule_counted": [int(rule[t, z]) for t, z in rows],
+        "reason": [d.reasons[t][z] for t, z in rows],
+        "coverage": [100.0 * d.coverage[t, z] for t, z in rows],
+        "cavity_volume": [function.slice_blood_ml[t, z] for t, z in rows],
+        "myocardium_volume": [function.slice_myocardium_ml[t, z] for t, z in rows],
+        "qc_score": [scores.get((t, z), 0.0) for t, z in rows],
+    }
+    table = table_from_columns(scene, columns, name=name, table_node=table_node,
+                               units={"coverage": "%", "cavity_volume": "mL", "myocardium_volume": "mL"})
+    table.SetAttribute(ATTR_ROLE, "slices")
+    return table
+
+
+def slice_choices(table) -> dict[tuple[int, int], bool]:
+    """The user's slice choices ``{(frame, slice): counted}`` from a :func:`slices_table`: the
+    rows whose ``counted`` differs from the rule's decision."""
+    vtable = table.GetTable()
+    cols = {c: vtable.GetColumnByName(c) for c in ("frame", "slice", "counted", "rule_counted")}
+    missing = [c for c, a in cols.items() if a is None]
+    if missing:
+        raise InputError(f"Table '{table.GetName()}' has no column(s) {missing}; it is not an LV slices "
+                         "table. Recompute the cardiac function to rebuild it.")
+    out = {}
+    for i in range(vtable.GetNumberOfRows()):
+        values = {c: a.GetVariantValue(i).ToDouble() for c, a in cols.items()}
+        counted = values["counted"] >= 0.5
+        if counted != (values["rule_counted"] >= 0.5):
+            out[(int(values["frame"]), int(values["slice"]))] = counted
+    return out
+
+
+def review_table(scene, qc: dict, *, name: str = "LV review first", table_node=None):
+    """vtkMRMLTableNode of QC's "review these frames first" list: rank, frame, slice, score, why."""
+    rows = qc["review_first"] if qc else []
+    columns = {"rank": [i + 1 for i in range(len(rows))], "frame": [r["frame"] for r in rows],
+               "slice": [r["slice"] for r in rows], "score": [r["score"] for r in rows],
+               "why": [r["why"] for r in rows]}
+    table = table_from_columns(scene, columns, name=name, table_node=table_node)
+    table.SetAttribute(ATTR_ROLE, "review")
+    return table
+
+
+def slice_centre_ras(geometry: Geometry, slice_index: int, shape_yx: tuple[int, int]) -> np.ndarray:
+    """RAS position (mm) of the centre of slice ``slice_index`` of an image on ``geometry``."""
+    rows, cols = shape_yx
+    ijk = np.array([(cols - 1) / 2.0, (rows - 1) / 2.0, float(slice_index), 1.0])
+    return (ijk_to_ras(geometry) @ ijk)[:3]
+
+
+def jump_to_frame_and_slice(scene, browser, frame: int, ras: Sequence[float]) -> None:
+    """Show phase ``frame`` in ``browser`` and move every slice view to ``ras`` (centred)."""
+    n = browser.GetNumberOfItems()
+    if not 0 <= frame < n:
+        raise InputError(f"Frame {frame} is outside the {n} phases of browser '{browser.GetName()}'.")
+    browser.SetSelectedItemNumber(int(frame))
+    r, a, s = (float(v) for v in ras)
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
 
 def thickness_table(scene, function, *, name: str = "LV wall thickness", table_node=None):

@@ -11,9 +11,11 @@ import numpy as np
 from . import preprocess
 from .bundle import Manifest, load_ensemble
 from .cine import Cine
+from .cine_checks import check_short_axis_cine
 from .errors import InputError
 from .inference import CancelFn, Ensemble, ProgressFn, compute_device, predict_ensemble
 from .labels import BLOOD_POOL, MYOCARDIUM
+from .trust import bundle_trust
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class SegmentationResult:
     threshold: float
     timings_s: dict[str, float] = field(default_factory=dict)
     device: str = "CPU"
+    trust: dict = field(default_factory=dict)  # trust.Trust.to_dict() of the bundle
 
 
 def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -52,14 +55,17 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
                  loaded: tuple[Manifest, Ensemble] | None = None) -> SegmentationResult:
     """Segment every frame of ``cine`` with the first ``members`` (all when None) of the ensemble in ``bundle_dir``.
 
-    ``loaded`` lets a caller that segments many studies pass ``load_ensemble(bundle_dir)`` once.
+    Inputs that are not a short-axis cine are refused first
+    (:func:`~LVMyoSegLib.cine_checks.check_short_axis_cine`). ``loaded`` lets a caller that segments many studies pass ``load_ensemble(bundle_dir)`` once.
     """
+    check_short_axis_cine(cine)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:
         manifest, ensemble = load_ensemble(bundle_dir, members)
     else:
         manifest, ensemble = loaded[0], loaded[1] if members is None else loaded[1].first(members)
+    trust = bundle_trust(bundle_dir).to_dict()
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -78,4 +84,4 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     label_map = labels_from_probabilities(probabilities, threshold)
     timings["inverse_mapping"] = time.perf_counter() - t0
     return SegmentationResult(probabilities, label_map, transform, manifest.model_id, len(ensemble),
-                              threshold, timings, device)
+                              threshold, timings, device, trust)

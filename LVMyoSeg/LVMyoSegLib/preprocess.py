@@ -64,7 +64,7 @@ class Localisation:
     def to_dict(self) -> dict:
         return {
             "study_centre_ji": [float(v) for v in self.study_centre_ji],
-            "study_radius_mm": float(self.study_radius_mm),
+            "study_radius_mm": _num(self.study_radius_mm),
             "detected_ji": [[_num(v) for v in row] for row in np.asarray(self.detected_ji)],
             "radii_mm": [_num(v) for v in np.asarray(self.radii_mm)],
             "fallback": [bool(v) for v in np.asarray(self.fallback)],
@@ -74,7 +74,7 @@ class Localisation:
     def from_dict(d: dict) -> "Localisation":
         return Localisation(
             study_centre_ji=tuple(float(v) for v in d["study_centre_ji"]),
-            study_radius_mm=float(d["study_radius_mm"]),
+            study_radius_mm=float("nan") if d["study_radius_mm"] is None else float(d["study_radius_mm"]),
             detected_ji=np.array([[np.nan if v is None else v for v in row]
                                   for row in d["detected_ji"]], dtype=float).reshape(-1, 2),
             radii_mm=np.array([np.nan if v is None else v for v in d["radii_mm"]], dtype=float),
@@ -147,7 +147,7 @@ class CropTransform:
         }
 
     @staticmethod
-    def from_dict(d: dict) -> "CropTransform":
+    def from_dict(d: dict, where: str = "") -> "CropTransform":
         try:
             loc = d.get("localisation")
             return CropTransform(
@@ -159,8 +159,9 @@ class CropTransform:
                 localisation=None if loc is None else Localisation.from_dict(loc),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"Crop transform record is incomplete or malformed ({exc!r}); "
-                             "re-run preprocessing to write a new one.") from None
+            raise InputError(f"Crop transform record{f' {where}' if where else ''} is incomplete or malformed "
+                             f"({exc!r}): it was edited or written by another program. Re-run "
+                             "`lvmyoseg preprocess` (or segment) to write a new one.") from None
 
 
 def crop_transform(input_shape_zyx: tuple[int, int, int], input_spacing_xy: tuple[float, float],
@@ -284,9 +285,20 @@ def to_network(cine: Cine, transform: CropTransform,
     out = np.empty((cine.n_slices, cine.n_phases, transform.crop_size, transform.crop_size, 1),
                    dtype=np.float32)
     for z in range(cine.n_slices):
-        crop = _resample_slice(cine.frames[:, z], transform, z)
-        out[z, ..., 0] = normalise_intensity(crop, _inside_mask(transform, z), percentiles)
+        out[z, ..., 0] = slice_to_network(cine.frames[:, z], transform, z, percentiles)
     return out
+
+
+def slice_to_network(frames_tyx: np.ndarray, transform: CropTransform, z: int,
+                     percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Frames ``[T, Y, X]`` of slice ``z`` -> normalised crops ``[T, H, W]`` (as :func:`to_network`)."""
+    crop = _resample_slice(frames_tyx, transform, z)
+    return normalise_intensity(crop, _inside_mask(transform, z), percentiles)
+
+
+def mask_to_network(mask_tyx: np.ndarray, transform: CropTransform, z: int) -> np.ndarray:
+    """Binary masks ``[T, Y, X]`` of slice ``z`` -> 0/1 crops ``[T, H, W]`` (as :func:`labels_to_network`)."""
+    return (_resample_slice(np.asarray(mask_tyx, np.float32), transform, z) >= 0.5).astype(np.float32)
 
 
 def labels_to_network(labels: Labels, transform: CropTransform) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +315,7 @@ def labels_to_network(labels: Labels, transform: CropTransform) -> tuple[np.ndar
     out = np.zeros((n_z, n_t, transform.crop_size, transform.crop_size, len(CHANNELS)), np.float32)
     for z in range(n_z):
         for c, name in enumerate(CHANNELS):
-            out[z, ..., c] = _resample_slice(labels.channel(name)[:, z], transform, z) >= 0.5
+            out[z, ..., c] = mask_to_network(labels.channel(name)[:, z], transform, z)
     return out, np.transpose(labels.known, (1, 0, 2)).copy()
 
 
@@ -376,6 +388,24 @@ def _robust_line(z: np.ndarray, points: np.ndarray, weights: np.ndarray, scale: 
         residual = np.linalg.norm(points - design @ coef, axis=1)
         w = weights / (1.0 + (residual / scale) ** 2)
     return coef
+
+
+def preprocessing_problem(params: dict) -> str:
+    """What is wrong with preprocessing parameters for :func:`localise` ("" when nothing): an
+    unknown key, a pixel size that is not a positive number of mm, or a crop under 8 pixels."""
+    import inspect
+
+    known = [k for k in inspect.signature(localise).parameters if k != "cine"]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        return f"has unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(known)}"
+    pixel = params.get("pixel_mm", 1.0)
+    if isinstance(pixel, bool) or not isinstance(pixel, (int, float)) or not 0.1 <= pixel <= 10.0:
+        return f"has pixel_mm {pixel!r}; it must be a pixel size between 0.1 and 10 mm"
+    crop = params.get("crop_size", 128)
+    if isinstance(crop, bool) or not isinstance(crop, int) or not 8 <= crop <= 1024:
+        return f"has crop_size {crop!r}; it must be a whole number of pixels between 8 and 1024"
+    return ""
 
 
 def localise(cine: Cine, pixel_mm: float = 1.0, crop_size: int = 128, search_mm: float = 184.0,

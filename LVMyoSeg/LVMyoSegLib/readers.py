@@ -26,6 +26,26 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
+def _check_frame_numbering(folder: Path, files: list[Path]) -> None:
+    """Refuse numbered frame files (frame_01, frame_02, ...) with a number missing or repeated."""
+    numbers = []
+    for path in files:
+        digits = re.findall(r"\d+", path.name.split(".")[0])
+        if not digits:
+            return  # not numbered: the natural name order is all there is
+        numbers.append(int(digits[-1]))
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if repeated:
+        names = [p.name for p, n in zip(files, numbers) if n == repeated[0]]
+        raise InputError(f"Frame files in {folder} repeat number {repeated[0]} ({', '.join(names)}); each phase "
+                         "needs one file. Remove the extra copy.")
+    missing = sorted(set(range(min(numbers), max(numbers) + 1)) - set(numbers))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        raise InputError(f"Frame files in {folder} are numbered {min(numbers)}-{max(numbers)} but number(s) "
+                         f"{shown} are missing, so phases would be skipped. Restore the missing frame files.")
+
+
 def _is_dicom_file(path: Path) -> bool:
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
@@ -50,7 +70,10 @@ def _read_folder(folder: Path, series_uid: str | None) -> Cine:
                              f"({dicoms[0].name}, ...); put the cine in a folder of its own.")
         if series_uid is not None:
             raise InputError(f"A series UID was given but {folder} holds volume files, not DICOM.")
-        return read_4d(volumes[0]) if len(volumes) == 1 else read_frames(volumes)
+        if len(volumes) == 1:
+            return read_4d(volumes[0])
+        _check_frame_numbering(folder, volumes)
+        return read_frames(volumes)
     from .dicom_reader import read_dicom_cine  # lazy: pydicom only when reading DICOM
 
     return read_dicom_cine(folder, series_uid).cine

@@ -3,11 +3,12 @@
 Layout: ``REGISTRY/<model_id>/`` holds one bundle (``manifest.json`` + member
 files, see :mod:`LVMyoSegLib.bundle`). Versions are added with :func:`register`
 (a verified copy; an existing version is never overwritten) or written in place
-by ``lvmyoseg train --register``. The bundled model (``resources.bundled_model_dir``)
+by ``lvmyoseg train --register``; either pins the version's manifest SHA-256 in
+``REGISTRY/pins.json`` (:mod:`LVMyoSegLib.trust`), so a later edit is refused. The bundled model (``resources.bundled_model_dir``)
 is listed first, is read-only, and answers to the id ``"bundled"``.
 
-Where the registry is: the caller decides. 3D Slicer modules pass
-:func:`slicer_registry_dir` of Slicer's user settings file; the command line
+Where the registry is: the caller decides. 3D Slicer modules pass the folder of
+:mod:`LVMyoSegLib.app.data_dirs` (a per-user local data folder); the command line
 takes ``--registry DIR``, else :func:`default_registry_dir` (``$LVMYOSEG_REGISTRY``
 or ``~/.lvmyoseg/models``).
 """
@@ -18,14 +19,15 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .bundle import MANIFEST_NAME, Manifest, read_manifest, verify_bundle
 from .errors import ModelError
+from .files import make_temp_dir
 from .resources import MODELS_DIR, bundled_model_dir
+from .trust import bundle_trust, pin
 
 ENV_REGISTRY = "LVMYOSEG_REGISTRY"
 BUNDLED_ID = "bundled"
@@ -37,7 +39,8 @@ class ModelEntry:
     """One model version as listed: where it is and what its manifest says.
 
     ``problem`` is empty for a usable entry; otherwise it says why the entry cannot be
-    used (bundled model not installed, unreadable manifest).
+    used (bundled model not installed, unreadable manifest, manifest changed since it was
+    pinned). ``verified``: the manifest matches its pin (:mod:`LVMyoSegLib.trust`).
     """
 
     model_id: str
@@ -49,6 +52,7 @@ class ModelEntry:
     metrics: str = ""
     read_only: bool = False
     problem: str = ""
+    verified: bool = False
 
     def label(self) -> str:
         """One line for a model selector."""
@@ -57,6 +61,8 @@ class ModelEntry:
         parts = [self.variant, f"{self.members} member(s)"]
         if self.read_only:
             parts.insert(0, "bundled, read-only")
+        if not self.verified:
+            parts.insert(0, "UNVERIFIED")
         if self.created:
             parts.append(self.created[:10])
         if self.metrics:
@@ -68,13 +74,6 @@ def default_registry_dir() -> Path:
     """``$LVMYOSEG_REGISTRY``, else ``~/.lvmyoseg/models`` (command-line default)."""
     env = os.environ.get(ENV_REGISTRY)
     return Path(env).expanduser() if env else Path.home() / ".lvmyoseg" / "models"
-
-
-def slicer_registry_dir(user_settings_file: str | Path) -> Path:
-    """Registry inside 3D Slicer: ``$LVMYOSEG_REGISTRY``, else ``LVMyoSeg/models`` beside the
-    user settings file (pass ``slicer.app.slicerUserSettingsFilePath``)."""
-    env = os.environ.get(ENV_REGISTRY)
-    return Path(env).expanduser() if env else Path(user_settings_file).parent / "LVMyoSeg" / "models"
 
 
 def check_model_id(model_id: str) -> str:
@@ -105,9 +104,11 @@ def metrics_summary(metrics: dict[str, Any]) -> str:
 
 
 def _entry(path: Path, manifest: Manifest, read_only: bool, model_id: str | None = None) -> ModelEntry:
+    """The entry of a readable bundle; raises :class:`ModelError` when its manifest differs from its pin."""
     return ModelEntry(model_id=model_id or manifest.model_id, path=path, variant=manifest.variant,
                       created=manifest.created, parent=manifest.parent, members=len(manifest.members),
-                      metrics=metrics_summary(manifest.metrics), read_only=read_only)
+                      metrics=metrics_summary(manifest.metrics), read_only=read_only,
+                      verified=bundle_trust(path).verified)
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -210,7 +211,7 @@ def register(bundle_dir: Path, registry_dir: Path, *, model_id: str | None = Non
     model_id = model_id or manifest.model_id
     target = new_model_dir(registry_dir, model_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=target.parent))
+    staging = make_temp_dir(target.parent, f".{model_id}.")
     try:
         for member in manifest.members:
             shutil.copy2(bundle_dir / member["file"], staging / member["file"])
@@ -225,4 +226,5 @@ def register(bundle_dir: Path, registry_dir: Path, *, model_id: str | None = Non
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    pin(registry_dir, model_id, target)
     return _entry(target, copied, read_only=False, model_id=model_id)

@@ -346,7 +346,8 @@ def import_cases(source_dir: Path, dataset_dir: Path, case_ids: Sequence[str] | 
             case = read_case(source_dir, case_id)
             add_case(dataset_dir, case_id, case.cine, case.labels, source=case.info.get("source", ""),
                      edited_frames=case.info.get("edited_frames") or None,
-                     notes=f"copied from {source_dir}. {case.info.get('notes', '')}".strip())
+                     notes=f"copied from {source_dir}. {case.info.get('notes', '')}".strip(),
+                     complete_stacks=bool(case.info.get("complete_stacks")))
         except LVMyoSegError as exc:
             skipped.append((case_id, str(exc)))
             continue
@@ -371,22 +372,3 @@ def known_from_label_map(label_map: np.ndarray) -> np.ndarray:
     """``known [T, Z, 2]``: both channels labelled on every slice holding any LV label."""
     drawn = np.asarray(label_map).any(axis=(2, 3))
     return np.repeat(drawn[:, :, None], 2, axis=2)
-
-
-def scene_labels(cine_sequence, segmentation_sequence):
-    """(Cine, Labels) of a cine and a user-drawn segmentation sequence in an MRML scene.
-
-    Slices where the segmentation holds any LV label count as labelled (both channels);
-    the others carry no information. Raises :class:`LabelError` when nothing is drawn.
-    """
-    from . import mrml
-    from .errors import LabelError
-    from .labels import Labels
-
-    cine = mrml.cine_from_sequence(cine_sequence)
-    label_map = mrml.labels_from_segmentation_sequence(segmentation_sequence, cine)
-    known = known_from_label_map(label_map)
-    if not known.any():
-        raise LabelError(f"Segmentation '{segmentation_sequence.GetName()}' holds no 'LV myocardium' or "
-                         "'LV blood pool' voxel on any frame; draw or correct them first.")
-    return cine, Labels(label_map, known, source=segmentation_sequence.GetName())

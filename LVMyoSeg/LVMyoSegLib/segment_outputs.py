@@ -1,8 +1,8 @@
 """What ``lvmyoseg segment`` writes: 4D probability and label files aligned with the input,
 ``report.json`` (geometry, model, timings, cardiac function) and an overlay PNG montage.
 
-Everything is written into a staging folder first and moved into place at the end,
-so a failure never leaves a half-written output folder.
+The caller gives the folder to write into: the staging folder of
+:func:`LVMyoSegLib.files.output_folder`, so a failure never leaves a half-written output folder.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import __version__
 from .cine import Cine
-from .errors import LabelError
-from .files import staged_output
 from .labels import CHANNELS
 from .pipeline import SegmentationResult
 
@@ -40,22 +39,24 @@ def output_names(file_format: str) -> dict[str, str]:
     return names
 
 
-def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult, *, model_dir: Path,
+def write_segmentation_outputs(folder: Path, cine: Cine, result: SegmentationResult, *, model_dir: Path,
                                file_format: str = "nifti", read_seconds: float = 0.0,
                                overlay: bool = True, rv_insertion_lps: Sequence[float] | None = None
-                               ) -> list[Path]:
-    """Write all outputs of one segmented study into ``out``; returns the written paths.
+                               ) -> tuple[list[str], str | None]:
+    """Write all outputs of one segmented study into the empty ``folder`` (the staging folder of
+    :func:`LVMyoSegLib.files.output_folder`); returns the written file names and the reason the
+    function values were withheld (None when they were reported; see :mod:`LVMyoSegLib.function_report`).
 
     ``rv_insertion_lps`` (anterior RV insertion point, LPS mm) numbers the thickness sectors as
     AHA segments.
     """
     from . import cardiac_function
+    from .function_report import assess
     from .figures import overlay_montage, preprocessing_figure
     from .volume_files import write_4d
 
     names = output_names(file_format)
-    out = Path(out)
-    with staged_output(out) as staging:
+    with nullcontext(Path(folder)) as staging:
         t0 = time.perf_counter()
         for c, channel in enumerate(CHANNELS):
             write_4d(staging / names[f"probabilities_{channel}"], result.probabilities[..., c],
@@ -64,13 +65,11 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
                  kind="labels")
         write_s = time.perf_counter() - t0
 
-        try:
-            function = cardiac_function.compute_cardiac_function(result.label_map, cine.geometry,
-                                                                 cine.trigger_times_ms,
-                                                                 rv_insertion=rv_insertion_lps)
-            function_report = function.to_dict()
-        except LabelError as exc:  # e.g. the network found no myocardium at all
-            function, function_report = None, {"error": str(exc)}
+        loc = result.transform.localisation
+        assessed = assess(result.label_map, cine.geometry, cine.trigger_times_ms,
+                          probabilities=result.probabilities, rv_insertion=rv_insertion_lps,
+                          localisation_fallback=None if loc is None else loc.fallback)
+        function = assessed.function
         if overlay:
             preprocessing_figure(cine, result.transform, staging / names["preprocessing"])
             frames = [function.ed_frame, function.es_frame] if function else [0, cine.n_phases // 2]
@@ -81,7 +80,8 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
         report = {
             "lvmyoseg_version": __version__,
             "input": cine.summary(),
-            "model": {"id": result.model_id, "dir": str(model_dir), "members_used": result.members},
+            "model": {"id": result.model_id, "dir": str(model_dir), "members_used": result.members,
+                      "trust": result.trust},
             "threshold": result.threshold,
             "device": result.device,
             "outputs": {k: v for k, v in names.items() if (staging / v).exists() or k == "report"},
@@ -91,10 +91,11 @@ def write_segmentation_outputs(out: Path, cine: Cine, result: SegmentationResult
                          "write": round(write_s, 3)},
             "crop_transform": result.transform.to_dict(),
             "rv_insertion_lps_mm": None if rv_insertion_lps is None else [float(v) for v in rv_insertion_lps],
-            "cardiac_function": function_report,
+            **assessed.to_dict(),
         }
-        (staging / names["report"]).write_text(json.dumps(report, indent=2), encoding="utf-8")
-        written = [out / item.name for item in sorted(staging.iterdir())]
-    return written
+        (staging / names["report"]).write_text(json.dumps(report, indent=2, allow_nan=False),
+                                               encoding="utf-8")
+        written = sorted(item.name for item in staging.iterdir())
+    return written, assessed.withheld
 
 

@@ -193,14 +193,18 @@ def load_study(study: SunnybrookStudy) -> tuple[DicomCine, Labels]:
 
 def sunnybrook_to_dataset(root: Path | str | None, dataset_dir: Path) -> list[Path]:
     """Add every Sunnybrook study under ``root`` to the LVMyoSeg dataset ``dataset_dir``
-    (case id = DICOM patient id); studies already in the dataset are refused, not overwritten."""
-    from .dataset import add_case
+    (case id = DICOM patient id); returns the new case folders. Studies already in the dataset
+    are kept as they are and skipped, so an interrupted conversion is completed by running it again."""
+    from .dataset import MANIFEST_NAME, add_case, list_cases
 
+    present = set(list_cases(dataset_dir)) if (Path(dataset_dir) / MANIFEST_NAME).is_file() else set()
     added = []
     for study in list_studies(root):
+        if study.patient_id in present:
+            continue
         dicom, labels = load_study(study)
         added.append(add_case(dataset_dir, study.patient_id, dicom.cine, labels,
                               source=f"Sunnybrook Cardiac Data {study.patient_id} ({study.contour_id}), CC0",
                               notes="Expert contours: myocardium at ED, cavity at ED and ES "
-                                    "(Radau et al. 2009)."))
+                                    "(Radau et al. 2009).", complete_stacks=True))
     return added

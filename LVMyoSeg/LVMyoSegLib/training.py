@@ -245,10 +245,33 @@ def _write_checkpoint(run_dir: Path, model: keras.Model, optimizer, state: dict,
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _damaged_checkpoint(path: Path, exc: BaseException) -> InputError:
+    ckpt = path.parent
+    return InputError(f"The training checkpoint file {path} is damaged ({type(exc).__name__}: {exc}); the "
+                      "run was probably killed while writing it, or the disk was full. To restart this "
+                      f"training stage from its first epoch, delete the folder {ckpt} and run the same "
+                      "command again (finished stages and folds in the run folder are kept).")
+
+
+def _read_checkpoint_state(ckpt: Path) -> dict:
+    path = ckpt / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        int(state["epoch"]), list(state["history"]), dict(state["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _damaged_checkpoint(path, exc) from None
+    return state
+
+
 def _restore_checkpoint(ckpt: Path, model: keras.Model, optimizer) -> None:
-    model.load_weights(ckpt / "model.weights.h5")
-    with np.load(ckpt / "optimizer.npz") as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    path = ckpt / "model.weights.h5"
+    try:
+        model.load_weights(path)
+        path = ckpt / "optimizer.npz"
+        with np.load(path) as saved:
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    except Exception as exc:  # h5py, zipfile and numpy each raise their own kinds for a truncated file
+        raise _damaged_checkpoint(path, exc) from None
     if len(values) != len(optimizer.variables) or any(
             tuple(v.shape) != tuple(a.shape) for v, a in zip(optimizer.variables, values)):
         raise InputError(f"Optimizer state in {ckpt} does not fit this model; the run folder belongs "
@@ -301,7 +324,7 @@ def _train_loop(stage: _Stage, config: TrainConfig, lr: float, run_dir: Path, fi
     start_epoch, best_val, best_epoch = 0, None, None
     ckpt = _checkpoint_dir(run_dir)
     if ckpt is not None:
-        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        state = _read_checkpoint_state(ckpt)
         _check_resume(state, expect, ckpt)
         _restore_checkpoint(ckpt, stage.model, optimizer)
         start_epoch, history = int(state["epoch"]), list(state["history"])

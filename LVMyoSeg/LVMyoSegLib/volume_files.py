@@ -44,6 +44,7 @@ import SimpleITK as sitk
 
 from .cine import Cine, Geometry
 from .errors import GeometryError, InputError, LabelError
+from .files import default_mode
 from .labels import BACKGROUND, BLOOD_POOL, CHANNELS, MYOCARDIUM
 
 TRIGGER_TIMES_KEY = "LVMyoSeg_trigger_times_ms"
@@ -121,6 +122,11 @@ def read_image(path: Path) -> sitk.Image:
         return reader.Execute()
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()
+        if any(("zero" in d.lower() or "singular" in d.lower() or "degenerate" in d.lower())
+               and ("direction" in d.lower() or "vector" in d.lower()) for d in detail):
+            raise InputError(f"Cannot read {path}: its header gives an axis a zero or degenerate direction "
+                             "vector (NRRD 'space directions', NIfTI orientation), so its voxels have no "
+                             "position. Fix the header or re-export the volume.") from None
         reason = "not an image file SimpleITK can read" if any("Unable to determine ImageIO" in d
                                                                for d in detail) \
             else "damaged or truncated (" + (detail[-1] if detail else "read error") + ")"
@@ -392,6 +398,7 @@ def write_4d(path: Path, array: np.ndarray, geometry: Geometry, trigger_times_ms
             temps.append(Path(tmp))
             writer(Path(tmp), data, geometry, times, kind)
         for (target, _), tmp in zip(prepared, temps):
+            os.chmod(tmp, default_mode())  # mkstemp made it 0600; outputs follow the umask
             os.replace(tmp, target)
     except (OSError, RuntimeError) as exc:
         raise InputError(f"Writing {path} failed: {exc}. Nothing was written; check the folder and "

@@ -1,0 +1,237 @@
+"""The command line's promises (docs/PROMISES.md), through real `lvmyoseg` processes: refusals come
+before any work with one message and exit code 2; nothing of the user's is changed; nothing is
+left behind; two runs never mix in one folder; Ctrl-C ends with exit code 130 and no traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LVMyoSegLib.bundle import write_bundle
+from LVMyoSegLib.cine import Geometry
+from LVMyoSegLib.files import MARKER_NAME
+from LVMyoSegLib.labels import CHANNELS
+from LVMyoSegLib.networks import build_cnn, build_model
+from LVMyoSegLib.resources import sample_case_dir
+from LVMyoSegLib.volume_files import write_4d
+
+from test_output_folder import hashes, leftovers
+
+SAMPLE = sample_case_dir() / "cine.nrrd"
+LIB = Path(__file__).resolve().parents[1] / "LVMyoSeg"
+TRAINING_REFUSALS = [
+    (["--members", "0"], "--members 0: an ensemble needs at least 1 member"),
+    (["--members", "-2"], "--members -2"),
+    (["--cnn-epochs", "0", "--rnn-epochs", "0"], "training from scratch needs at least 1 epoch"),
+    (["--pixel-mm", "0"], "pixel_mm 0"),
+    (["--variants", "foo"], "unknown variant(s) foo; choose from cnn, one_level, multi_level"),
+]
+
+
+def lvmyoseg(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{LIB}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "LVMyoSegLib.cli", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run(*args: str, cwd: Path, timeout: float = 300) -> tuple[int, str, str, float]:
+    t0 = time.perf_counter()
+    proc = lvmyoseg(*args, cwd=cwd)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err, time.perf_counter() - t0
+
+
+def refused(tmp_path: Path, args: list, *words: str) -> str:
+    """``lvmyoseg args`` exits 2 with one message holding ``words``; nothing under tmp_path changed."""
+    before = hashes(tmp_path)
+    code, out, err, _ = run(*args, cwd=tmp_path)
+    assert code == 2, (out, err)
+    ours = [line for line in err.splitlines() if line.startswith("lvmyoseg:")]  # TensorFlow may log too
+    assert "Traceback" not in err and len(ours) == 1 and ours[0].startswith("lvmyoseg: error: "), err
+    for word in words:
+        assert word in ours[0], f"{word!r} not in: {err}"
+    assert hashes(tmp_path) == before and leftovers(tmp_path) == []
+    return err
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    models = [build_model("multi_level", build_cnn(width=4, seed=0, units=1), seed=0)]
+    write_bundle(path, models, model_id="tiny-untrained", variant="multi_level", channels=CHANNELS,
+                 preprocessing={"pixel_mm": 2.0, "crop_size": 64})
+    return path
+
+
+def test_segment_into_a_dataset_case_keeps_the_expert_labels(tmp_path, tiny_bundle) -> None:
+    case = tmp_path / "ds" / "cases" / "SCD0000101"
+    case.mkdir(parents=True)
+    (case / "cine.nrrd").write_bytes(SAMPLE.read_bytes())
+    (case / "labels.nrrd").write_bytes(b"expert labels stand-in")
+    refused(tmp_path, ["segment", SAMPLE, "-o", case, "--model", tiny_bundle],
+            str(case), "not an earlier LVMyoSeg result", "labels.nrrd", "--overwrite")
+    refused(tmp_path, ["segment", case / "cine.nrrd", "-o", case, "--model", tiny_bundle, "--overwrite"],
+            "holds the input", "separate output folder")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--threshold", "1.5"], "--threshold 1.5 must lie strictly between 0 and 1"),
+    (["--members", "0"], "--members 0: the model"),
+])
+def test_segment_arguments_are_refused_before_any_work(tmp_path, tiny_bundle, args, words) -> None:
+    err = refused(tmp_path, ["segment", SAMPLE, "-o", tmp_path / "seg", "--model", tiny_bundle, *args], words)
+    assert not (tmp_path / "seg").exists(), err
+
+
+@pytest.mark.parametrize("case", ["file", "parent_file", "dangling", "proc"])
+def test_unusable_output_paths_get_a_message(tmp_path, tiny_bundle, case) -> None:
+    (tmp_path / "a_file").write_text("user data")
+    if case == "dangling":
+        (tmp_path / "link").symlink_to(tmp_path / "gone")
+    out = {"file": "a_file", "parent_file": "a_file/seg", "dangling": "link", "proc": "/proc/lvmyoseg/seg"}[case]
+    words = {"file": "is an existing file", "parent_file": "is a file", "dangling": "does not exist",
+             "proc": "Cannot create the output folder"}[case]
+    refused(tmp_path, ["segment", SAMPLE, "-o", out, "--model", tiny_bundle], words)
+
+
+def _cine(path: Path, frames: np.ndarray, spacing=(1.4, 1.4, 8.0), direction=None) -> Path:
+    geometry = Geometry(spacing, (0.0, 0.0, 0.0), np.eye(3) if direction is None else direction)
+    write_4d(path, frames.astype(np.float32), geometry, np.arange(frames.shape[0]) * 40.0)
+    return path
+
+
+def _noise(t=4, z=8, y=160, x=160) -> np.ndarray:
+    return np.random.default_rng(0).random((t, z, y, x)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("zero", "Every voxel of"),
+    ("constant", "has the value 700: the image is empty"),
+    ("still", "phases of"),
+    ("small", "too small to hold a heart"),
+    ("long_axis", "has 160 slices; a short-axis cine stack has at most 40"),
+    ("sheared", "lies 0 degrees from the image plane"),
+])
+def test_images_that_are_not_a_short_axis_cine_are_refused(tmp_path, tiny_bundle, kind, words) -> None:
+    frames = {"zero": np.zeros((4, 8, 160, 160)), "constant": np.full((4, 8, 160, 160), 700.0),
+              "still": np.repeat(_noise(t=1), 4, axis=0), "small": _noise(y=20, x=20),
+              "long_axis": _noise(t=3, z=160, y=32, x=160), "sheared": _noise()}[kind]
+    spacing = (1.4, 5.0, 1.4) if kind == "long_axis" else (1.4, 1.4, 8.0)
+    direction = np.array([[1.0, 0, 1], [0, 1, 0], [0, 0, 0.001]]) if kind == "sheared" else None
+    path = _cine(tmp_path / "cine.nrrd", frames, spacing, direction)
+    refused(tmp_path, ["segment", path, "-o", tmp_path / "seg", "--model", tiny_bundle], words, "cine.nrrd")
+    assert not (tmp_path / "seg").exists()
+
+
+@pytest.mark.slow  # each process imports TensorFlow
+@pytest.mark.parametrize("args, words", TRAINING_REFUSALS)
+def test_training_arguments_are_refused_before_any_work(tmp_path, args, words) -> None:
+    (tmp_path / "ds").mkdir()
+    refused(tmp_path, ["train", "ds", "-o", "bundle", "--run-dir", "run", *args], words)
+    refused(tmp_path, ["loo", "ds", "-o", "run", *args], words)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.slow
+def test_train_into_an_existing_folder_is_refused_before_training(tmp_path) -> None:
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "keep.txt").write_text("mine")
+    _, _, err, seconds = run("train", "ds", "-o", "bundle", "--run-dir", "run", cwd=tmp_path)
+    assert "bundle already exists; it is never overwritten" in err and seconds < 30
+    assert not (tmp_path / "run").exists()
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from LVMyoSegLib.files import output_folder
+with output_folder(Path(sys.argv[1])) as staging:
+    (staging / "report.json").write_text("patient A")
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _holder(out: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(LIB)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=cwd, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_run_leaves_nothing(tmp_path, tiny_bundle) -> None:
+    out = tmp_path / "seg"
+    holder = _holder(out, tmp_path)  # a real process writing into seg/ (e.g. a cohort run)
+    try:
+        code, _, err, _ = run("segment", SAMPLE, "-o", out, "--model", tiny_bundle, cwd=tmp_path)
+        assert code == 2 and "Another LVMyoSeg run is writing to" in err and "Traceback" not in err
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert holder.returncode == 0 and (out / "report.json").read_text() == "patient A"
+    assert leftovers(tmp_path) == []
+
+    killed = _holder(tmp_path / "pre", tmp_path)
+    killed.kill()  # SIGKILL while writing: its staging folder stays behind ...
+    killed.communicate(timeout=60)
+    assert any(".lvmyoseg-staging." in name for name in leftovers(tmp_path))
+    code, _, err, _ = run("preprocess", SAMPLE, "-o", tmp_path / "pre", cwd=tmp_path)
+    assert code == 0, err  # ... and the next run into that folder removes it
+    assert leftovers(tmp_path) == [] and (tmp_path / "pre" / "preprocessing.png").is_file()
+
+
+@pytest.mark.slow
+def test_two_concurrent_segment_runs_never_mix(tmp_path, tiny_bundle) -> None:
+    out = tmp_path / "seg"
+    procs = [lvmyoseg("segment", SAMPLE, "-o", out, "--model", tiny_bundle, "--members", "1", cwd=tmp_path)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    assert "Another LVMyoSeg run is writing to" in [err for code, err in results if code == 2][0]
+    written = __import__("json").loads((out / MARKER_NAME).read_text())["files"]
+    assert sorted(written) == sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("signum, code, words", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "stopped (SIGTERM)")])
+def test_ctrl_c_ends_with_130_and_no_traceback(tmp_path, tiny_bundle, signum, code, words) -> None:
+    before = hashes(tmp_path)
+    proc = lvmyoseg("segment", SAMPLE, "-o", tmp_path / "seg", "--model", tiny_bundle, cwd=tmp_path)
+    deadline = time.time() + 120
+    while not leftovers(tmp_path) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # until it works inside its staging folder
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert words in err and "was not written" in err and "Traceback" not in err
+    assert hashes(tmp_path) == before and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_train_register_pins_the_new_version(tmp_path) -> None:
+    from LVMyoSegLib import dataset, phantom
+    from LVMyoSegLib.cli import main
+    from LVMyoSegLib.registry import list_models
+    from LVMyoSegLib.trust import PINS_NAME, bundle_trust
+
+    for seed in range(2):
+        cine, labels = phantom.make_synthetic_cine(n_phases=4, n_slices=2, size=64, seed=seed)
+        dataset.add_case(tmp_path / "ds", f"phantom{seed}", cine, labels)
+    assert main(["train", str(tmp_path / "ds"), "--register", "--registry", str(tmp_path / "models"),
+                 "--model-id", "v1", "--run-dir", str(tmp_path / "run"), "--variant", "cnn", "--members", "1",
+                 "--cnn-epochs", "1", "--width", "2", "--crop-size", "32", "--pixel-mm", "2"]) == 0
+    assert (tmp_path / "models" / PINS_NAME).is_file()
+    assert bundle_trust(tmp_path / "models" / "v1").anchor == "registry"
+    assert [(e.model_id, e.verified) for e in list_models(tmp_path / "models")][1] == ("v1", True)

@@ -1,0 +1,222 @@
+"""The 36 hearts' ED/ES frames: import checks, network space, patient-level folds, known-empty slices."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import SUNNYBROOK
+from LVMyoSegLib import edes, patient_split
+from LVMyoSegLib.errors import InputError, LabelError
+from LVMyoSegLib.labels import BLOOD_POOL, CHANNELS, MYOCARDIUM, Labels
+from LVMyoSegLib.metrics import dice
+from LVMyoSegLib.outside_lv import basal_end, with_known_empty_above_base
+
+EDES = SUNNYBROOK.parent / "sunnybrook-edes"
+CINE_PATIENTS = ["SCD0000101", "SCD0000201", "SCD0000301", "SCD0000401", "SCD0000501"]
+
+
+@pytest.fixture(scope="module")
+def edes_root() -> Path:
+    if not (EDES / "frames.csv").is_file():
+        pytest.skip(f"the Sunnybrook ED/ES frames are not at {EDES}")
+    return EDES
+
+
+@pytest.fixture(scope="module")
+def two_patients(edes_root):
+    return edes.read_edes(edes_root, ["SCD0000101", "SCD0002001"])
+
+
+def _rows(root: Path) -> list[dict[str, str]]:
+    with (root / "frames.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _small_copy(root: Path, dest: Path, patient: str = "SCD0002001") -> Path:
+    """A frames folder with one real patient's rows and files."""
+    rows = [r for r in _rows(root) if r["cap_id"] == patient]
+    for sub in ("images", "endocardium", "epicardium"):
+        (dest / sub).mkdir(parents=True)
+        for r in rows:
+            if (root / sub / r["file"]).is_file():
+                shutil.copy(root / sub / r["file"], dest / sub / r["file"])
+    _write_rows(dest, rows)
+    return dest
+
+
+def _write_rows(dest: Path, rows: list[dict[str, str]]) -> None:
+    with (dest / "frames.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_all_36_hearts_are_read_with_sparse_labels(edes_root):
+    patients = edes.read_edes(edes_root)
+    frames = [f for p in patients for f in p.frames]
+    assert len(patients) == 36 and len(frames) == 644
+    assert {g: sum(p.group == g for p in patients) for g in edes.GROUP_CODES.values()} == \
+        {"HF-I": 10, "HF-NI": 9, "HYP": 10, "N": 7}
+    for f in frames:
+        assert f.known == ((True, True) if f.kind == "ED" else (False, True))
+        assert (f.label_map == BLOOD_POOL).any()
+        assert (f.label_map == MYOCARDIUM).any() == (f.kind == "ED")
+    assert set(CINE_PATIENTS) <= {p.patient_id for p in patients}
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("mask_size", "must lie on its image's grid"),
+    ("mask_values", "holds only 0 and 1"),
+    ("endo_outside_epi", "outside the epicardium"),
+    ("es_with_epicardium", "ED only"),
+    ("duplicate", "remove the duplicate row"),
+    ("missing_file", "is missing"),
+    ("pathology", "unknown pathology"),
+    ("empty_mask", "is empty"),
+])
+def test_bad_frames_are_refused_naming_the_file(edes_root, tmp_path, damage, message):
+    root = _small_copy(edes_root, tmp_path / "frames")
+    rows = _rows(root)
+    ed = next(r for r in rows if r["frame"] == "ED")
+    es = next(r for r in rows if r["frame"] == "ES")
+    before = {p: p.read_bytes() for p in root.rglob("*.png")}
+    if damage == "mask_size":
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones((128, 128), np.uint8)), str(root / "endocardium" / ed["file"]))
+    elif damage == "mask_values":
+        m = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "endocardium" / ed["file"])))
+        sitk.WriteImage(sitk.GetImageFromArray((m * 255).astype(np.uint8)), str(root / "endocardium" / ed["file"]))
+    elif damage == "endo_outside_epi":
+        m = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "endocardium" / ed["file"])))
+        sitk.WriteImage(sitk.GetImageFromArray(np.roll(m, 40, axis=1)), str(root / "endocardium" / ed["file"]))
+    elif damage == "empty_mask":
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((256, 256), np.uint8)), str(root / "endocardium" / es["file"]))
+    elif damage == "es_with_epicardium":
+        es["epicardium"] = "1"
+    elif damage == "duplicate":
+        rows.append(dict(ed))
+    elif damage == "missing_file":
+        (root / "images" / es["file"]).unlink()
+    elif damage == "pathology":
+        ed["pathology"] = "Athlete"
+    _write_rows(root, rows)
+    before = {p: p.read_bytes() for p in root.rglob("*.png")}
+    with pytest.raises((InputError, LabelError), match=message) as caught:
+        edes.read_edes(root)
+    assert "frames.csv" in str(caught.value) or ".png" in str(caught.value)
+    assert before == {p: p.read_bytes() for p in root.rglob("*.png")}  # nothing changed
+
+
+def test_frames_in_network_space_are_centred_and_map_back(two_patients):
+    for patient in two_patients:
+        frames = edes.patient_frames(patient, 4 / 3, 96)
+        n = len(patient.frames)
+        assert frames.x.shape == (n, 1, 96, 96, 1) and frames.y.shape == (n, 1, 96, 96, 2)
+        assert frames.known.shape == (n, 1, 2) and list(frames.patients) == [patient.patient_id] * n
+        assert 0.0 <= frames.x.min() and frames.x.max() <= 1.0
+        pool = frames.y[:, 0, ..., 1]
+        centres = np.array([np.argwhere(p).mean(axis=0) for p in pool])
+        assert np.all(np.abs(centres - 47.5) < 15), centres  # the cavity lies near the crop centre
+        back = edes.to_frame_grid(frames.y, frames)
+        for k, f in enumerate(frames.frames):
+            assert dice(back[k, ..., 1] >= 0.5, f.label_map == BLOOD_POOL) > 0.97
+
+
+def test_folds_are_stratified_and_spread_the_cine_patients(edes_root):
+    groups = {r["cap_id"]: edes.GROUP_CODES[r["pathology"]] for r in _rows(edes_root)}
+    folds = patient_split.stratified_folds(groups, 6, seed=0, spread=CINE_PATIENTS)
+    assert sorted(p for f in folds for p in f) == sorted(groups)
+    assert [sum(p in f for p in CINE_PATIENTS) for f in folds] == [1, 1, 1, 1, 1, 0]
+    for g in set(groups.values()):
+        per_fold = [sum(groups[p] == g for p in f) for f in folds]
+        assert max(per_fold) - min(per_fold) <= 1, (g, per_fold)
+    assert folds == patient_split.stratified_folds(groups, 6, seed=0, spread=CINE_PATIENTS)
+    assert folds != patient_split.stratified_folds(groups, 6, seed=1, spread=CINE_PATIENTS)
+
+
+def test_a_patient_is_never_on_both_sides(two_patients):
+    from LVMyoSegLib.cross_validation import stage_one_arrays
+
+    patients = {p.patient_id: p for p in two_patients}
+    with pytest.raises(InputError, match="SCD0000101 are on both sides"):
+        stage_one_arrays(["SCD0000101", "SCD0002001"], patients, {}, {"pixel_mm": 4 / 3, "crop_size": 96},
+                         test_ids=["SCD0000101"])
+    x, y, known, ids = stage_one_arrays(["SCD0002001"], patients, {}, {"pixel_mm": 4 / 3, "crop_size": 96},
+                                        test_ids=["SCD0000101"])
+    assert set(ids) == {"SCD0002001"} and len(x) == len(patients["SCD0002001"].frames)
+
+
+def test_known_empty_labels_above_the_base_only(study):
+    _, labels = study  # SCD0000101: 12 slices, contoured 1..9, atria/outflow at 10 and 11, below the apex at 0
+    assert basal_end(labels) == 1
+    marked = with_known_empty_above_base(labels)
+    added = marked.known & ~labels.known
+    frames = np.flatnonzero(labels.known.any(axis=(1, 2)))
+    assert sorted({int(z) for z in np.nonzero(added)[1]}) == [10, 11]
+    assert np.all(added[frames][:, 10:]) and not added[:, :10].any()
+    assert not marked.label_map[frames][:, 10:].any()
+    assert np.array_equal(marked.known[labels.known], labels.known[labels.known])  # expert labels kept
+    assert not marked.known[:, 0].any()  # the apical end stays unknown
+
+
+def test_a_basal_slice_with_the_cavity_drawn_keeps_its_myocardium_unknown():
+    # 5 slices, base at the high end (the cavity widens), nothing drawn on slice 4.
+    # ED (t=0): myocardium on slices 0-2, cavity on 0-3 (slice 3 cavity only, as SCD0000501's base);
+    # ES (t=1): cavity on 0-2.
+    myo, pool = CHANNELS.index("myocardium"), CHANNELS.index("blood_pool")
+    lm = np.zeros((2, 5, 16, 16), np.uint8)
+    known = np.zeros((2, 5, 2), bool)
+    for z in range(4):
+        r = 3 + z
+        lm[0, z, 8 - r:8 + r, 8 - r:8 + r] = MYOCARDIUM if z < 3 else 0
+        lm[0, z, 9 - r:7 + r, 9 - r:7 + r] = BLOOD_POOL
+    lm[1, :3, 6:10, 6:10] = BLOOD_POOL
+    known[0, :3, myo] = known[0, :4, pool] = known[1, :3, pool] = True
+    labels = Labels(lm, known)
+    assert basal_end(labels) == 1
+    added = with_known_empty_above_base(labels).known & ~known
+    assert sorted(map(tuple, np.argwhere(added).tolist())) == [
+        (0, 4, myo), (0, 4, pool), (1, 3, pool), (1, 4, myo), (1, 4, pool)]
+    flipped = Labels(lm[:, ::-1].copy(), known[:, ::-1].copy())  # base at slice 0 now
+    assert basal_end(flipped) == -1
+    assert np.array_equal(with_known_empty_above_base(flipped).known, (added | known)[:, ::-1])
+
+
+@pytest.mark.slow
+def test_cross_validation_runs_resumes_and_scores_held_out_frames(edes_root, tmp_path):
+    from LVMyoSegLib.cross_validation import run_cv
+    from LVMyoSegLib.experiments import ExperimentConfig
+    from LVMyoSegLib.training import TrainConfig
+
+    root = tmp_path / "frames"
+    rows = [r for r in _rows(edes_root) if r["cap_id"] in ("SCD0002001", "SCD0002101", "SCD0002201")]
+    for sub in ("images", "endocardium", "epicardium"):
+        (root / sub).mkdir(parents=True)
+        for r in rows:
+            if (edes_root / sub / r["file"]).is_file():
+                shutil.copy(edes_root / sub / r["file"], root / sub / r["file"])
+    _write_rows(root, rows)
+    config = ExperimentConfig(cnn=TrainConfig(epochs=1, width=4, units=1, augment=False),
+                              preprocessing={"pixel_mm": 2.0, "crop_size": 64})
+    results = run_cv(root, tmp_path / "cv", config, n_folds=3)
+    assert results["folds_done"] == 3
+    folds = results["settings"]["folds"]
+    for k, fold in enumerate(folds):
+        record = json.loads((tmp_path / "cv" / f"fold_{k}.json").read_text())
+        assert {r["case"] for r in record["records"]} == set(fold)
+        assert record["train_frames"] == sum(r["cap_id"] not in fold for r in rows)
+        n_ed = sum(r["cap_id"] in fold and r["frame"] == "ED" for r in rows)
+        assert sum(r["channel"] == "myocardium" for r in record["records"]) == n_ed
+    table = (tmp_path / "cv" / "cv_table.md").read_text()
+    assert "| all | 3 |" in table and "group HF-NI" in table
+    stamp = (tmp_path / "cv" / "fold_0.json").stat().st_mtime_ns
+    run_cv(root, tmp_path / "cv", config, n_folds=3)  # finished folds are not run again
+    assert (tmp_path / "cv" / "fold_0.json").stat().st_mtime_ns == stamp
+    with pytest.raises(InputError, match="other settings"):
+        run_cv(root, tmp_path / "cv", config, n_folds=2)
