@@ -272,33 +272,86 @@ def _finished_rows_are_whole(out: Path) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_progress_lines_through_the_slicer_runner_and_cancel_stops_every_worker(
-        cli_run, qt_core, tmp_path: Path, tiny_bundle: Path, sunnybrook_root: Path) -> None:
-    """The Slicer module's path: CliProcess, PROGRESS lines per study, Cancel (a kill) mid-batch."""
+def test_slicer_batch_job_reports_progress_cancel_stops_every_worker_and_a_rerun_ends_with_the_table(
+        qt_core, tmp_path: Path, tiny_bundle: Path, sunnybrook_root: Path) -> None:
+    """The Batch section's path: app.batch_job on app.jobs.JobRunner (a real QProcess), PROGRESS
+    per study, Cancel (a kill) mid-batch, then a second job that does the rest and reads the table."""
     import time
 
     import psutil
 
-    from LVMyoSegLib.cli_process import parse_progress_line
+    from LVMyoSegLib.app.batch_job import BatchResult, batch_job
+    from LVMyoSegLib.app.jobs import JobRunner
 
     studies, out = _three_studies(tmp_path, sunnybrook_root), tmp_path / "out"
-    run = cli_run(["batch", str(studies), "-o", str(out), "--model", str(tiny_bundle), "--progress-lines"],
-                  tmp_path)
+    runner, progress, events = JobRunner(qt_core), [], qt_core.QCoreApplication.processEvents
+    job = runner.start(batch_job(studies, out, tiny_bundle, on_progress=lambda f, m: progress.append((f, m))))
     deadline = time.monotonic() + 600
-    while not any(parse_progress_line(line) for line in run.lines) and time.monotonic() < deadline:
-        assert not run.process.ended, run.log[-20:]
-        run.process.process.waitForFinished(100)
-        run.events()
-    fraction, message = next(p for p in map(parse_progress_line, run.lines) if p)
+    while not progress and not job.finished and time.monotonic() < deadline:
+        runner.wait(job, events, 0.5)
+    assert progress and not job.finished, job.log[-20:]
+    fraction, message = progress[0]
     assert fraction == pytest.approx(1 / 3, abs=1e-3) and message.startswith("1/3 studies, 0 not ok, ETA ")
-    assert "3 studies: 0 up to date, 3 to segment on 1 local worker process." in run.lines
-    children = _descendants(run.process.process.processId())
+    assert "3 studies: 0 up to date, 3 to segment on 1 local worker process." in job.log
+    children = _descendants(job.process.process.processId())
     assert children, "the batch runs its Dask worker in processes of its own"
-    run.process.cancel()
-    assert run.ends[0].cancelled
+    runner.cancel()
+    assert job.finished and job.cancelled and job.result is None and job.process is None
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"worker processes left running after Cancel: {alive}"
-    _finished_rows_are_whole(out)
+    done = _finished_rows_are_whole(out)
+
+    again = runner.start(batch_job(studies, out, tiny_bundle))
+    assert runner.wait(again, events, 600) and again.error is None, again.log[-20:]
+    assert again.result == BatchResult(out / "cohort.csv", 3, 0, 0)
+    assert f"3 studies: {len(done)} up to date, {3 - len(done)} to segment on 1 local worker process." in again.log
+
+
+def test_slicer_batch_job_refuses_before_a_process_starts(tmp_path: Path, tiny_bundle: Path) -> None:
+    from LVMyoSegLib.app import install
+    from LVMyoSegLib.app.batch_job import batch_job
+
+    assert set(install.requirements("segment")) < set(install.requirements("batch"))
+    (tmp_path / "list.txt").write_text("path\n")
+    for inputs, out, expected in [("", tmp_path / "o", "were not found"),
+                                  (tmp_path / "nowhere", tmp_path / "o", "were not found"),
+                                  (tmp_path / "list.txt", tmp_path / "o", "not a CSV study list"),
+                                  (tmp_path, "", "No output folder"),
+                                  (tmp_path, tmp_path, "is the studies' folder")]:
+        with pytest.raises(InputError, match=expected):
+            batch_job(inputs, out, tiny_bundle)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_study_folder_is_an_output_unit_foreign_files_refused_old_results_replaced(
+        tmp_path: Path, tiny_bundle: Path) -> None:
+    """OUT/<id> follows `segment`'s rules: a folder of the user's is refused and left alone; an
+    earlier LVMyoSeg result (the batch redoes only out-of-date ones) is replaced whole."""
+    from LVMyoSegLib.batch import BatchSettings, ModelCache, segment_study
+    from LVMyoSegLib.cohort import Study, model_sha256
+    from LVMyoSegLib.files import MARKER_NAME
+
+    settings = BatchSettings(tmp_path / "out", tiny_bundle, 1, "tiny-untrained", model_sha256(tiny_bundle))
+    cache = ModelCache(tiny_bundle, 1)
+    cache.setup()
+    study = Study("sample", SAMPLE)
+    mine = settings.out / "sample"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    row = segment_study(study, settings, cache)
+    assert row["status"].startswith("refused: ") and "not an earlier LVMyoSeg result" in row["status"], row
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and row["edv_ml"] is None
+
+    (mine / "notes.txt").unlink()
+    first = segment_study(study, settings, cache)
+    assert first["status"].startswith("ok") and output_complete(mine), first
+    marker = json.loads((mine / MARKER_NAME).read_text())
+    assert marker["written_by"] == "lvmyoseg batch" and "report.json" in marker["files"]
+    stamp = (mine / "report.json").stat().st_mtime_ns
+    again = segment_study(study, settings, cache)
+    assert again["status"] == first["status"] and (mine / "report.json").stat().st_mtime_ns != stamp
+    assert not [p.name for p in settings.out.iterdir() if p.name.startswith(".")]  # no staging or lock left
 
 
 @pytest.mark.slow
