@@ -146,6 +146,27 @@ def test_withheld_function_leaves_the_function_columns_empty_and_says_why(tmp_pa
     assert qc_summary({}) == (None, None, None)
 
 
+def test_a_study_folder_holding_the_users_files_is_refused_before_any_work_and_redone_later(
+        tmp_path: Path, capsys) -> None:
+    from LVMyoSegLib.cohort import CohortTable
+
+    inputs, out = tmp_path / "studies", tmp_path / "out"
+    inputs.mkdir()
+    shutil.copy(SAMPLE, inputs / "s.nrrd")
+    (out / "s").mkdir(parents=True)
+    (out / "s" / "notes.txt").write_text("mine")
+    assert main(["batch", str(inputs), "-o", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "1 studies: 0 up to date, 1 refused for their output folder; nothing to segment." in said.out + said.err
+    row = _read_csv(out / "cohort.csv")["s"]
+    assert row["status"].startswith("refused: ") and "not an earlier LVMyoSeg result" in row["status"]
+    assert row["input_sha256"] == "" and row["edv_ml"] == ""
+    assert [p.name for p in (out / "s").iterdir()] == ["notes.txt"]
+    (out / "s" / "notes.txt").unlink()  # the user cleared the folder: the next run does the study
+    study = list_studies(inputs)[0]
+    assert CohortTable(out, [study], {}).up_to_date(study, row["model_sha256"], int(row["members"])) is None
+
+
 # ------------------------------------------------------------------ slow: real batches
 
 

@@ -28,6 +28,7 @@ from . import __version__
 from .bundle import member_count, verify_bundle
 from .cohort import CohortTable, Study, base_row, input_sha256, is_ok, list_studies, study_row
 from .errors import CancelledError, InputError, LVMyoSegError
+from .files import check_output_folder, output_folder
 from .inference import ProgressFn
 
 try:  # optional at import time so the rest of the package never needs Dask
@@ -97,7 +98,6 @@ def segment_study(study: Study, settings: BatchSettings, cache: ModelCache | Non
     not redo it) is replaced; a folder holding anything else is refused, and left as it is.
     """
     from .cardiac_function import rv_insertion_pixel
-    from .files import output_folder
     from .readers import read_cine
     from .segment_outputs import default_format, write_segmentation_outputs
 
@@ -106,11 +106,11 @@ def segment_study(study: Study, settings: BatchSettings, cache: ModelCache | Non
 
         cache = get_worker().plugins[settings.plugin_name]
     t0 = time.perf_counter()
-    input_hash = None
+    input_hash = None  # stays None when OUT/<id> is refused: such a row is redone on the next run
     out = settings.out / study.id
     try:
-        input_hash = input_sha256(study.path) if study.path.exists() else None
         with output_folder(out, written_by="lvmyoseg batch", protect=[study.path, settings.model_dir]) as staging:
+            input_hash = input_sha256(study.path) if study.path.exists() else None
             cine = read_cine(study.path)
             read_s = time.perf_counter() - t0
             if study.rv_insertion is not None:
@@ -177,21 +177,29 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
         "model_id": settings.model_id, "model_sha256": settings.model_hash, "members": n_members,
         "threshold": settings.threshold, "workers": None if scheduler else workers, "scheduler": scheduler,
         "lvmyoseg_version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    pending = []
+    pending, refused_now = [], 0
     for study in studies:
         kept = table.up_to_date(study, settings.model_hash, n_members)
-        if kept is None:
-            pending.append(study)
-        else:
+        if kept is not None:
             table.rows[study.id] = kept
-    total, kept = len(studies), len(studies) - len(pending)
+            continue
+        try:  # OUT/<id> that segment_study would refuse (e.g. the user's files): refused before any work
+            check_output_folder(out / study.id, protect=[study.path, model_dir])
+        except InputError as exc:  # no input hash: redone on the next run, when the folder may be fixed
+            table.rows[study.id] = base_row(study, f"refused: {exc}", **settings.identity(None))
+            refused_now += 1
+            continue
+        pending.append(study)
+    total, kept = len(studies), len(studies) - len(pending) - refused_now
+    refused_text = f", {refused_now} refused for their output folder" if refused_now else ""
     if not pending:
         table.write()
         summary = _summary(table, total, kept, t_start)
         say(f"Nothing to do: all {total} studies are up to date in {out / 'cohort.csv'} "
-            f"({summary.ok} ok, {summary.refused} refused).")
+            f"({summary.ok} ok, {summary.refused} refused)." if not refused_now else
+            f"{total} studies: {kept} up to date{refused_text}; nothing to segment.")
         return summary
-    say(f"{total} studies: {kept} up to date, {len(pending)} to segment "
+    say(f"{total} studies: {kept} up to date{refused_text}, {len(pending)} to segment "
         + (f"on the Dask cluster at {scheduler}." if scheduler else
            f"on {workers} local worker process{'es' if workers > 1 else ''}."))
 
