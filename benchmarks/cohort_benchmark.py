@@ -53,8 +53,10 @@ def run_loop(csv_path: Path, out: Path, model_args: list[str]) -> float:
     t0 = time.perf_counter()
     for line in lines:
         path, study_id = line.split(",")
-        subprocess.run(_cli("segment", path, "-o", str(out / study_id), *model_args), check=True, env=_env(),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        code = subprocess.run(_cli("segment", path, "-o", str(out / study_id), *model_args), env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        if code not in (0, 3):  # 3: outputs written, function values withheld
+            sys.exit(f"lvmyoseg segment {path} failed with exit code {code}")
     return time.perf_counter() - t0
 
 
@@ -64,7 +66,7 @@ def run_batch(csv_path: Path, out: Path, model_args: list[str], workers: int) ->
                    check=True, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
     rows = json.loads((out / "cohort.json").read_text())["studies"]
-    bad = [r["id"] for r in rows if r["status"] != "ok"]
+    bad = [r["id"] for r in rows if not r["status"].startswith("ok")]
     if bad:
         sys.exit(f"batch with {workers} workers: studies not ok: {bad}")
     return seconds
