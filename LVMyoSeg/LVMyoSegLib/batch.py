@@ -9,8 +9,9 @@
 - Each worker holds the model once (:class:`ModelCache`, a worker plugin, loaded at the first
   study) and runs the network for one study at a time under a lock; with two task threads per
   worker the next study is read (and the last one written) while the network runs.
-- A study that is refused (bad input: :class:`~LVMyoSegLib.errors.LVMyoSegError`) or fails (any
-  other error, or its worker died) becomes a row with the reason; the batch goes on.
+- A study that is refused (bad input, or an output folder ``segment`` would refuse:
+  :class:`~LVMyoSegLib.errors.LVMyoSegError`) or fails (any other error, or its worker died)
+  becomes a row with the reason; the batch goes on.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def segment_study(study: Study, settings: BatchSettings, cache: ModelCache | Non
 
     The study's folder ``OUT/<id>`` is one :func:`~LVMyoSegLib.files.output_folder` unit, as
     ``segment`` writes it: checked and locked before the study is read, filled in a staging
-    folder, swapped in whole. An earlier LVMyoSeg result there (out of date, or the batch would
-    not redo it) is replaced; a folder holding anything else is refused, and left as it is.
+    folder, swapped in whole. An untouched earlier LVMyoSeg result there (out of date: the batch
+    redoes no other) is replaced; a folder holding anything else is refused and left as it is.
     """
     from .cardiac_function import rv_insertion_pixel
     from .readers import read_cine
