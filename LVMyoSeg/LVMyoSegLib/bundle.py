@@ -149,7 +149,8 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
     return manifest
 
 
-def _member_count(bundle_dir: Path, manifest: Manifest, members: int | None) -> int:
+def member_count(bundle_dir: Path, manifest: Manifest, members: int | None) -> int:
+    """``members`` (all of the bundle's when None), checked against the bundle's member count."""
     n = len(manifest.members) if members is None else int(members)
     if not 1 <= n <= len(manifest.members):
         raise ModelError(f"{bundle_dir} has {len(manifest.members)} members; asked for {members}. "
@@ -223,7 +224,7 @@ def load_members(bundle_dir: Path, members: int | None = None) -> tuple[Manifest
     """Verify a bundle and load its first ``members`` Keras models (all when None), in safe mode."""
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
-    n = _member_count(bundle_dir, manifest, members)
+    n = member_count(bundle_dir, manifest, members)
     for m in manifest.members[:n]:
         check_declared_architecture(bundle_dir / m["file"], manifest)
     return manifest, [load_keras_file(bundle_dir / m["file"]) for m in manifest.members[:n]]
@@ -240,7 +241,7 @@ def load_ensemble(bundle_dir: Path, members: int | None = None) -> tuple[Manifes
     """
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
-    n = _member_count(bundle_dir, manifest, members)
+    n = member_count(bundle_dir, manifest, members)
     files = [bundle_dir / m["file"] for m in manifest.members[:n]]
     for path in files:
         check_declared_architecture(path, manifest)

@@ -1,9 +1,9 @@
 """The Python packages the Slicer modules install into Slicer's Python, and how.
 
-Two purposes: ``"segment"`` (what LV Myocardium Segmentation needs, in its background process
-and for Threshold, Recompute and Export in Slicer itself) and ``"train"`` (``"segment"`` plus
+Three purposes: ``"segment"`` (what LV Myocardium Segmentation needs, in its background process
+and for Threshold, Recompute and Export in Slicer itself), ``"train"`` (``"segment"`` plus
 TensorFlow and Keras; LV Myocardium Trainer installs them on the first training, never on the
-first segmentation). Slicer's own NumPy and SimpleITK are never replaced: installs run with a
+first segmentation) and ``"batch"`` (``"segment"`` plus Dask, for the Batch section). Slicer's own NumPy and SimpleITK are never replaced: installs run with a
 constraints file that pins them to the installed versions.
 
 :func:`requirements` is the one place the lists are read from.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-PURPOSES = ("segment", "train")
+PURPOSES = ("segment", "train", "batch")
 # Slicer ships its own builds of these; installing never replaces them.
 PROTECTED_PACKAGES = ("numpy", "SimpleITK")
 # Until the dependency split lands in its own module, the lists live here (same names as pyproject.toml).
@@ -37,15 +37,21 @@ TRAIN_REQUIREMENTS = (
     "tensorflow>=2.18,<2.22",
     "keras>=3.8,<4",
 )
+BATCH_REQUIREMENTS = (  # lvmyoseg batch: Dask
+    "dask>=2024.8",
+    "distributed>=2024.8",
+)
 
 
 def requirements(purpose: str) -> list[str]:
-    """Requirement strings of ``purpose`` (``"train"`` includes ``"segment"``)."""
+    """Requirement strings of ``purpose`` (``"train"`` and ``"batch"`` include ``"segment"``)."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}; one of {PURPOSES}")
     reqs = list(SEGMENT_REQUIREMENTS)
     if purpose == "train":
         reqs += TRAIN_REQUIREMENTS
+    if purpose == "batch":
+        reqs += BATCH_REQUIREMENTS
     return reqs
 
 
