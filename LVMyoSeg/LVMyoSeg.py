@@ -3,9 +3,10 @@
 Thin by design: the Widget reads the GUI and reacts to the parameter node; the Logic starts
 the background segmentation (``PythonSlicer -m LVMyoSegLib.cli segment ... --progress-lines``,
 run by :mod:`LVMyoSegLib.app.jobs`) and delegates to the Lib. Everything else lives in
-LVMyoSegLib: ``app.results`` (a result in the scene), ``app.export`` (dataset cases),
-``app.install`` (Python packages), ``app.result_selection`` (what a threshold or result change
-does), ``app.review`` (the QC "review first" list and its jumps), ``mrml`` (arrays <-> MRML nodes).
+LVMyoSegLib: ``app.results`` (a result in the scene), ``app.export`` (dataset cases), ``app.install``
+(Python packages), ``app.batch_job`` (the Batch section: ``lvmyoseg batch`` over studies on disk),
+``app.result_selection`` (what a threshold or result change does), ``app.review`` (the QC "review
+first" list and its jumps), ``mrml`` (arrays <-> MRML nodes).
 """
 
 from pathlib import Path
@@ -28,7 +29,7 @@ from LVMyoSegLib.app.module_widget import ModuleWidgetBase
 UNSUPPORTED = unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion))
 if UNSUPPORTED is None:
     from LVMyoSegLib import mrml, registry
-    from LVMyoSegLib.app import install, results, review
+    from LVMyoSegLib.app import batch_job, install, results, review
     from LVMyoSegLib.app.data_dirs import slicer_data_dirs
     from LVMyoSegLib.app.display import show_segmentation
     from LVMyoSegLib.app.export import export_result
@@ -95,14 +96,21 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self._scheduleInputFilter)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)  # the job's end updates the buttons
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelFolderChanged)
         self.ui.modelVersionComboBox.connect("currentIndexChanged(int)", self.onModelVersionChanged)
         self.ui.reviewList.connect("itemClicked(QListWidgetItem*)", self.onReviewItemClicked)
+        self.ui.batchRunButton.connect("clicked(bool)", self.onBatchRunButton)
+        self.ui.batchCancelButton.connect("clicked(bool)", self.logic.batchRunner.cancel)
         # threshold and result selection: no widget slots; onParameterNodeModified reacts to the node
         self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self.logic:
+            self.logic.batchRunner.cancel()
+        ModuleWidgetBase.cleanup(self)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.cancel()
@@ -223,6 +231,8 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
         hasResult = bool(p and p.segmentationSequence) and not busy
         for button in (self.ui.exportButton, self.ui.recomputeButton, self.ui.thresholdSliderWidget):
             button.enabled = hasResult
+        self.ui.batchRunButton.enabled = not self.logic.batchRunner.is_running() and not self.logic.installer.busy
+        self.ui.batchCancelButton.enabled = self.logic.batchRunner.is_running()
 
     # -- actions
 
@@ -235,17 +245,14 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Starting..."
             self.logic.startSegmentation(p.inputSequence, p.model, p.members, p.threshold,
-                                         onProgress=self.onProgress, onFinished=self.onFinished,
-                                         rvInsertionNode=p.rvInsertion)
+                                         onFinished=self.onFinished, rvInsertionNode=p.rvInsertion,
+                                         onProgress=lambda f, m: self._showProgress(self.ui.progressBar,
+                                                                                    self.ui.statusLabel, f, m))
         self._updateButtons()
 
-    def onCancelButton(self) -> None:
-        self.logic.cancel()
-        self._updateButtons()
-
-    def onProgress(self, fraction: float, message: str) -> None:
-        self.ui.progressBar.value = int(round(1000 * max(0.0, min(1.0, fraction))))
-        self.ui.statusLabel.text = message
+    @staticmethod
+    def _showProgress(bar, label, fraction: float, message: str) -> None:
+        bar.value, label.text = int(round(1000 * max(0.0, min(1.0, fraction)))), message
 
     def onFinished(self, job: "Job") -> None:
         if job.cancelled:
@@ -275,6 +282,22 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
         with slicer.util.tryWithErrorDisplay("Could not show that frame.", waitCursor=True):
             self.logic.jumpTo(self._parameterNode.segmentationSequence, item.frame, item.slice)
 
+    def onBatchRunButton(self) -> None:
+        p, ui = self._parameterNode, self.ui
+        with slicer.util.tryWithErrorDisplay("Could not start the batch.", waitCursor=True):
+            if self.logic.ensureRequirements(askUser=True, purpose="batch"):
+                ui.batchProgressBar.value, ui.batchStatusLabel.text = 0, "Starting..."
+                self.logic.batchRunner.start(batch_job.batch_job(
+                    ui.batchCsvPathLineEdit.currentPath or ui.batchFolderPathLineEdit.currentPath,
+                    ui.batchOutputPathLineEdit.currentPath, registry.resolve(p.model, self.logic.dataDirs.registry),
+                    members=p.members, on_finished=self.onBatchFinished,
+                    on_progress=lambda f, m: self._showProgress(ui.batchProgressBar, ui.batchStatusLabel, f, m)))
+        self._updateButtons()
+
+    def onBatchFinished(self, job: "Job") -> None:
+        batch_job.show_end(slicer, job, self.ui.batchProgressBar, self.ui.batchStatusLabel)
+        self._updateButtons()
+
     def onExportButton(self) -> None:
         segmentation = self._parameterNode.segmentationSequence
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Training dataset folder (new or existing)")
@@ -302,6 +325,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.runner = JobRunner(qt)
+        self.batchRunner = JobRunner(qt)  # `lvmyoseg batch` jobs (app.batch_job), beside the segmentation
         self.installer = install.Installer(lambda reqs, constraints: install.install_in_slicer(slicer, reqs, constraints))
         self.dataDirs = slicer_data_dirs(slicer, qt)
 
@@ -313,7 +337,7 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         return [e for e in registry.list_models(self.dataDirs.registry) if not e.problem]
 
     def ensureRequirements(self, askUser: bool = True, purpose: str = "segment") -> bool:
-        """Install what ``purpose`` ("segment" or "train") needs, after asking the user; False when they decline."""
+        """Install what ``purpose`` ("segment", "train", "batch") needs, after asking the user; False when they decline."""
         return self.installer.ensure(purpose, confirm=(lambda m: install.ask_in_slicer(slicer, m)) if askUser else None)
 
     # -- segmentation in a background process

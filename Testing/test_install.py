@@ -19,6 +19,7 @@ def test_training_needs_everything_segmentation_needs_plus_tensorflow_and_keras(
     assert names == {"tensorflow", "keras", "h5py", "onnx"}
     assert not any(r.startswith(("tensorflow", "keras")) for r in segment)
     assert any(r.startswith("onnxruntime") for r in segment)
+    assert install.requirements("batch") == segment + list(requirements.BATCH)
     with pytest.raises(ValueError, match="unknown purpose"):
         install.requirements("export")
 

@@ -469,7 +469,7 @@ def test_ui_widgets_and_parameter_bindings_match_the_module():
     # version list and the folder field write (an id survives an upgrade; a path would not)
     assert set(bound.values()) | {"model"} == fields and "model" not in bound.values()
     assert "self._parameterNode.model = modelId" in source and "self._parameterNode.model = path" in source
-    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    used = set(re.findall(r"\bui\.(\w+)", source))  # self.ui.X and a local ui.X
     assert used <= widgets, f"widgets used in LVMyoSeg.py but missing from the .ui: {used - widgets}"
 
 

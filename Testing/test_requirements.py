@@ -20,7 +20,7 @@ def _normal(lines) -> set[str]:
 
 def test_pyproject_mirrors_the_requirements_module() -> None:
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
-    assert _normal(project["dependencies"]) == _normal(requirements.SEGMENT)
+    assert _normal(project["dependencies"]) == _normal(requirements.SEGMENT + requirements.BATCH)
     assert _normal(project["optional-dependencies"]["train"]) == _normal(requirements.TRAIN)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_process import EXIT_FUNCTION_WITHHELD, progress_line
-from .errors import InputError, LVMyoSegError, ModelError
+from .errors import CancelledError, InputError, LVMyoSegError, ModelError
 
 EXIT_ERROR = 2
 
@@ -40,12 +40,9 @@ class _Progress:
 
 
 def _output_format(input_path: Path, requested: str | None) -> str:
-    if requested:
-        return requested
-    name = input_path.name.lower()
-    if name.endswith((".nrrd", ".nhdr")):
-        return "nrrd"
-    return "nifti"
+    from .segment_outputs import default_format
+
+    return requested or default_format(input_path)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -133,6 +130,34 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if withheld:
         print(f"lvmyoseg: cardiac function withheld: {withheld}", file=sys.stderr)
         return EXIT_FUNCTION_WITHHELD
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .resources import bundled_model_dir
+
+    progress = _Progress(args.progress_lines)
+
+    def say(message: str) -> None:
+        if args.progress_lines:
+            print(message, flush=True)
+        else:  # above the progress bar
+            print(f"\r{message:<90}", file=sys.stderr, flush=True)
+
+    try:
+        summary = run_batch(Path(args.inputs), Path(args.output),
+                            Path(args.model) if args.model else bundled_model_dir(), members=args.members,
+                            workers=args.workers, scheduler=args.scheduler, progress=progress, say=say)
+    except CancelledError as exc:
+        print(f"\nlvmyoseg: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\nlvmyoseg: stopped before any study was segmented.", file=sys.stderr)
+        return 130
+    print(f"{summary.ok} ok, {summary.refused} refused, {summary.failed} failed of {summary.total} studies "
+          f"({summary.kept} kept from the earlier run) in {summary.seconds:.0f} s; table: "
+          f"{Path(args.output) / 'cohort.csv'}")
     return 0
 
 
@@ -417,6 +442,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-lines", action="store_true",
                    help="print 'PROGRESS <fraction> <message>' lines (for the Slicer module)")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("batch", help="segment a cohort: every study of a folder or CSV, resumable, "
+                                     "into one table (cohort.csv)")
+    p.add_argument("inputs", help="folder of studies (DICOM folders or 4D volume files) or a CSV with a "
+                                  "`path` column and optional `id` and `rv_insertion` ('X Y Z', LPS mm)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder: OUT/<study id>/ as `segment` writes it, OUT/cohort.csv and cohort.json")
+    p.add_argument("--model", help="model bundle folder (default: the bundled model)")
+    p.add_argument("--members", type=int, help="ensemble members to use (default: all)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=1,
+                       help="local Dask worker processes (default 1, which uses all cores)")
+    where.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://HOST:PORT) whose "
+                                           "workers have LVMyoSeg and see the same paths")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="print 'PROGRESS <fraction> <message>' lines (for the Slicer module)")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("demo", help="segment the bundled sample study")
     p.add_argument("-o", "--output", default="output/demo")

@@ -6,6 +6,8 @@
   to the versions that read and write the bundles' ``.keras`` members (Keras 3.11-3.14
   cannot deserialise them; checked by loading the bundled model), h5py, and ``onnx``
   to write the bundles' ONNX members;
+- :data:`BATCH`: what ``lvmyoseg batch`` adds (Dask; in the core install, installed into
+  Slicer only for its Batch section);
 - :data:`SEGMENT_GPU` / :data:`TRAIN_GPU`: what to install in place of ``onnxruntime``,
   resp. in addition, to use a GPU; :data:`ALTERNATIVES`: which installed packages meet a
   requirement in its place (``onnxruntime-gpu`` meets ``onnxruntime``).
@@ -33,6 +35,11 @@ TRAIN: tuple[str, ...] = (
     "keras>=3.15,<3.16",
     "h5py>=3.10,<4",  # member weights read directly (bundle.load_ensemble); Keras needs it too
     "onnx>=1.16,<2",  # writes the ONNX members (onnx_export)
+)
+
+BATCH: tuple[str, ...] = (  # lvmyoseg batch: Dask (core dependencies; a separate Slicer install)
+    "dask>=2024.8",
+    "distributed>=2024.8",
 )
 
 # ONNX Runtime builds with a GPU execution provider; each replaces ONNXRUNTIME.

@@ -21,6 +21,11 @@ from .pipeline import SegmentationResult
 EXTENSIONS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
 
 
+def default_format(input_path: Path) -> str:
+    """The output format for ``input_path`` when none is asked for: NRRD for NRRD input, else NIfTI."""
+    return "nrrd" if Path(input_path).name.lower().endswith((".nrrd", ".nhdr")) else "nifti"
+
+
 def output_names(file_format: str) -> dict[str, str]:
     """File names of the outputs for ``file_format`` ("nifti" or "nrrd")."""
     ext = EXTENSIONS[file_format]

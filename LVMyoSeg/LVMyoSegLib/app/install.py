@@ -1,9 +1,10 @@
 """The Python packages the Slicer modules install into Slicer's Python, and how.
 
-Two purposes: ``"segment"`` (what LV Myocardium Segmentation needs, in its background process
-and for Threshold, Recompute and Export in Slicer itself: ONNX Runtime, no TensorFlow) and
+Three purposes: ``"segment"`` (what LV Myocardium Segmentation needs, in its background process
+and for Threshold, Recompute and Export in Slicer itself: ONNX Runtime, no TensorFlow),
 ``"train"`` (``"segment"`` plus TensorFlow, Keras, h5py and onnx; LV Myocardium Trainer installs
-them on the first training, never on the first segmentation). Slicer's own NumPy and SimpleITK are never replaced: installs run with a
+them on the first training, never on the first segmentation) and ``"batch"`` (``"segment"`` plus
+Dask, for the Batch section). Slicer's own NumPy and SimpleITK are never replaced: installs run with a
 constraints file that pins them to the installed versions.
 
 :func:`requirements` reads the lists from :mod:`LVMyoSegLib.requirements` (which pyproject.toml
@@ -23,17 +24,18 @@ from pathlib import Path
 from .. import requirements as _requirements
 from ..errors import InputError
 
-PURPOSES = ("segment", "train")
+PURPOSES = ("segment", "train", "batch")
 # Slicer ships its own builds of these; installing never replaces them.
 PROTECTED_PACKAGES = ("numpy", "SimpleITK")
 
 
 def requirements(purpose: str) -> list[str]:
-    """Requirement strings of ``purpose`` (``"train"`` includes ``"segment"``), from
+    """Requirement strings of ``purpose`` (``"train"`` and ``"batch"`` include ``"segment"``), from
     :mod:`LVMyoSegLib.requirements`."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}; one of {PURPOSES}")
-    return list(_requirements.SEGMENT) + (list(_requirements.TRAIN) if purpose == "train" else [])
+    extra = {"segment": (), "train": _requirements.TRAIN, "batch": _requirements.BATCH}[purpose]
+    return list(_requirements.SEGMENT) + list(extra)
 
 
 def _installed_fits(req) -> bool:
