@@ -189,11 +189,10 @@ def read_edes(root: Path, patients: Iterable[str] | None = None) -> list[Patient
 def _slice_centres(patient: Patient) -> dict[int, np.ndarray]:
     """Crop centre (row, column) of each slice: a weighted line fit of cavity centroids vs slice."""
     slices = patient.slices
-    zs, pts, wts = [], [], []
-    for f in patient.frames:
-        rc = np.argwhere(f.label_map == BLOOD_POOL)
-        zs.append(f.slice), pts.append(rc.mean(axis=0)), wts.append(np.sqrt(len(rc)))  # noqa
-    zs, pts, wts = np.asarray(zs, float), np.asarray(pts), np.asarray(wts)
+    cavities = [np.argwhere(f.label_map == BLOOD_POOL) for f in patient.frames]
+    zs = np.array([f.slice for f in patient.frames], float)
+    pts = np.array([rc.mean(axis=0) for rc in cavities])
+    wts = np.sqrt([len(rc) for rc in cavities])
     if len(set(zs.tolist())) < 2:
         centre = (pts * wts[:, None]).sum(0) / wts.sum()
         return {s: centre for s in slices}
@@ -208,15 +207,15 @@ def patient_frames(patient: Patient, pixel_mm: float, crop_size: int) -> Network
     centres = _slice_centres(patient)
     transform = preprocess.crop_transform((len(slices), *shape), (NOMINAL_SPACING_MM,) * 2,
                                           np.array([centres[s] for s in slices]), pixel_mm, crop_size)
-    xs, ys, ks, zs, order = [], [], [], [], []
+    xs, ys, zs, order = [], [], [], []
     for z, s in enumerate(slices):
         frames = [f for f in patient.frames if f.slice == s]
-        x = preprocess.slice_to_network(np.stack([f.image for f in frames]), transform, z)
-        for f, crop in zip(frames, x):
-            xs.append(crop)
-            ys.append(np.stack([preprocess.mask_to_network((f.label_map == v)[None], transform, z)[0]
-                                for v in (MYOCARDIUM, BLOOD_POOL)], axis=-1))
-            ks.append(f.known), zs.append(z), order.append(f)  # noqa
+        xs.extend(preprocess.slice_to_network(np.stack([f.image for f in frames]), transform, z))
+        ys.extend(np.stack([preprocess.mask_to_network((f.label_map == v)[None], transform, z)[0]
+                            for v in (MYOCARDIUM, BLOOD_POOL)], axis=-1) for f in frames)
+        zs.extend([z] * len(frames))
+        order.extend(frames)
+    ks = [f.known for f in order]
     n = len(order)
     return NetworkFrames(np.stack(xs)[:, None, ..., None], np.stack(ys)[:, None].astype(np.float32),
                          np.asarray(ks, bool).reshape(n, 1, 2), np.array([patient.patient_id] * n),
