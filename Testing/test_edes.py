@@ -39,9 +39,9 @@ def _rows(root: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _small_copy(root: Path, dest: Path, patient: str = "SCD0002001") -> Path:
-    """A frames folder with one real patient's rows and files."""
-    rows = [r for r in _rows(root) if r["cap_id"] == patient]
+def _small_copy(root: Path, dest: Path, patients: tuple[str, ...] = ("SCD0002001",)) -> Path:
+    """A frames folder with some real patients' rows and files."""
+    rows = [r for r in _rows(root) if r["cap_id"] in patients]
     for sub in ("images", "endocardium", "epicardium"):
         (dest / sub).mkdir(parents=True)
         for r in rows:
@@ -199,14 +199,8 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     from LVMyoSegLib.training import TrainConfig
 
     ids = ("SCD0002001", "SCD0002101", "SCD0002201")
-    root = tmp_path / "frames"
-    rows = [r for r in _rows(edes_root) if r["cap_id"] in ids]
-    for sub in ("images", "endocardium", "epicardium"):
-        (root / sub).mkdir(parents=True)
-        for r in rows:
-            if (edes_root / sub / r["file"]).is_file():
-                shutil.copy(edes_root / sub / r["file"], root / sub / r["file"])
-    _write_rows(root, rows)
+    root = _small_copy(edes_root, tmp_path / "frames", ids)
+    rows = _rows(root)
     cines = tmp_path / "cines"
     for seed, pid in enumerate(ids[:2]):
         cine, labels = phantom.make_synthetic_cine(n_phases=6, n_slices=4, size=96, seed=30 + seed)
