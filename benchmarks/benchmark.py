@@ -1,7 +1,7 @@
 """LVMyoSeg benchmark: this machine's convolution limit, the networks' work, inference and
 training throughput, and the end-to-end ``segment`` path on a real Sunnybrook study.
 
-    cd /work/main && PYTHONPATH=LVMyoSeg .venv/bin/python benchmarks/benchmark.py [--quick] [--json OUT]
+    PYTHONPATH=LVMyoSeg .venv/bin/python benchmarks/benchmark.py [--quick] [--json OUT]
 
 Every efficiency is ``model multiply-accumulates / (time x limit)``, where the limit is the
 throughput of a plain 3x3 convolution (32 -> 32 channels on 96x96 maps, ``keras.ops.conv``)

@@ -1,7 +1,7 @@
 """Cohort throughput: ``lvmyoseg batch`` (1 and 2 local Dask workers) against a shell loop of
 ``lvmyoseg segment`` (one process per study, the model loaded every time), in one run.
 
-    cd /work/main && PYTHONPATH=LVMyoSeg .venv/bin/python benchmarks/cohort_benchmark.py \\
+    PYTHONPATH=LVMyoSeg .venv/bin/python benchmarks/cohort_benchmark.py \\
         [--studies 20] [--members N] [--model BUNDLE] [--only loop,batch1,batch2] [--json OUT]
 
 The 5 real Sunnybrook cines are repeated (as a CSV study list with distinct ids) up to
