@@ -23,6 +23,15 @@ def sunnybrook_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def edes_root() -> Path:
+    """The real Sunnybrook ED/ES frames of 36 patients (beside the cines); tests skip when absent."""
+    root = SUNNYBROOK.parent / "sunnybrook-edes"
+    if not (root / "frames.csv").is_file():
+        pytest.skip(f"the Sunnybrook ED/ES frames are not at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
 def study(sunnybrook_root):
     """Real study SCD0000101 (12 slices x 20 phases) and its expert labels: ``(DicomCine, Labels)``.
 

@@ -11,22 +11,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SUNNYBROOK
 from LVMyoSegLib import edes, patient_split
 from LVMyoSegLib.errors import InputError, LabelError
 from LVMyoSegLib.labels import BLOOD_POOL, CHANNELS, MYOCARDIUM, Labels
 from LVMyoSegLib.metrics import dice
 from LVMyoSegLib.outside_lv import basal_end, with_known_empty_above_base
 
-EDES = SUNNYBROOK.parent / "sunnybrook-edes"
 CINE_PATIENTS = ["SCD0000101", "SCD0000201", "SCD0000301", "SCD0000401", "SCD0000501"]
-
-
-@pytest.fixture(scope="module")
-def edes_root() -> Path:
-    if not (EDES / "frames.csv").is_file():
-        pytest.skip(f"the Sunnybrook ED/ES frames are not at {EDES}")
-    return EDES
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ a cine's cycle is. Scale augmentation (±15%) covers the unknown true spacing.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +238,7 @@ def to_frame_grid(probs: np.ndarray, frames: NetworkFrames) -> np.ndarray:
     out = []
     for k in range(len(frames.frames)):
         transform, z = frames.transforms[k], int(frames.z[k])
-        stack = np.zeros((transform.input_shape_zyx[0], 1) + probs.shape[2:], np.float32)
-        stack[z] = probs[k]
-        out.append(preprocess.to_input(stack, transform)[0, z])
+        one_slice = dataclasses.replace(transform, input_shape_zyx=(1, *transform.input_shape_zyx[1:]),
+                                        origin_ji=transform.origin_ji[z:z + 1])
+        out.append(preprocess.to_input(probs[k][None], one_slice)[0, 0])
     return np.stack(out)
