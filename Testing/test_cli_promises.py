@@ -141,7 +141,16 @@ def test_training_arguments_are_refused_before_any_work(tmp_path, args, words) -
     (tmp_path / "ds").mkdir()
     refused(tmp_path, ["train", "ds", "-o", "bundle", "--run-dir", "run", *args], words)
     refused(tmp_path, ["loo", "ds", "-o", "run", *args], words)
+    refused(tmp_path, ["cv", "frames", "--cines", "ds", "-o", "run", *args], words)
     assert not (tmp_path / "run").exists() and not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.slow
+def test_cross_validation_of_missing_frames_is_refused_before_any_work(tmp_path) -> None:
+    (tmp_path / "frames").mkdir()
+    refused(tmp_path, ["cv", "frames", "-o", "run"], "has no frames.csv", "README.md for the layout")
+    refused(tmp_path, ["cv", "frames", "--cines", "nowhere", "-o", "run"], "nowhere does not exist")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -60,6 +61,19 @@ def test_all_36_hearts_are_read_with_sparse_labels(edes_root):
         assert (f.label_map == BLOOD_POOL).any()
         assert (f.label_map == MYOCARDIUM).any() == (f.kind == "ED")
     assert set(CINE_PATIENTS) <= {p.patient_id for p in patients}
+    usable, excluded = edes.usable_patients(patients)
+    assert list(excluded) == ["SCD0004001"] and "do not sit on its images" in excluded["SCD0004001"]
+    assert len(usable) == 35
+
+
+def test_masks_shifted_off_their_images_set_the_patient_apart(two_patients):
+    patient = two_patients[1]
+    assert edes.alignment_problem(patient) is None
+    shifted = dataclasses.replace(patient, frames=tuple(
+        dataclasses.replace(f, label_map=np.roll(f.label_map, (30, 30), axis=(0, 1))) for f in patient.frames))
+    problem = edes.alignment_problem(shifted)
+    assert problem is not None and "Redraw or re-register" in problem
+    assert edes.usable_patients([shifted]) == ({}, {patient.patient_id: problem})
 
 
 @pytest.mark.parametrize("damage, message", [

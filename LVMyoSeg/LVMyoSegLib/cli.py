@@ -228,7 +228,10 @@ def _check_training_args(args: argparse.Namespace, variants: tuple[str, ...]) ->
         raise InputError(f"--pixel-mm {args.pixel_mm} --crop-size {args.crop_size}: the preprocessing {problem}.")
     if args.crop_size % 4:
         raise InputError(f"--crop-size {args.crop_size} must be a multiple of 4 (the network halves it twice).")
-    dataset = Path(args.dataset)
+    dataset = getattr(args, "dataset", None) or getattr(args, "cines", None)  # `cv`: optional cines
+    if dataset is None:
+        return
+    dataset = Path(dataset)
     if not dataset.is_dir():
         raise InputError(f"The dataset folder {dataset} does not exist; make one with "
                          "`lvmyoseg sunnybrook-dataset` or the LV Myocardium Trainer module.")

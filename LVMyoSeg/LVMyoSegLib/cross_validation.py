@@ -93,9 +93,9 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
            progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run (or resume) the cross-validation; returns the summary written to ``cv_results.json``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    patients = {p.patient_id: p for p in edes.read_edes(edes_root)}
-    groups = {pid: p.group for pid, p in patients.items()}
+    everyone = edes.read_edes(edes_root)
+    groups = {p.patient_id: p.group for p in everyone}  # folds are made over every patient ...
+    patients, excluded = edes.usable_patients(everyone)  # ... but misregistered ones neither train nor score
     cine_ids = list_cases(cine_dataset) if cine_dataset is not None else []
     strangers = sorted(set(cine_ids) - set(patients))
     if strangers:
@@ -104,14 +104,16 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
     folds = stratified_folds(groups, n_folds, fold_seed, spread=cine_ids)
     settings = {"edes": Path(edes_root).name, "cine_dataset": None if cine_dataset is None else Path(cine_dataset).name,
                 "cine_dataset_sha256": None if cine_dataset is None else dataset_hash(cine_dataset),
-                "folds": folds, "groups": groups, "cnn": config.cnn.to_dict(),
+                "folds": folds, "groups": groups, "excluded": excluded, "cnn": config.cnn.to_dict(),
                 "preprocessing": config.preprocessing, "threshold": config.threshold}
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are read and checked
     _check_settings(out_dir / "settings.json", settings)
     cines = {cid: prepare_case(read_case(cine_dataset, cid), config.preprocessing) for cid in cine_ids}
     for k, fold in enumerate(folds):
         if (folds_to_run is not None and k not in folds_to_run) or (out_dir / f"fold_{k}.json").is_file():
             continue
-        train_ids = [p for j, f in enumerate(folds) if j != k for p in f]
+        train_ids = [p for j, f in enumerate(folds) if j != k for p in f if p not in excluded]
+        test_ids = [p for p in fold if p not in excluded]
         x, y, known, ids = stage_one_arrays(train_ids, patients, cines, config.preprocessing, test_ids=fold)
         clock = RunClock(out_dir / f"fold_{k}" / WALL_TIME_FILE)
         tagged = None if progress is None else (
@@ -119,10 +121,10 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
         fit = fit_cnn(x, y, known, out_dir / f"fold_{k}" / "cnn", config.cnn, groups=ids,
                       progress=clock.tracking(tagged), cancel=cancel)
         test = edes.concat_frames([edes.patient_frames(patients[p], config.preprocessing["pixel_mm"],
-                                                       config.preprocessing["crop_size"]) for p in fold])
+                                                       config.preprocessing["crop_size"]) for p in test_ids])
         records = score_frames([fit.model], test, config.threshold, groups)
         write_json_atomic(out_dir / f"fold_{k}.json", {
-            "fold": k, "patients": fold, "train_frames": int(len(x)), "best_epoch": fit.best_epoch,
+            "fold": k, "patients": test_ids, "train_frames": int(len(x)), "best_epoch": fit.best_epoch,
             "records": records, "summary": case_summary(records), "wall_time_s": round(clock.save(), 1)})
     return summarise_cv(out_dir)
 
@@ -171,6 +173,8 @@ def summarise_cv(out_dir: Path) -> dict[str, Any]:
     def row(name: str, n: int, summary: dict) -> str:
         return f"| {name} | {n} | " + " | ".join(format_cell(summary[key]) for key, _ in CV_COLUMNS) + " |"
 
+    lines[1:1] = [f"Excluded (neither trained on nor scored): {pid}, {why}"
+                  for pid, why in settings.get("excluded", {}).items()]
     for f in folds:
         lines.append(row(f"fold {f['fold']}", len(f["patients"]), f["summary"]))
     for g, summary in by_group.items():

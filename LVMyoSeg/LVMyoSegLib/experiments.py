@@ -356,11 +356,19 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
                  preprocessing=config.preprocessing,
                  training={"dataset": Path(dataset_dir).name, "dataset_sha256": dataset_hash(dataset_dir),
                            "cases": case_ids, "settings": config.to_dict(),
-                           **({"edes": Path(edes_root).name} if edes_root is not None else {}),
+                           **(_edes_record(edes_root) if edes_root is not None else {}),
                            "wall_time_s": round(wall, 1), "init": str(init_bundle) if init_bundle else "scratch"},
                  metrics=metrics or {}, parent=parent,
                  member_info=[{"seed": config.cnn.seed + i} for i in range(config.members)])
     return Path(bundle_dir)
+
+
+def _edes_record(edes_root: Path) -> dict[str, Any]:
+    """The ED/ES frames' part of a bundle's training record: folder, patients used and excluded."""
+    from .edes import read_edes, usable_patients
+
+    usable, excluded = usable_patients(read_edes(edes_root))
+    return {"edes": Path(edes_root).name, "edes_patients": sorted(usable), "edes_excluded": excluded}
 
 
 def _stage_one_on_all(edes_root: Path, prepared: Sequence[PreparedCase], run_dir: Path,
@@ -368,9 +376,9 @@ def _stage_one_on_all(edes_root: Path, prepared: Sequence[PreparedCase], run_dir
                       progress: ProgressFn | None, cancel: Callable[[], bool] | None) -> list:
     """Stage-1 members trained on every ED/ES patient and every cine (each patient's frames once)."""
     from .cross_validation import stage_one_arrays  # noqa: PLC0415 (it imports this module)
-    from .edes import read_edes
+    from .edes import read_edes, usable_patients
 
-    patients = {p.patient_id: p for p in read_edes(edes_root)}
+    patients, _ = usable_patients(read_edes(edes_root))  # the bundle's training record names the excluded
     cines = {p.case.case_id: p for p in prepared}
     x, y, known, ids = stage_one_arrays(sorted(set(patients) | set(cines)), patients, cines,
                                         config.preprocessing)
