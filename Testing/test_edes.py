@@ -146,7 +146,7 @@ def test_folds_are_stratified_and_spread_the_cine_patients(edes_root):
 
 
 def test_a_patient_is_never_on_both_sides(two_patients):
-    from LVMyoSegLib.cross_validation import stage_one_arrays
+    from LVMyoSegLib.stage_one_frames import stage_one_arrays
 
     patients = {p.patient_id: p for p in two_patients}
     with pytest.raises(InputError, match="SCD0000101 are on both sides"):

@@ -27,48 +27,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import edes
 from .dataset import dataset_hash, list_cases, read_case
 from .errors import InputError
 from .evaluation import case_summary, format_cell
-from .experiments import ExperimentConfig, PreparedCase, RunClock, WALL_TIME_FILE, prepare_case
+from .experiments import ExperimentConfig, RunClock, WALL_TIME_FILE, prepare_case
 from .files import write_json_atomic
 from .inference import predict_ensemble
 from .metrics import slice_metrics
 from .labels import BLOOD_POOL, MYOCARDIUM
-from .patient_split import check_disjoint, stratified_folds
+from .patient_split import stratified_folds
+from .stage_one_frames import stage_one_arrays
 from .pipeline import labels_from_probabilities
 from .training import fit_cnn
 
 ProgressFn = Callable[[dict], None]
 CV_COLUMNS = (("dsc", "Myo DSC"), ("hd_mm", "Myo HD (mm)"), ("apd_mm", "Myo APD (mm)"),
               ("pool_dsc_ed", "Pool DSC ED"), ("pool_dsc_es", "Pool DSC ES"))
-
-
-def stage_one_arrays(train_ids: Sequence[str], patients: dict[str, edes.Patient],
-                     cines: dict[str, PreparedCase], preprocessing: dict[str, Any],
-                     test_ids: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stage-1 training frames of ``train_ids`` as one-frame sequences ``(x, y, known, patient ids)``:
-    a patient's cine's labelled frames where it has a cine, else its ED/ES frames."""
-    check_disjoint(train_ids, test_ids, "cross-validation split")
-    parts = []
-    for pid in train_ids:
-        if pid in cines:
-            c = cines[pid]
-            z, t = np.nonzero(c.known.any(axis=-1))
-            parts.append((c.x[z, t][:, None], c.y[z, t][:, None], c.known[z, t][:, None], [pid] * len(z)))
-        elif pid in patients:
-            f = edes.patient_frames(patients[pid], preprocessing["pixel_mm"], preprocessing["crop_size"])
-            parts.append((f.x, f.y, f.known, list(f.patients)))
-        else:
-            raise InputError(f"Patient {pid} has neither ED/ES frames nor a cine.")
-    if not parts:
-        raise InputError("No training patient is left for this fold.")
-    x, y, known, ids = zip(*parts)
-    return (np.concatenate(x), np.concatenate(y), np.concatenate(known),
-            np.array([i for part in ids for i in part]))
 
 
 def score_frames(models: Sequence, frames: edes.NetworkFrames, threshold: float,

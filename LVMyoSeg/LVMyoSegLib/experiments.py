@@ -23,6 +23,7 @@ import numpy as np
 from . import preprocess
 from .bundle import load_keras_file, load_members, write_bundle
 from .dataset import Case, dataset_hash, list_cases, read_case
+from .edes import read_edes, usable_patients
 from .errors import InputError
 from .files import write_json_atomic
 from .evaluation import (average_over_folds, case_summary, evaluate_case, markdown_table, position_summary,
@@ -32,6 +33,7 @@ from .labels import CHANNELS
 from .networks import VARIANTS
 from .outside_lv import with_known_empty_above_base
 from .pipeline import labels_from_probabilities
+from .stage_one_frames import stage_one_arrays
 from .training import TrainConfig, fit_cnn, fit_rnn
 
 VARIANT_TITLES = {"cnn": "CNN", "one_level": "One-level ConvLSTM", "multi_level": "Multi-level ConvLSTM"}
@@ -365,8 +367,6 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
 
 def _edes_record(edes_root: Path) -> dict[str, Any]:
     """The ED/ES frames' part of a bundle's training record: folder, patients used and excluded."""
-    from .edes import read_edes, usable_patients
-
     usable, excluded = usable_patients(read_edes(edes_root))
     return {"edes": Path(edes_root).name, "edes_patients": sorted(usable), "edes_excluded": excluded}
 
@@ -375,9 +375,6 @@ def _stage_one_on_all(edes_root: Path, prepared: Sequence[PreparedCase], run_dir
                       config: ExperimentConfig, initial: dict[str, list] | None,
                       progress: ProgressFn | None, cancel: Callable[[], bool] | None) -> list:
     """Stage-1 members trained on every ED/ES patient and every cine (each patient's frames once)."""
-    from .cross_validation import stage_one_arrays  # noqa: PLC0415 (it imports this module)
-    from .edes import read_edes, usable_patients
-
     patients, _ = usable_patients(read_edes(edes_root))  # the bundle's training record names the excluded
     cines = {p.case.case_id: p for p in prepared}
     x, y, known, ids = stage_one_arrays(sorted(set(patients) | set(cines)), patients, cines,

@@ -22,7 +22,8 @@ the box up to interpolation error.
 LV localisation (:func:`localise`, after the paper's §2.1: motion analysis + Hough circles):
 1. each slice is resampled to ``pixel_mm`` on the central ``search_mm`` × ``search_mm``
    window of the image (the paper's 184 × 184 mm centre crop);
-2. motion map per slice: temporal standard deviation over the cycle, Gaussian
+2. motion map per slice: temporal standard deviation over the cycle (impossible pixels
+   first replaced, :func:`suppress_outliers`), Gaussian
    smoothed, scaled by its 99th percentile;
 3. per slice, the few best Hough circles on the Canny edges of its motion map;
 4. study centre: where the circles of the mid slices agree (most votes within
@@ -44,6 +45,8 @@ from skimage.transform import hough_circle
 from .cine import Cine
 from .errors import GeometryError, InputError
 from .labels import CHANNELS, Labels
+
+OUTLIER_PERCENTILES = (0.5, 99.5)  # robust range of a slice cycle (:func:`suppress_outliers`)
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,25 @@ def _matrices(transform: CropTransform, z: int) -> tuple[np.ndarray, np.ndarray]
             interpolation_matrix(n, nx, origin[1], step[1]))
 
 
+def suppress_outliers(frames: np.ndarray, percentiles: tuple[float, float] = OUTLIER_PERCENTILES) -> np.ndarray:
+    """One slice's cycle ``[T, Y, X]`` (float32) with impossible pixels replaced.
+
+    A pixel is impossible when it lies further outside the cycle's robust range
+    (``percentiles``) than that range is wide: a damaged or saturated read-out,
+    which would otherwise leak into its neighbours through interpolation and
+    dominate the motion map. Such pixels take the median of their 3×3
+    neighbourhood (then clipped to the allowed band); ordinary images have none
+    and come back unchanged.
+    """
+    frames = np.array(frames, dtype=np.float32)
+    lo, hi = np.percentile(frames, percentiles)
+    floor, ceiling = lo - (hi - lo), hi + (hi - lo)
+    bad = (frames < floor) | (frames > ceiling)
+    for t in np.flatnonzero(bad.any(axis=(1, 2))):
+        frames[t][bad[t]] = ndi.median_filter(frames[t], size=3)[bad[t]]
+    return np.clip(frames, floor, ceiling) if bad.any() else frames
+
+
 def _resample_slice(stack: np.ndarray, transform: CropTransform, z: int) -> np.ndarray:
     """Frames ``[T, Y, X]`` of slice ``z`` -> ``[T, H, W]`` (separable linear interpolation)."""
     rows, cols = _matrices(transform, z)
@@ -292,7 +314,7 @@ def to_network(cine: Cine, transform: CropTransform,
 def slice_to_network(frames_tyx: np.ndarray, transform: CropTransform, z: int,
                      percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
     """Frames ``[T, Y, X]`` of slice ``z`` -> normalised crops ``[T, H, W]`` (as :func:`to_network`)."""
-    crop = _resample_slice(frames_tyx, transform, z)
+    crop = _resample_slice(suppress_outliers(frames_tyx), transform, z)
     return normalise_intensity(crop, _inside_mask(transform, z), percentiles)
 
 
@@ -350,7 +372,7 @@ def _motion_maps(cine: Cine, window: CropTransform, smooth_mm: float) -> np.ndar
     """``[Z, S, S]`` temporal standard deviation per slice on the search window, scaled to ~[0, 1]."""
     maps = []
     for z in range(cine.n_slices):
-        frames = _resample_slice(cine.frames[:, z], window, z)
+        frames = _resample_slice(suppress_outliers(cine.frames[:, z]), window, z)
         m = ndi.gaussian_filter(frames.std(axis=0), smooth_mm / window.pixel_mm)
         scale = np.percentile(m, 99)
         maps.append(m / scale if scale > 0 else m)
