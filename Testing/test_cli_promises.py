@@ -5,6 +5,7 @@ left behind; two runs never mix in one folder; Ctrl-C ends with exit code 130 an
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,10 +37,13 @@ TRAINING_REFUSALS = [
 ]
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{LIB}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
 def lvmyoseg(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{LIB}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen([sys.executable, "-m", "LVMyoSegLib.cli", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "LVMyoSegLib.cli", *map(str, args)], cwd=cwd, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -104,6 +108,43 @@ def test_unusable_output_paths_get_a_message(tmp_path, tiny_bundle, case) -> Non
     words = {"file": "is an existing file", "parent_file": "is a file", "dangling": "does not exist",
              "proc": "Cannot create the output folder"}[case]
     refused(tmp_path, ["segment", SAMPLE, "-o", out, "--model", tiny_bundle], words)
+
+
+def _read_only_bind(folder: Path) -> list[str]:
+    """A command prefix that runs its command with ``folder`` bind-mounted read-only onto itself, in a
+    user and mount namespace of its own (no privileges needed where the kernel allows them)."""
+    return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+            'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"', str(folder)]
+
+
+def _can_bind_read_only(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        done = subprocess.run([*_read_only_bind(probe), "touch", str(probe / "x")], capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        ok = not (probe / "x").exists()
+        shutil.rmtree(probe)
+    return ok and "Read-only file system" in done.stderr
+
+
+def test_output_on_a_read_only_filesystem_gets_a_message(tmp_path, tiny_bundle) -> None:
+    if not _can_bind_read_only(tmp_path):
+        pytest.skip("this machine allows no unprivileged read-only bind mount (unshare)")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "labels.nrrd").write_bytes(b"the user's own labels")
+    before = hashes(tmp_path)
+    done = subprocess.run([*_read_only_bind(data), sys.executable, "-m", "LVMyoSegLib.cli", "segment",
+                           str(SAMPLE), "-o", str(data / "seg"), "--model", str(tiny_bundle)],
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    ours = [line for line in done.stderr.splitlines() if line.startswith("lvmyoseg:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(ours) == 1 and "Read-only file system" in ours[0] and "Choose a folder you can write to" in ours[0]
+    assert hashes(tmp_path) == before and leftovers(data) == []
 
 
 def _cine(path: Path, frames: np.ndarray, spacing=(1.4, 1.4, 8.0), direction=None) -> Path:
