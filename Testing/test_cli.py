@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from LVMyoSegLib.bundle import write_bundle
+from LVMyoSegLib.bundle import read_manifest, write_bundle
 from LVMyoSegLib.cli import main
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.networks import build_cnn, build_model
-from LVMyoSegLib.resources import sample_case_dir
+from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir
 from LVMyoSegLib.volume_files import read_4d, read_labels_4d
 
 SAMPLE = sample_case_dir() / "cine.nrrd"
@@ -35,11 +35,17 @@ def test_inspect_json(capsys, sunnybrook_root: Path) -> None:
     assert len(info["trigger_times_ms"]) == 20
 
 
-def test_preprocess_writes_picture(tmp_path: Path) -> None:
+def test_preprocess_crops_as_segment_does_with_the_same_model(tmp_path: Path, tiny_bundle: Path) -> None:
     assert main(["preprocess", str(SAMPLE), "-o", str(tmp_path / "pre")]) == 0
     assert (tmp_path / "pre" / "preprocessing.png").stat().st_size > 10_000
     transform = json.loads((tmp_path / "pre" / "crop_transform.json").read_text())
-    assert transform["crop_size"] > 0
+    bundled = read_manifest(bundled_model_dir()).preprocessing
+    assert (transform["pixel_mm"], transform["crop_size"]) == (bundled["pixel_mm"], bundled["crop_size"])
+    other = read_manifest(tiny_bundle).preprocessing
+    assert other != bundled
+    assert main(["preprocess", str(SAMPLE), "-o", str(tmp_path / "pre2"), "--model", str(tiny_bundle)]) == 0
+    transform = json.loads((tmp_path / "pre2" / "crop_transform.json").read_text())
+    assert (transform["pixel_mm"], transform["crop_size"]) == (other["pixel_mm"], other["crop_size"])
 
 
 def test_segment_outputs_are_aligned_with_input(tmp_path: Path, tiny_bundle: Path) -> None:

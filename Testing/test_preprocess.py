@@ -96,7 +96,7 @@ def test_shape_mismatch_raises():
 
 def test_localise_synthetic_beating_lv():
     cine = _synthetic_cine()
-    tr = localise(cine)
+    tr = localise(cine, pixel_mm=1.0, crop_size=128)  # the paper's grid
     n = cine.frames.shape[-1]
     truth = np.array([(n - 1) / 2 + 15.0 / 1.5, (n - 1) / 2 - 10.0 / 1.5])
     err_mm = np.linalg.norm((tr.centres_ji - truth) * 1.5, axis=1)
@@ -124,7 +124,7 @@ def real():
     for study in list_studies(DATA):
         dicom, labels = load_study(study)
         start = time.perf_counter()
-        tr = localise(dicom.cine)
+        tr = localise(dicom.cine, pixel_mm=1.0, crop_size=128)  # the paper's grid
         out.append((study, dicom, labels, study_contours(study, dicom), tr, time.perf_counter() - start))
     return out
 
@@ -199,7 +199,7 @@ def test_isolated_extreme_pixels_change_neither_localisation_nor_network_input(r
     spiky = dataclasses.replace(cine, frames=frames)
     for z in range(cine.n_slices):  # an ordinary slice has no impossible pixel: it comes back as it was
         assert np.array_equal(suppress_outliers(cine.frames[:, z]), cine.frames[:, z].astype(np.float32))
-    tr_spiky = localise(spiky)
+    tr_spiky = localise(spiky, pixel_mm=1.0, crop_size=128)
     assert np.abs(tr_spiky.origin_ji - tr.origin_ji).max() <= 1.0  # pixels of the input grid
     clean, noisy = to_network(cine, tr), to_network(spiky, tr)
     assert np.mean(np.abs(noisy - clean) > 0.05) < 0.01

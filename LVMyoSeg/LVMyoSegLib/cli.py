@@ -67,12 +67,17 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from .files import output_folder
     from .readers import read_cine
 
+    from .bundle import verify_bundle
+    from .resources import bundled_model_dir
+
     out = Path(args.output)
+    model_dir = Path(args.model) if args.model else bundled_model_dir()
+    manifest = verify_bundle(model_dir)  # its grid is the one `segment` with this model crops to
     with output_folder(out, overwrite=args.overwrite, written_by="lvmyoseg preprocess",
-                       protect=[Path(args.path)]) as staging:
+                       protect=[Path(args.path), model_dir]) as staging:
         cine = read_cine(Path(args.path), series_uid=args.series)
         check_short_axis_cine(cine)
-        transform = preprocess.localise(cine)
+        transform = preprocess.localise(cine, **manifest.preprocessing)
         preprocessing_figure(cine, transform, staging / "preprocessing.png")
         (staging / "crop_transform.json").write_text(json.dumps(transform.to_dict(), indent=2))
     print(f"Wrote {out / 'preprocessing.png'} and {out / 'crop_transform.json'}")
@@ -197,9 +202,13 @@ def _training_progress(lines: bool):
 
 
 def _check_training_args(args: argparse.Namespace, variants: tuple[str, ...]) -> None:
-    """Refuse bad ``loo``/``train`` arguments before any training starts."""
+    """Refuse bad ``loo``/``train``/``cv`` arguments before any training starts (fills in the
+    default network grid where --pixel-mm or --crop-size is not given)."""
     from .experiments import VARIANTS
-    from .preprocess import preprocessing_problem
+    from .preprocess import DEFAULT_PREPROCESSING, preprocessing_problem
+
+    args.pixel_mm = DEFAULT_PREPROCESSING["pixel_mm"] if args.pixel_mm is None else args.pixel_mm
+    args.crop_size = DEFAULT_PREPROCESSING["crop_size"] if args.crop_size is None else args.crop_size
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -384,9 +393,9 @@ def _add_training_options(p: argparse.ArgumentParser, default_members: int) -> N
     p.add_argument("--rnn-epochs", type=int, default=20, help="stage 2 epochs")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3, 1e-4 fine-tuning)")
     p.add_argument("--width", type=int, default=16, help="ResNet-56 base width (paper: 16)")
-    p.add_argument("--pixel-mm", type=float, default=4 / 3,
+    p.add_argument("--pixel-mm", type=float,
                    help="in-plane pixel size of the network (mm; default 4/3, the acquisitions' own)")
-    p.add_argument("--crop-size", type=int, default=96, help="crop box side in pixels (default 96: 128 mm)")
+    p.add_argument("--crop-size", type=int, help="crop box side in pixels (default 96: 128 mm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit", action="store_true", help="XLA-compile the stage 1 training step")
     p.add_argument("--rnn-augment", action="store_true",
@@ -423,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     _add_overwrite_option(p)
     p.add_argument("--series")
+    p.add_argument("--model", help="model bundle whose network grid to crop to, as `segment` does "
+                                   "(default: the bundled model)")
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("segment", help="segment every frame of a cine")

@@ -49,7 +49,7 @@ class ExperimentConfig:
     members: int = 1
     cnn: TrainConfig = TrainConfig(epochs=60)
     rnn: TrainConfig = TrainConfig(epochs=20, augment=False)
-    preprocessing: dict[str, Any] = field(default_factory=lambda: {"pixel_mm": 4 / 3, "crop_size": 96})
+    preprocessing: dict[str, Any] = field(default_factory=lambda: dict(preprocess.DEFAULT_PREPROCESSING))
     threshold: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ LV localisation (:func:`localise`, after the paper's §2.1: motion analysis + Ho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -46,6 +47,9 @@ from .cine import Cine
 from .errors import GeometryError, InputError
 from .labels import CHANNELS, Labels
 
+# The product's network grid, the one default everywhere (a model bundle's manifest carries its own):
+# 4/3 mm pixels (the acquisitions' own 1.29-1.37 mm) x 96 px = a 128 mm box.
+DEFAULT_PREPROCESSING = MappingProxyType({"pixel_mm": 4 / 3, "crop_size": 96})
 OUTLIER_PERCENTILES = (0.5, 99.5)  # robust range of a slice cycle (:func:`suppress_outliers`)
 
 
@@ -421,16 +425,17 @@ def preprocessing_problem(params: dict) -> str:
     unknown = sorted(set(params) - set(known))
     if unknown:
         return f"has unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(known)}"
-    pixel = params.get("pixel_mm", 1.0)
+    pixel = params.get("pixel_mm", DEFAULT_PREPROCESSING["pixel_mm"])
     if isinstance(pixel, bool) or not isinstance(pixel, (int, float)) or not 0.1 <= pixel <= 10.0:
         return f"has pixel_mm {pixel!r}; it must be a pixel size between 0.1 and 10 mm"
-    crop = params.get("crop_size", 128)
+    crop = params.get("crop_size", DEFAULT_PREPROCESSING["crop_size"])
     if isinstance(crop, bool) or not isinstance(crop, int) or not 8 <= crop <= 1024:
         return f"has crop_size {crop!r}; it must be a whole number of pixels between 8 and 1024"
     return ""
 
 
-def localise(cine: Cine, pixel_mm: float = 1.0, crop_size: int = 128, search_mm: float = 184.0,
+def localise(cine: Cine, pixel_mm: float = DEFAULT_PREPROCESSING["pixel_mm"],
+             crop_size: int = DEFAULT_PREPROCESSING["crop_size"], search_mm: float = 184.0,
              radius_mm: tuple[float, float] = (20.0, 40.0), smooth_mm: float = 2.0,
              consensus_mm: float = 10.0, refine_mm: float = 12.0, n_peaks: int = 3) -> CropTransform:
     """Find the LV centre on every slice and return the crop boxes around it.
