@@ -43,6 +43,20 @@ def study(sunnybrook_root):
 
 
 @pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny untrained 2-member bundle (2 mm x 64 px grid): for tests of paths, not accuracy."""
+    from LVMyoSegLib.bundle import write_bundle
+    from LVMyoSegLib.labels import CHANNELS
+    from LVMyoSegLib.networks import build_cnn, build_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    models = [build_model("multi_level", build_cnn(width=4, seed=s, units=1), seed=s) for s in (0, 1)]
+    write_bundle(path, models, model_id="tiny-untrained", variant="multi_level", channels=CHANNELS,
+                 preprocessing={"pixel_mm": 2.0, "crop_size": 64})
+    return path
+
+
+@pytest.fixture(scope="session")
 def phantom_dataset(tmp_path_factory) -> Path:
     """Two SYNTHETIC phantom cases with Sunnybrook-like sparse labels (a training dataset).
 

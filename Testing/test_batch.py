@@ -259,20 +259,6 @@ def test_two_worker_local_cluster_gives_the_same_numbers(cohort, tmp_path: Path)
 # ------------------------------------------------------------------ slow: the background-process paths
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A tiny untrained 2-member bundle: these tests check the process paths, not accuracy."""
-    from LVMyoSegLib.bundle import write_bundle
-    from LVMyoSegLib.labels import CHANNELS
-    from LVMyoSegLib.networks import build_cnn, build_model
-
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    models = [build_model("multi_level", build_cnn(width=4, seed=s, units=1), seed=s) for s in (0, 1)]
-    write_bundle(path, models, model_id="tiny-untrained", variant="multi_level", channels=CHANNELS,
-                 preprocessing={"pixel_mm": 2.0, "crop_size": 64})
-    return path
-
-
 def _three_studies(folder: Path, sunnybrook_root: Path) -> Path:
     rows = ["path,id"] + [f"{sunnybrook_root / 'dicom' / name},{name}"
                           for name in ("SCD0000301", "SCD0000401", "SCD0000501")]

@@ -8,23 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from LVMyoSegLib.bundle import read_manifest, write_bundle
+from LVMyoSegLib.bundle import read_manifest
 from LVMyoSegLib.cli import main
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.networks import build_cnn, build_model
 from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir
 from LVMyoSegLib.volume_files import read_4d, read_labels_4d
 
 SAMPLE = sample_case_dir() / "cine.nrrd"
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    models = [build_model("multi_level", build_cnn(width=4, seed=s, units=1), seed=s) for s in (0, 1)]
-    write_bundle(path, models, model_id="tiny-untrained", variant="multi_level", channels=CHANNELS,
-                 preprocessing={"pixel_mm": 2.0, "crop_size": 64})
-    return path
 
 
 def test_inspect_json(capsys, sunnybrook_root: Path) -> None:

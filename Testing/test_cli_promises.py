@@ -16,11 +16,8 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from LVMyoSegLib.bundle import write_bundle
 from LVMyoSegLib.cine import Geometry
 from LVMyoSegLib.files import MARKER_NAME
-from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.networks import build_cnn, build_model
 from LVMyoSegLib.resources import sample_case_dir
 from LVMyoSegLib.volume_files import write_4d
 
@@ -65,15 +62,6 @@ def refused(tmp_path: Path, args: list, *words: str) -> str:
         assert word in ours[0], f"{word!r} not in: {err}"
     assert hashes(tmp_path) == before and leftovers(tmp_path) == []
     return err
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    models = [build_model("multi_level", build_cnn(width=4, seed=0, units=1), seed=0)]
-    write_bundle(path, models, model_id="tiny-untrained", variant="multi_level", channels=CHANNELS,
-                 preprocessing={"pixel_mm": 2.0, "crop_size": 64})
-    return path
 
 
 def test_segment_into_a_dataset_case_keeps_the_expert_labels(tmp_path, tiny_bundle) -> None:
