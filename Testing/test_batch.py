@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from LVMyoSegLib.bundle import read_manifest
 from LVMyoSegLib.cli import main
 from LVMyoSegLib.cohort import (COLUMNS, input_sha256, list_studies, output_complete, qc_summary)
 from LVMyoSegLib.errors import InputError
-from LVMyoSegLib.resources import sample_case_dir
+from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir
 from LVMyoSegLib.volume_files import read_4d
 
 SAMPLE = sample_case_dir() / "cine.nrrd"
@@ -194,7 +195,7 @@ def test_batch_gives_ok_and_refused_rows(cohort) -> None:
         row = rows[name]
         assert row["status"] == "ok", row
         assert 20 <= float(row["edv_ml"]) <= 400 and 5 <= float(row["ef_percent"]) <= 90
-        assert int(row["slices_counted_ed"]) >= 1 and row["model_id"] == "sunnybrook-multilevel-v1"
+        assert int(row["slices_counted_ed"]) >= 1 and row["model_id"] == read_manifest(bundled_model_dir()).model_id
         assert output_complete(out / name)
     assert rows["one_phase"]["status"].startswith("refused: ") and "3D volume" in rows["one_phase"]["status"]
     assert rows["truncated"]["status"].startswith("refused: ") and "truncated" in rows["truncated"]["status"]

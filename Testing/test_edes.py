@@ -199,7 +199,8 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     cross-validation gives each its own fold, and `loo --stage-one` trains only stage 2."""
     from LVMyoSegLib import dataset, experiments, phantom
     from LVMyoSegLib.bundle import load_keras_file
-    from LVMyoSegLib.cross_validation import fold_cnn_path, run_cv
+    from LVMyoSegLib.cross_validation import run_cv
+    from LVMyoSegLib.stage_one_frames import fold_cnn_path
     from LVMyoSegLib.inference import predict_ensemble
     from LVMyoSegLib.training import TrainConfig
 
@@ -235,6 +236,11 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     with pytest.raises(InputError, match="no fold"):
         fold_cnn_path(tmp_path / "cv", "SCD0009999")
 
+    unfinished = fold_cnn_path(tmp_path / "cv", ids[1])
+    unfinished.rename(unfinished.with_suffix(".away"))  # as while its CV fold is still training
+    results = experiments.run_loo(cines, tmp_path / "loo", config, stage_one=tmp_path / "cv")
+    assert results["folds_done"] == 1 and not (tmp_path / "loo" / f"fold_{ids[1]}.json").exists()
+    unfinished.with_suffix(".away").rename(unfinished)
     results = experiments.run_loo(cines, tmp_path / "loo", config, stage_one=tmp_path / "cv")
     assert results["folds_done"] == 2 and results["settings"]["stage_one"] == "cv"
     for pid in ids[:2]:

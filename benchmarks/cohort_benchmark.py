@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_kind
+
 REPO = Path(__file__).resolve().parents[1]
 SUNNYBROOK = Path(os.environ.get("LVMYOSEG_SUNNYBROOK", REPO.parent / "shared" / "data" / "sunnybrook"))
 
@@ -107,8 +109,9 @@ def main() -> None:
     if "batch1" in results and "batch2" in results:
         results["workers_2_over_1"] = round(results["batch1"]["seconds"] / results["batch2"]["seconds"], 2)
         print(f"2 workers / 1 worker throughput: {results['workers_2_over_1']:.2f}x on {os.cpu_count()} cores")
+    print(f"CPU: {cpu_kind()}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"studies": args.studies, "cores": os.cpu_count(),
+        Path(args.json).write_text(json.dumps({"studies": args.studies, "cpu": cpu_kind(),
                                                "members": args.members, "results": results}, indent=2))
 
 

@@ -113,19 +113,6 @@ def _check_settings(path: Path, settings: dict[str, Any]) -> None:
         write_json_atomic(path, settings)
 
 
-def fold_cnn_path(cv_dir: Path, patient: str) -> Path:
-    """The stage-1 model of the fold that holds ``patient`` out (it never saw that patient)."""
-    settings = json.loads((Path(cv_dir) / "settings.json").read_text(encoding="utf-8"))
-    for k, fold in enumerate(settings["folds"]):
-        if patient in fold:
-            path = Path(cv_dir) / f"fold_{k}" / "cnn" / "model.keras"
-            if not path.is_file():
-                raise InputError(f"Fold {k} of {cv_dir} (which holds {patient} out) has not finished; "
-                                 "run the cross-validation first.")
-            return path
-    raise InputError(f"Patient {patient} is in no fold of {cv_dir}.")
-
-
 def summarise_cv(out_dir: Path) -> dict[str, Any]:
     """Collect the finished folds into ``cv_results.json`` and ``cv_table.md``."""
     out_dir = Path(out_dir)

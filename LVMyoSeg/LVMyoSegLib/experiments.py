@@ -33,7 +33,7 @@ from .labels import CHANNELS
 from .networks import VARIANTS
 from .outside_lv import with_known_empty_above_base
 from .pipeline import labels_from_probabilities
-from .stage_one_frames import stage_one_arrays
+from .stage_one_frames import fold_cnn_path, stage_one_arrays
 from .training import TrainConfig, fit_cnn, fit_rnn
 
 VARIANT_TITLES = {"cnn": "CNN", "one_level": "One-level ConvLSTM", "multi_level": "Multi-level ConvLSTM"}
@@ -227,15 +227,16 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
         fold_path = out_dir / f"fold_{held_out}.json"
         if fold_path.is_file():
             continue
+        cnns = None
+        if stage_one is not None:
+            cnn_path = fold_cnn_path(stage_one, held_out)
+            if not cnn_path.is_file():  # its cross-validation fold has not finished: a later run does it
+                continue
+            cnns = [load_keras_file(cnn_path)]
         clock = RunClock(out_dir / f"fold_{held_out}" / WALL_TIME_FILE)
         fold_progress = None if progress is None else (
             lambda info, k=k, h=held_out: progress({**info, "fold": k, "folds": len(case_ids), "case": h}))
         train = [prepared[c] for c in case_ids if c != held_out]
-        cnns = None
-        if stage_one is not None:
-            from .cross_validation import fold_cnn_path  # noqa: PLC0415 (cross_validation imports this module)
-
-            cnns = [load_keras_file(fold_cnn_path(stage_one, held_out))]
         models = train_variants(train, out_dir / f"fold_{held_out}", config, initial=initial_models,
                                 cnns=cnns, progress=clock.tracking(fold_progress), cancel=cancel)
         test = prepared[held_out]

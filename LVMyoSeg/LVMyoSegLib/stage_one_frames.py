@@ -5,13 +5,17 @@ A patient with a whole cine contributes its cine's labelled frames (those of
 included); a patient without one contributes its ED/ES frames
 (:mod:`LVMyoSegLib.edes`). The 5 Sunnybrook cine patients' ED/ES frames are the
 same expert frames as their cines' labelled frames, so using both would count
-them twice. Used by the cross-validation and by final training on every patient.
+them twice. Used by the cross-validation and by final training on every patient. A cross-validation
+run's fold CNNs serve as stage 1 of the leave-one-out runs (:func:`fold_cnn_path`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -45,3 +49,13 @@ def stage_one_arrays(train_ids: Sequence[str], patients: dict[str, edes.Patient]
     x, y, known, ids = zip(*parts)
     return (np.concatenate(x), np.concatenate(y), np.concatenate(known),
             np.array([i for part in ids for i in part]))
+
+
+def fold_cnn_path(cv_dir: Path, patient: str) -> Path:
+    """Where the cross-validation run ``cv_dir`` keeps the stage-1 model of the fold that holds
+    ``patient`` out (it never saw that patient); the file exists once that fold has finished."""
+    settings = json.loads((Path(cv_dir) / "settings.json").read_text(encoding="utf-8"))
+    for k, fold in enumerate(settings["folds"]):
+        if patient in fold:
+            return Path(cv_dir) / f"fold_{k}" / "cnn" / "model.keras"
+    raise InputError(f"Patient {patient} is in no fold of {cv_dir}.")
