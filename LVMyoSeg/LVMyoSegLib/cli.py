@@ -62,12 +62,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from . import preprocess
+    from .bundle import verify_bundle
     from .cine_checks import check_short_axis_cine
     from .figures import preprocessing_figure
     from .files import output_folder
     from .readers import read_cine
-
-    from .bundle import verify_bundle
     from .resources import bundled_model_dir
 
     out = Path(args.output)
