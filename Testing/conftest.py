@@ -42,6 +42,17 @@ def study(sunnybrook_root):
     return load_study(list_studies(sunnybrook_root)[0])
 
 
+def copy_with_flipped_byte(bundle: Path, dest: Path, member: str) -> Path:
+    """A copy of ``bundle`` at ``dest`` with one bit flipped in the middle of its file ``member``."""
+    import shutil
+
+    shutil.copytree(bundle, dest)
+    data = bytearray((dest / member).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (dest / member).write_bytes(bytes(data))
+    return dest
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A tiny untrained 2-member bundle (2 mm x 64 px grid): for tests of paths, not accuracy."""

@@ -13,6 +13,7 @@ from LVMyoSegLib.errors import ModelError
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.inference import predict_ensemble
 from LVMyoSegLib.networks import VARIANTS, build_cnn, build_model, cnn_from_model
+from conftest import copy_with_flipped_byte
 
 PREPROCESSING = {"pixel_mm": 1.0, "crop_size": 32}
 
@@ -42,15 +43,8 @@ def test_round_trip_gives_identical_predictions(bundle) -> None:
 
 
 def test_flipped_byte_is_refused(bundle, tmp_path: Path) -> None:
-    import shutil
-
     path, _ = bundle
-    copy = tmp_path / "copy"
-    shutil.copytree(path, copy)
-    member = copy / "member_1.keras"
-    data = bytearray(member.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    member.write_bytes(bytes(data))
+    copy = copy_with_flipped_byte(path, tmp_path / "copy", "member_1.keras")
     with pytest.raises(ModelError, match="member_1.keras.*SHA-256"):
         load_members(copy)
 

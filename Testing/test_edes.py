@@ -253,3 +253,24 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
         stored = np.load(fold_dir / "labels_cnn.npz")["label_map"]
         assert np.array_equal(stored, expected)
         assert predict_ensemble([cnn], prepared.x).shape[-1] == 2
+
+
+@pytest.mark.slow
+def test_training_on_every_patient_records_who_was_used_and_set_apart(edes_root, tmp_path):
+    """`train --edes`: stage 1 on every usable ED/ES patient (SYNTHETIC phantom cine under one id)."""
+    from LVMyoSegLib import dataset, experiments, phantom
+    from LVMyoSegLib.bundle import read_manifest
+    from LVMyoSegLib.training import TrainConfig
+
+    ids = ("SCD0002001", "SCD0002101")
+    root = _small_copy(edes_root, tmp_path / "frames", ids)
+    cines = tmp_path / "cines"
+    cine, labels = phantom.make_synthetic_cine(n_phases=6, n_slices=4, size=96, seed=30)
+    dataset.add_case(cines, ids[0], cine, labels)
+    tiny = TrainConfig(epochs=1, width=4, units=1, augment=False)
+    config = experiments.ExperimentConfig(cnn=tiny, rnn=tiny, preprocessing={"pixel_mm": 2.0, "crop_size": 64})
+    bundle = experiments.train_final(cines, tmp_path / "bundle", tmp_path / "run", config, variant="one_level",
+                                     model_id="t", edes_root=root)
+    training = read_manifest(bundle).training
+    assert training["edes"] == "frames" and training["edes_patients"] == list(ids)
+    assert training["edes_excluded"] == {}

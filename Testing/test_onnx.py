@@ -28,6 +28,7 @@ from LVMyoSegLib.labels import CHANNELS  # noqa: E402
 from LVMyoSegLib.onnx_export import to_onnx  # noqa: E402
 from LVMyoSegLib.onnx_inference import execution_providers, load_onnx_ensemble, session  # noqa: E402
 from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir  # noqa: E402
+from conftest import copy_with_flipped_byte  # noqa: E402
 
 TOL = 1e-3  # the contract: within 1e-3 of the Keras model
 REPO = Path(__file__).resolve().parents[1]
@@ -116,12 +117,8 @@ def test_bundle_members_carry_hashed_onnx_files_that_predict_like_keras(bundle) 
 
 
 def test_damaged_or_missing_onnx_members_are_refused(bundle, tmp_path: Path) -> None:
-    copy = tmp_path / "copy"
-    shutil.copytree(bundle, copy)
+    copy = copy_with_flipped_byte(bundle, tmp_path / "copy", "member_1.onnx")
     member = copy / "member_1.onnx"
-    data = bytearray(member.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    member.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="member_1.onnx.*SHA-256"):
         load_onnx_ensemble(copy)
     member.unlink()

@@ -349,9 +349,11 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
     config = dataclasses.replace(config, variants=(variant,))
     clock = RunClock(Path(run_dir) / WALL_TIME_FILE)
     prepared = [prepare_case(read_case(dataset_dir, c), config.preprocessing) for c in case_ids]
-    cnns = None
+    cnns, edes_record = None, {}
     if edes_root is not None:
-        cnns = _stage_one_on_all(edes_root, prepared, run_dir, config, initial, clock.tracking(progress), cancel)
+        patients, excluded = usable_patients(read_edes(edes_root))
+        edes_record = {"edes": Path(edes_root).name, "edes_patients": sorted(patients), "edes_excluded": excluded}
+        cnns = _stage_one_on_all(patients, prepared, run_dir, config, initial, clock.tracking(progress), cancel)
     models = train_variants(prepared, run_dir, config, initial=initial, cnns=cnns,
                             progress=clock.tracking(progress), cancel=cancel)
     wall = clock.save()  # summed over every invocation of this run folder (resumes included)
@@ -359,24 +361,17 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
                  preprocessing=config.preprocessing,
                  training={"dataset": Path(dataset_dir).name, "dataset_sha256": dataset_hash(dataset_dir),
                            "cases": case_ids, "settings": config.to_dict(),
-                           **(_edes_record(edes_root) if edes_root is not None else {}),
+                           **edes_record,
                            "wall_time_s": round(wall, 1), "init": str(init_bundle) if init_bundle else "scratch"},
                  metrics=metrics or {}, parent=parent,
                  member_info=[{"seed": config.cnn.seed + i} for i in range(config.members)])
     return Path(bundle_dir)
 
 
-def _edes_record(edes_root: Path) -> dict[str, Any]:
-    """The ED/ES frames' part of a bundle's training record: folder, patients used and excluded."""
-    usable, excluded = usable_patients(read_edes(edes_root))
-    return {"edes": Path(edes_root).name, "edes_patients": sorted(usable), "edes_excluded": excluded}
-
-
-def _stage_one_on_all(edes_root: Path, prepared: Sequence[PreparedCase], run_dir: Path,
+def _stage_one_on_all(patients: dict[str, Any], prepared: Sequence[PreparedCase], run_dir: Path,
                       config: ExperimentConfig, initial: dict[str, list] | None,
                       progress: ProgressFn | None, cancel: Callable[[], bool] | None) -> list:
     """Stage-1 members trained on every ED/ES patient and every cine (each patient's frames once)."""
-    patients, _ = usable_patients(read_edes(edes_root))  # the bundle's training record names the excluded
     cines = {p.case.case_id: p for p in prepared}
     x, y, known, ids = stage_one_arrays(sorted(set(patients) | set(cines)), patients, cines,
                                         config.preprocessing)
