@@ -28,7 +28,7 @@ from LVMyoSegLib.app.module_widget import ModuleWidgetBase
 # Slicer 5.8 (Python 3.9) loads this file, shows UNSUPPORTED and imports nothing else of the Lib.
 UNSUPPORTED = unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion))
 if UNSUPPORTED is None:
-    from LVMyoSegLib import mrml, registry
+    from LVMyoSegLib import mrml
     from LVMyoSegLib.app import batch_job, install, results, review
     from LVMyoSegLib.app.data_dirs import slicer_data_dirs
     from LVMyoSegLib.app.display import show_segmentation
@@ -37,6 +37,7 @@ if UNSUPPORTED is None:
     from LVMyoSegLib.app.result_selection import Action, ResultState, react
     from LVMyoSegLib.app.segmentation import segmentation_job
     from LVMyoSegLib.errors import InputError, LVMyoSegError
+    from LVMyoSegLib.model import registry
 
 
 class LVMyoSeg(ScriptedLoadableModule):

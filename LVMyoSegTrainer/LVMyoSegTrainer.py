@@ -4,7 +4,7 @@ Thin by design: the Widget reads the GUI, the Logic starts the background jobs
 (``PythonSlicer -m LVMyoSegLib.cli loo|train ... --progress-lines``, built by
 :mod:`LVMyoSegLib.app.training_jobs` and run by :mod:`LVMyoSegLib.app.jobs`). A Cancel keeps
 the finished epochs (the same job started again resumes); model versions live in the registry
-(:mod:`LVMyoSegLib.registry`) in the user's local data folder (:mod:`LVMyoSegLib.app.data_dirs`);
+(:mod:`LVMyoSegLib.model.registry`) in the user's local data folder (:mod:`LVMyoSegLib.app.data_dirs`);
 the bundled model is never changed. TensorFlow is installed on the first training only.
 """
 
@@ -26,15 +26,15 @@ from LVMyoSegLib.app.module_widget import ModuleWidgetBase
 # Slicer 5.8 (Python 3.9) loads this file, shows UNSUPPORTED and imports nothing else of the Lib.
 UNSUPPORTED = unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion))
 if UNSUPPORTED is None:
-    from LVMyoSegLib import registry, retraining
-    from LVMyoSegLib.app import install
+    from LVMyoSegLib.app import install, retraining
     from LVMyoSegLib.app.data_dirs import slicer_data_dirs
     from LVMyoSegLib.app.display import show_loo_results
     from LVMyoSegLib.app.export import add_scene_case
     from LVMyoSegLib.app.jobs import Job, JobRunner
     from LVMyoSegLib.app.training_jobs import dataset_cases, leave_one_out_job, training_job
-    from LVMyoSegLib.dataset import list_cases
     from LVMyoSegLib.errors import InputError, LVMyoSegError
+    from LVMyoSegLib.io.dataset import list_cases
+    from LVMyoSegLib.model import registry
 VARIANT_CHOICES = list(retraining.VARIANTS) if UNSUPPORTED is None else ["multi_level"]
 
 
@@ -296,7 +296,7 @@ class LVMyoSegTrainerLogic(ScriptedLoadableModuleLogic):
     Example (Python console)::
 
         logic = slicer.util.getModuleLogic("LVMyoSegTrainer")
-        from LVMyoSegLib.retraining import RetrainSettings
+        from LVMyoSegLib.app.retraining import RetrainSettings
         job = logic.startLeaveOneOut(RetrainSettings("/data/mydataset", init="bundled", cnn_epochs=20))
         logic.waitFor(job)
     """

@@ -37,7 +37,7 @@ def study(sunnybrook_root):
 
     Shared by the whole session: tests must not modify it.
     """
-    from LVMyoSegLib.sunnybrook import list_studies, load_study
+    from LVMyoSegLib.io.sunnybrook import list_studies, load_study
 
     return load_study(list_studies(sunnybrook_root)[0])
 
@@ -56,9 +56,9 @@ def copy_with_flipped_byte(bundle: Path, dest: Path, member: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A tiny untrained 2-member bundle (2 mm x 64 px grid): for tests of paths, not accuracy."""
-    from LVMyoSegLib.bundle import write_bundle
     from LVMyoSegLib.labels import CHANNELS
-    from LVMyoSegLib.networks import build_cnn, build_model
+    from LVMyoSegLib.model.bundle import write_bundle
+    from LVMyoSegLib.model.networks import build_cnn, build_model
 
     path = tmp_path_factory.mktemp("models") / "tiny"
     models = [build_model("multi_level", build_cnn(width=4, seed=s, units=1), seed=s) for s in (0, 1)]
@@ -73,7 +73,7 @@ def phantom_dataset(tmp_path_factory) -> Path:
 
     Shared by the whole session: tests must not modify it.
     """
-    from LVMyoSegLib import dataset, phantom
+    from LVMyoSegLib.io import dataset, phantom
 
     path = tmp_path_factory.mktemp("phantom") / "dataset"
     for seed in range(2):
@@ -112,7 +112,7 @@ class CliRun:
     """One ``lvmyoseg`` command run through CliProcess in a real QProcess, with all it reported."""
 
     def __init__(self, qt_core, args: list[str], work_dir: Path, python: str = sys.executable) -> None:
-        from LVMyoSegLib.cli_process import CliProcess
+        from LVMyoSegLib.app.process import CliProcess
 
         self.lines: list[str] = []
         self.log: list[str] = []

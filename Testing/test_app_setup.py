@@ -7,7 +7,7 @@ from pathlib import Path
 
 from LVMyoSegLib.app import compat
 from LVMyoSegLib.app.data_dirs import data_dirs, local_data_root
-from LVMyoSegLib.registry import ENV_REGISTRY
+from LVMyoSegLib.model.registry import ENV_REGISTRY
 
 
 def test_slicer_5_8_with_python_3_9_is_refused_with_what_is_needed():

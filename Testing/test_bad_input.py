@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from LVMyoSegLib.errors import GeometryError, InputError
-from LVMyoSegLib.readers import read_cine
-from LVMyoSegLib.volume_files import read_frames, write_4d
+from LVMyoSegLib.io.readers import read_cine
+from LVMyoSegLib.io.volume_files import read_frames, write_4d
 
 SUNNYBROOK = Path(os.environ.get("LVMYOSEG_SUNNYBROOK",
                                  Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LVMyoSegLib.bundle import read_manifest
-from LVMyoSegLib.cli import main
-from LVMyoSegLib.cohort import (COLUMNS, input_sha256, list_studies, output_complete, qc_summary)
+from LVMyoSegLib.cli.main import main
 from LVMyoSegLib.errors import InputError
+from LVMyoSegLib.io.volume_files import read_4d
+from LVMyoSegLib.model.bundle import read_manifest
 from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir
-from LVMyoSegLib.volume_files import read_4d
+from LVMyoSegLib.segmentation.cohort import COLUMNS, input_sha256, list_studies, output_complete, qc_summary
 
 SAMPLE = sample_case_dir() / "cine.nrrd"
 NUMBERS = [c for c in COLUMNS if c not in ("source", "runtime_s", "output", "model_sha256", "input_sha256")]
@@ -96,7 +96,7 @@ def _report(folder: Path, labels: np.ndarray) -> dict:
     """A report.json as `segment` writes its function, QC and withholding part (real `assess`)."""
     from test_function_report import GEOMETRY, strict
 
-    from LVMyoSegLib.function_report import assess
+    from LVMyoSegLib.analysis.function_report import assess
 
     t, z, y, x = labels.shape
     report = {"input": {"T": t, "Z": z, "spacing_mm_xyz": list(GEOMETRY.spacing)},
@@ -109,8 +109,8 @@ def _report(folder: Path, labels: np.ndarray) -> dict:
 def test_row_reads_slices_counted_and_qc_from_the_real_report_keys(tmp_path: Path) -> None:
     from test_function_report import rings
 
-    from LVMyoSegLib.cohort import Study, study_row
-    from LVMyoSegLib.qc import FLAG_SCORE
+    from LVMyoSegLib.analysis.qc import FLAG_SCORE
+    from LVMyoSegLib.segmentation.cohort import Study, study_row
 
     labels = rings()
     labels[2, 3] = 0  # frame 2 loses slice 3: not counted there, and QC sees the jumps around it
@@ -131,9 +131,8 @@ def test_row_reads_slices_counted_and_qc_from_the_real_report_keys(tmp_path: Pat
 def test_withheld_function_leaves_the_function_columns_empty_and_says_why(tmp_path: Path) -> None:
     from test_function_report import rings
 
-    from LVMyoSegLib.cohort import Study, study_row
-
     from LVMyoSegLib.labels import MYOCARDIUM
+    from LVMyoSegLib.segmentation.cohort import Study, study_row
 
     labels = rings()
     labels[0][labels[0] == MYOCARDIUM] = 0  # no myocardium on the ED frame (0): nothing can be measured
@@ -149,7 +148,7 @@ def test_withheld_function_leaves_the_function_columns_empty_and_says_why(tmp_pa
 
 def test_a_study_folder_holding_the_users_files_is_refused_before_any_work_and_redone_later(
         tmp_path: Path, capsys) -> None:
-    from LVMyoSegLib.cohort import CohortTable
+    from LVMyoSegLib.segmentation.cohort import CohortTable
 
     inputs, out = tmp_path / "studies", tmp_path / "out"
     inputs.mkdir()
@@ -336,9 +335,9 @@ def test_a_study_folder_is_an_output_unit_foreign_files_refused_old_results_repl
         tmp_path: Path, tiny_bundle: Path) -> None:
     """OUT/<id> follows `segment`'s rules: a folder of the user's is refused and left alone; an
     earlier LVMyoSeg result (the batch redoes only out-of-date ones) is replaced whole."""
-    from LVMyoSegLib.batch import BatchSettings, ModelCache, segment_study
-    from LVMyoSegLib.cohort import Study, model_sha256
     from LVMyoSegLib.files import MARKER_NAME
+    from LVMyoSegLib.segmentation.batch import BatchSettings, ModelCache, segment_study
+    from LVMyoSegLib.segmentation.cohort import Study, model_sha256
 
     settings = BatchSettings(tmp_path / "out", tiny_bundle, 1, "tiny-untrained", model_sha256(tiny_bundle))
     cache = ModelCache(tiny_bundle, 1)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_with_flipped_byte
 
-from LVMyoSegLib.bundle import load_ensemble, load_members, read_manifest, verify_bundle, write_bundle
 from LVMyoSegLib.errors import ModelError
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.inference import predict_ensemble
-from LVMyoSegLib.networks import VARIANTS, build_cnn, build_model, cnn_from_model
-from conftest import copy_with_flipped_byte
+from LVMyoSegLib.model.bundle import load_ensemble, load_members, read_manifest, verify_bundle, write_bundle
+from LVMyoSegLib.model.ensemble import predict_ensemble
+from LVMyoSegLib.model.networks import VARIANTS, build_cnn, build_model, cnn_from_model
 
 PREPROCESSING = {"pixel_mm": 1.0, "crop_size": 32}
 

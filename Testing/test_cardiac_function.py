@@ -1,4 +1,4 @@
-"""Tests of LVMyoSegLib.cardiac_function: synthetic rings (synthetic) and real Sunnybrook labels."""
+"""Tests of LVMyoSegLib.analysis.cardiac_function: synthetic rings (synthetic) and real Sunnybrook labels."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pydicom
 import pytest
 from skimage.draw import polygon
 
-from LVMyoSegLib import cardiac_function as CF
+from LVMyoSegLib.analysis import cardiac_function as CF
 from LVMyoSegLib.cine import Geometry
 from LVMyoSegLib.errors import InputError, LabelError
+from LVMyoSegLib.reporting import figures
 
 SUNNYBROOK = Path(os.environ.get(
     "LVMYOSEG_SUNNYBROOK",
@@ -210,14 +211,14 @@ def test_plots_are_written(tmp_path):
     lm[1] = synthetic_rings([15.0], n_slices=3)[0]
     res = CF.compute_cardiac_function(lm, Geometry((1.0, 1.0, 10.0), (0, 0, 0)), [0.0, 300.0],
                                       rv_insertion=(40.0, 50.0))
-    for fn, name in ((CF.plot_volume_curve, "curve.png"), (CF.plot_thickness, "bullseye.png")):
+    for fn, name in ((figures.plot_volume_curve, "curve.png"), (figures.plot_thickness, "bullseye.png")):
         out = fn(res, tmp_path / name)
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rel = CF.compute_cardiac_function(lm, Geometry((1.0, 1.0, 10.0), (0, 0, 0)))
-    assert CF.plot_thickness(rel, tmp_path / "sectors.png").stat().st_size > 1000
-    assert CF.plot_thickness(rel, tmp_path / "none.png", frame=5).stat().st_size > 1000
+    assert figures.plot_thickness(rel, tmp_path / "sectors.png").stat().st_size > 1000
+    assert figures.plot_thickness(rel, tmp_path / "none.png", frame=5).stat().st_size > 1000
     with pytest.raises(InputError, match="does not exist"):
-        CF.plot_volume_curve(res, tmp_path / "missing" / "x.png")
+        figures.plot_volume_curve(res, tmp_path / "missing" / "x.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bullseye.png", "curve.png", "none.png",
                                                           "sectors.png"]
 

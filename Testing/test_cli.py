@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from LVMyoSegLib.bundle import read_manifest
-from LVMyoSegLib.cli import main
+from LVMyoSegLib.cli.main import main
+from LVMyoSegLib.io.volume_files import read_4d, read_labels_4d
 from LVMyoSegLib.labels import CHANNELS
+from LVMyoSegLib.model.bundle import read_manifest
 from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir
-from LVMyoSegLib.volume_files import read_4d, read_labels_4d
 
 SAMPLE = sample_case_dir() / "cine.nrrd"
 

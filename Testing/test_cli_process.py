@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from LVMyoSegLib.cli_process import ProcessEnd, failure_message
+from LVMyoSegLib.app.process import ProcessEnd, failure_message
 from LVMyoSegLib.resources import sample_case_dir
 
 CINE = sample_case_dir() / "cine.nrrd"

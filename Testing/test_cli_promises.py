@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
+from test_output_folder import hashes, leftovers
 
 from LVMyoSegLib.cine import Geometry
 from LVMyoSegLib.files import MARKER_NAME
+from LVMyoSegLib.io.volume_files import write_4d
 from LVMyoSegLib.resources import sample_case_dir
-from LVMyoSegLib.volume_files import write_4d
-
-from test_output_folder import hashes, leftovers
 
 SAMPLE = sample_case_dir() / "cine.nrrd"
 LIB = Path(__file__).resolve().parents[1] / "LVMyoSeg"
@@ -263,10 +262,10 @@ def test_ctrl_c_ends_with_130_and_no_traceback(tmp_path, tiny_bundle, signum, co
 
 @pytest.mark.slow
 def test_train_register_pins_the_new_version(tmp_path) -> None:
-    from LVMyoSegLib import dataset, phantom
-    from LVMyoSegLib.cli import main
-    from LVMyoSegLib.registry import list_models
-    from LVMyoSegLib.trust import PINS_NAME, bundle_trust
+    from LVMyoSegLib.cli.main import main
+    from LVMyoSegLib.io import dataset, phantom
+    from LVMyoSegLib.model.registry import list_models
+    from LVMyoSegLib.model.trust import PINS_NAME, bundle_trust
 
     for seed in range(2):
         cine, labels = phantom.make_synthetic_cine(n_phases=4, n_slices=2, size=64, seed=seed)

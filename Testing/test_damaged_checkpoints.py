@@ -8,10 +8,11 @@ import pytest
 
 pytest.importorskip("keras")
 
-from LVMyoSegLib import training  # noqa: E402
-from LVMyoSegLib.errors import CancelledError, InputError  # noqa: E402
 from test_output_folder import hashes  # noqa: E402
 from test_training import SMALL, synthetic_network_arrays  # noqa: E402
+
+from LVMyoSegLib.errors import CancelledError, InputError  # noqa: E402
+from LVMyoSegLib.training import loop as training  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from LVMyoSegLib.cine import Cine
-from LVMyoSegLib.dataset import add_case, dataset_hash, list_cases, read_case
 from LVMyoSegLib.errors import InputError, LabelError
+from LVMyoSegLib.io.dataset import add_case, dataset_hash, list_cases, read_case
+from LVMyoSegLib.io.phantom import make_synthetic_cine, sparsify_like_sunnybrook
 from LVMyoSegLib.labels import Labels
-from LVMyoSegLib.phantom import make_synthetic_cine, sparsify_like_sunnybrook
 from LVMyoSegLib.resources import SAMPLE_DIR
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LVMyoSegLib.bundle import verify_bundle
-from LVMyoSegLib.cli import main
-from LVMyoSegLib.dataset import read_case
-from LVMyoSegLib.evaluation import evaluate_case
+from LVMyoSegLib.analysis.evaluation import evaluate_case
+from LVMyoSegLib.cli.main import main
+from LVMyoSegLib.io.dataset import read_case
+from LVMyoSegLib.io.volume_files import read_labels_4d
+from LVMyoSegLib.model.bundle import verify_bundle
 from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir, sample_case_dir
-from LVMyoSegLib.volume_files import read_labels_4d
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_function_withheld_gives_exit_code_3(tmp_path: Path, capsys) -> None:
     outputs are written, the function values are withheld (null, with the reason), stderr says so
     and the exit code is 3."""
     from LVMyoSegLib.cine import Geometry
-    from LVMyoSegLib.volume_files import write_4d
+    from LVMyoSegLib.io.volume_files import write_4d
 
     frames = np.random.default_rng(0).uniform(90.0, 110.0, (4, 3, 128, 128)).astype(np.float32)
     path = tmp_path / "flat.nrrd"

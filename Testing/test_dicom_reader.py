@@ -10,8 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from LVMyoSegLib.dicom_reader import read_dicom_cine
 from LVMyoSegLib.errors import GeometryError, InputError
+from LVMyoSegLib.io.dicom_reader import read_dicom_cine
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LVMyoSegLib import edes, patient_split
+from LVMyoSegLib.analysis.metrics import dice
 from LVMyoSegLib.errors import InputError, LabelError
 from LVMyoSegLib.labels import BLOOD_POOL, CHANNELS, MYOCARDIUM, Labels
-from LVMyoSegLib.metrics import dice
-from LVMyoSegLib.outside_lv import basal_end, with_known_empty_above_base
+from LVMyoSegLib.training import edes, patient_split
+from LVMyoSegLib.training.outside_lv import basal_end, with_known_empty_above_base
 
 CINE_PATIENTS = ["SCD0000101", "SCD0000201", "SCD0000301", "SCD0000401", "SCD0000501"]
 
@@ -146,7 +146,7 @@ def test_folds_are_stratified_and_spread_the_cine_patients(edes_root):
 
 
 def test_a_patient_is_never_on_both_sides(two_patients):
-    from LVMyoSegLib.stage_one_frames import stage_one_arrays
+    from LVMyoSegLib.training.stage_one_frames import stage_one_arrays
 
     patients = {p.patient_id: p for p in two_patients}
     with pytest.raises(InputError, match="SCD0000101 are on both sides"):
@@ -197,12 +197,13 @@ def test_a_basal_slice_with_the_cavity_drawn_keeps_its_myocardium_unknown():
 def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(edes_root, tmp_path):
     """Cines whose case ids are ED/ES patients (SYNTHETIC phantom cines under those ids): the
     cross-validation gives each its own fold, and `loo --stage-one` trains only stage 2."""
-    from LVMyoSegLib import dataset, experiments, phantom
-    from LVMyoSegLib.bundle import load_keras_file
-    from LVMyoSegLib.cross_validation import run_cv
-    from LVMyoSegLib.stage_one_frames import fold_cnn_path
-    from LVMyoSegLib.inference import predict_ensemble
-    from LVMyoSegLib.training import TrainConfig
+    from LVMyoSegLib.io import dataset, phantom
+    from LVMyoSegLib.model.bundle import load_keras_file
+    from LVMyoSegLib.model.ensemble import predict_ensemble
+    from LVMyoSegLib.training import experiments
+    from LVMyoSegLib.training.cross_validation import run_cv
+    from LVMyoSegLib.training.loop import TrainConfig
+    from LVMyoSegLib.training.stage_one_frames import fold_cnn_path
 
     ids = ("SCD0002001", "SCD0002101", "SCD0002201")
     root = _small_copy(edes_root, tmp_path / "frames", ids)
@@ -258,9 +259,10 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
 @pytest.mark.slow
 def test_training_on_every_patient_records_who_was_used_and_set_apart(edes_root, tmp_path):
     """`train --edes`: stage 1 on every usable ED/ES patient (SYNTHETIC phantom cine under one id)."""
-    from LVMyoSegLib import dataset, experiments, phantom
-    from LVMyoSegLib.bundle import read_manifest
-    from LVMyoSegLib.training import TrainConfig
+    from LVMyoSegLib.io import dataset, phantom
+    from LVMyoSegLib.model.bundle import read_manifest
+    from LVMyoSegLib.training import experiments
+    from LVMyoSegLib.training.loop import TrainConfig
 
     ids = ("SCD0002001", "SCD0002101")
     root = _small_copy(edes_root, tmp_path / "frames", ids)

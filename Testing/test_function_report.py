@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from LVMyoSegLib.analysis.function_report import assess
+from LVMyoSegLib.analysis.slice_selection import coverage, decide_slices
 from LVMyoSegLib.cine import Geometry
-from LVMyoSegLib.function_report import assess
 from LVMyoSegLib.labels import BLOOD_POOL, MYOCARDIUM
-from LVMyoSegLib.slice_selection import coverage, decide_slices
 
 GEOMETRY = Geometry((1.0, 1.0, 10.0), (0, 0, 0))
 
@@ -117,7 +117,7 @@ def test_degenerate_results_are_withheld_with_the_reason(case: str) -> None:
 
 def test_expert_labels_of_the_sample_count_the_expert_slices() -> None:
     """The expert contoured slices 1-9 at ED and ES: all count, nothing else; EF 25.8 %."""
-    from LVMyoSegLib.dataset import read_case
+    from LVMyoSegLib.io.dataset import read_case
     from LVMyoSegLib.resources import SAMPLE_DIR
 
     case = read_case(SAMPLE_DIR, "SCD0000101")

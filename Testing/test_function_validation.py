@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from LVMyoSegLib.cli import main
-from LVMyoSegLib.dataset import read_case
-from LVMyoSegLib.function_validation import bland_altman, compare_case
+from LVMyoSegLib.cli.main import main
+from LVMyoSegLib.io.dataset import read_case
+from LVMyoSegLib.io.sunnybrook import cardiac_phases
 from LVMyoSegLib.labels import BLOOD_POOL, MYOCARDIUM
 from LVMyoSegLib.resources import SAMPLE_DIR
-from LVMyoSegLib.sunnybrook import cardiac_phases
+from LVMyoSegLib.training.function_validation import bland_altman, compare_case
 
 
 def _refuse(name):
@@ -113,7 +113,7 @@ def test_validate_function_after_a_real_tiny_loo_run(tmp_path: Path, capsys) -> 
     """`lvmyoseg loo` (2 SYNTHETIC phantom cases, 1-epoch width-4 models: about a minute) then
     `validate-function` on its folder: the folds keep their probabilities for QC, and a
     model this poor gets its function values withheld (with the reason), never NaN."""
-    from LVMyoSegLib import dataset, phantom
+    from LVMyoSegLib.io import dataset, phantom
 
     ds = tmp_path / "dataset"
     for seed in range(2):

@@ -1,4 +1,4 @@
-"""Tests of LVMyoSegLib.inference: the fast ensemble path equals the plain Keras model call.
+"""Tests of LVMyoSegLib.model.ensemble: the fast ensemble path equals the plain Keras model call.
 
 Models are real networks (small ones for speed, product-size ones on a real Sunnybrook
 study) whose BatchNormalization statistics are calibrated on data, so folding them into
@@ -12,11 +12,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from LVMyoSegLib import networks  # noqa: E402
-from LVMyoSegLib.bundle import load_ensemble, write_bundle  # noqa: E402
 from LVMyoSegLib.errors import CancelledError, InputError  # noqa: E402
-from LVMyoSegLib.inference import Ensemble, EnsemblePredictor, FoldedModel, predict_ensemble  # noqa: E402
 from LVMyoSegLib.labels import CHANNELS  # noqa: E402
+from LVMyoSegLib.model import networks  # noqa: E402
+from LVMyoSegLib.model.bundle import load_ensemble, write_bundle  # noqa: E402
+from LVMyoSegLib.model.ensemble import Ensemble, EnsemblePredictor, FoldedModel, predict_ensemble  # noqa: E402
 
 TOL = 1e-3  # the contract: within 1e-3 of the plain Keras model call
 
@@ -138,8 +138,8 @@ def test_bad_input_is_refused(small_members):
 @pytest.mark.slow
 def test_product_size_ensemble_on_a_real_study(sunnybrook_root):
     """A ResNet-56 (width 16) multi-level member at the product's 4/3 mm, 96-pixel crop, on real frames."""
-    from LVMyoSegLib import preprocess
-    from LVMyoSegLib.readers import read_cine
+    from LVMyoSegLib.io.readers import read_cine
+    from LVMyoSegLib.preprocessing import preprocess
 
     cine = read_cine(sunnybrook_root / "dicom" / "SCD0000101")
     transform = preprocess.localise(cine, pixel_mm=4 / 3, crop_size=96)

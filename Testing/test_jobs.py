@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from LVMyoSegLib.app.jobs import Job, JobRunner
-from LVMyoSegLib.cli_process import parse_progress_line
 from LVMyoSegLib.errors import InputError, ModelError
+from LVMyoSegLib.progress import parse_progress_line
 from LVMyoSegLib.resources import sample_case_dir
 
 

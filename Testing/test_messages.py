@@ -9,23 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_output_folder import hashes
 
-from LVMyoSegLib.bundle import MANIFEST_NAME, load_ensemble, sha256_file, verify_bundle, write_bundle
 from LVMyoSegLib.cine import Geometry
 from LVMyoSegLib.errors import GeometryError, InputError, ModelError
+from LVMyoSegLib.files import sha256_file
+from LVMyoSegLib.io.readers import read_cine
+from LVMyoSegLib.io.volume_files import write_4d
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.preprocess import CropTransform
-from LVMyoSegLib.readers import read_cine
-from LVMyoSegLib.volume_files import write_4d
-
-from test_output_folder import hashes
+from LVMyoSegLib.model.bundle import MANIFEST_NAME, load_ensemble, verify_bundle, write_bundle
+from LVMyoSegLib.preprocessing.preprocess import CropTransform
 
 PREPROCESSING = {"pixel_mm": 2.0, "crop_size": 32}
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    from LVMyoSegLib.networks import build_cnn, build_model
+    from LVMyoSegLib.model.networks import build_cnn, build_model
 
     path = tmp_path_factory.mktemp("bundles") / "tiny"
     write_bundle(path, [build_model("multi_level", build_cnn(crop_size=32, width=4, units=1, seed=0))],
@@ -82,7 +82,7 @@ def test_crop_transform_record_names_where_and_the_fix() -> None:
 
 
 def test_missing_dataset_suggests_commands_that_exist(tmp_path) -> None:
-    from LVMyoSegLib.dataset import list_cases
+    from LVMyoSegLib.io.dataset import list_cases
 
     with pytest.raises(InputError) as info:
         list_cases(tmp_path)
@@ -133,8 +133,8 @@ def test_duplicated_dicom_file_is_named(sunnybrook_root, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_partly_built_sunnybrook_dataset_is_completed(sunnybrook_root, tmp_path) -> None:
-    from LVMyoSegLib.dataset import list_cases
-    from LVMyoSegLib.sunnybrook import sunnybrook_to_dataset
+    from LVMyoSegLib.io.dataset import list_cases
+    from LVMyoSegLib.io.sunnybrook import sunnybrook_to_dataset
 
     dataset = tmp_path / "ds"
     first = sunnybrook_to_dataset(sunnybrook_root, dataset)

@@ -1,4 +1,4 @@
-"""Tests of LVMyoSegLib.metrics: DSC, HD, APD (mm) on known shapes and real Sunnybrook contours."""
+"""Tests of LVMyoSegLib.analysis.metrics: DSC, HD, APD (mm) on known shapes and real Sunnybrook contours."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from skimage.draw import polygon
 
-from LVMyoSegLib import metrics as M
+from LVMyoSegLib.analysis import metrics as M
 from LVMyoSegLib.errors import InputError
 
 SUNNYBROOK = Path(os.environ.get(

@@ -25,8 +25,8 @@ from vtk.util import numpy_support  # noqa: E402
 from LVMyoSegLib import mrml  # noqa: E402
 from LVMyoSegLib.cine import Cine, Geometry  # noqa: E402
 from LVMyoSegLib.errors import GeometryError, InputError, LabelError  # noqa: E402
+from LVMyoSegLib.io.sunnybrook import cardiac_phases  # noqa: E402
 from LVMyoSegLib.labels import BLOOD_POOL, MYOCARDIUM  # noqa: E402
-from LVMyoSegLib.sunnybrook import cardiac_phases  # noqa: E402
 
 pytestmark = pytest.mark.mrml
 BINARY = "Binary labelmap"
@@ -336,7 +336,7 @@ def test_slices_table_user_choice_recomputes_and_review_list_jumps(scene, study)
     """The slices table shows each frame-slice's decision and reason; setting ``counted`` to 0
     and recomputing excludes that slice from the volumes; a review-list entry moves the
     browser to its phase and the slice views onto its slice."""
-    from LVMyoSegLib.function_report import assess
+    from LVMyoSegLib.analysis.function_report import assess
 
     dicom, labels = study
     cine = dicom.cine
@@ -379,7 +379,7 @@ def test_slices_table_user_choice_recomputes_and_review_list_jumps(scene, study)
 def test_rv_insertion_markup_gives_aha_thickness_table(scene, study):
     """A point list placed in Slicer (RAS) becomes the LPS RV insertion point; the thickness table
     then carries AHA segment numbers, equal to what compute_cardiac_function gives."""
-    from LVMyoSegLib.cardiac_function import compute_cardiac_function
+    from LVMyoSegLib.analysis.cardiac_function import compute_cardiac_function
 
     dicom, labels = study
     g = dicom.cine.geometry

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from LVMyoSegLib import networks
+from LVMyoSegLib.model import networks
 
 
 def _layers(model: keras.Model):
@@ -51,7 +51,8 @@ def test_subsampled_projection_equals_a_strided_1x1_convolution() -> None:
 
 CHILD = textwrap.dedent("""
     import numpy as np
-    from LVMyoSegLib import networks, training
+    from LVMyoSegLib.model import networks
+    from LVMyoSegLib.training import loop as training
     rng = np.random.default_rng(0)
     for width in (4, 8, 12):
         model = networks.build_cnn(64, width=width, units=1)

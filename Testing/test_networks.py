@@ -1,4 +1,4 @@
-"""Tests of LVMyoSegLib.networks: shapes, ConvLSTM equations, circular connection, saving, MACs."""
+"""Tests of LVMyoSegLib.model.networks: shapes, ConvLSTM equations, circular connection, saving, MACs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from LVMyoSegLib import networks  # noqa: E402
-from LVMyoSegLib.networks import PeepholeConvLSTM2D  # noqa: E402
+from LVMyoSegLib.model import networks  # noqa: E402
+from LVMyoSegLib.model.networks import PeepholeConvLSTM2D  # noqa: E402
 
 
 def _x(shape, seed=0):

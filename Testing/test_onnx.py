@@ -19,16 +19,17 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from LVMyoSegLib import networks  # noqa: E402
-from LVMyoSegLib.bundle import (MANIFEST_NAME, add_onnx_members, load_members, sha256_file,  # noqa: E402
-                                verify_bundle, write_bundle)
-from LVMyoSegLib.errors import InputError, ModelError  # noqa: E402
-from LVMyoSegLib.inference import predict_ensemble  # noqa: E402
-from LVMyoSegLib.labels import CHANNELS  # noqa: E402
-from LVMyoSegLib.onnx_export import to_onnx  # noqa: E402
-from LVMyoSegLib.onnx_inference import execution_providers, load_onnx_ensemble, session  # noqa: E402
-from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir  # noqa: E402
 from conftest import copy_with_flipped_byte  # noqa: E402
+
+from LVMyoSegLib.errors import InputError, ModelError  # noqa: E402
+from LVMyoSegLib.files import sha256_file  # noqa: E402
+from LVMyoSegLib.labels import CHANNELS  # noqa: E402
+from LVMyoSegLib.model import networks  # noqa: E402
+from LVMyoSegLib.model.bundle import MANIFEST_NAME, add_onnx_members, load_members, verify_bundle, write_bundle  # noqa: E402
+from LVMyoSegLib.model.ensemble import predict_ensemble  # noqa: E402
+from LVMyoSegLib.model.onnx_export import to_onnx  # noqa: E402
+from LVMyoSegLib.model.onnx_runtime import execution_providers, load_onnx_ensemble, session  # noqa: E402
+from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir  # noqa: E402
 
 TOL = 1e-3  # the contract: within 1e-3 of the Keras model
 REPO = Path(__file__).resolve().parents[1]
@@ -187,8 +188,8 @@ def test_execution_provider_choice() -> None:
 @pytest.mark.slow
 def test_shipped_bundle_onnx_member_equals_its_keras_member() -> None:
     """The bundled model's ONNX member against its Keras member on the real sample study."""
-    from LVMyoSegLib import preprocess
-    from LVMyoSegLib.volume_files import read_4d
+    from LVMyoSegLib.io.volume_files import read_4d
+    from LVMyoSegLib.preprocessing import preprocess
 
     manifest, (model,) = load_members(bundled_model_dir())
     cine = read_4d(sample_case_dir() / "cine.nrrd")

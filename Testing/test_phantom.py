@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
+from LVMyoSegLib.io.phantom import contraction, make_synthetic_cine, sparsify_like_sunnybrook, synthetic_es_phase
 from LVMyoSegLib.labels import BLOOD_POOL, CHANNELS, MYOCARDIUM
-from LVMyoSegLib.phantom import (contraction, make_synthetic_cine, sparsify_like_sunnybrook,
-                                 synthetic_es_phase)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from LVMyoSegLib.process_tree import descendants, kill_tree
+from LVMyoSegLib.app.process_tree import descendants, kill_tree
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the test reads POSIX process states")
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from LVMyoSegLib import registry
-from LVMyoSegLib.bundle import MANIFEST_NAME, read_manifest, sha256_file, verify_bundle, write_bundle
 from LVMyoSegLib.errors import ModelError
+from LVMyoSegLib.files import sha256_file
 from LVMyoSegLib.labels import CHANNELS
+from LVMyoSegLib.model import registry
+from LVMyoSegLib.model.bundle import MANIFEST_NAME, read_manifest, verify_bundle, write_bundle
 from LVMyoSegLib.resources import MODELS_DIR, bundled_model_dir
 
 LOO_METRICS = {"before": {"dsc": {"mean": 0.61, "sd": 0.1, "folds": 3}},
@@ -21,7 +22,7 @@ LOO_METRICS = {"before": {"dsc": {"mean": 0.61, "sd": 0.1, "folds": 3}},
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     """A real (tiny, untrained) one-member CNN bundle written by bundle.write_bundle."""
-    from LVMyoSegLib import networks
+    from LVMyoSegLib.model import networks
 
     path = tmp_path_factory.mktemp("bundles") / "tiny-cnn"
     write_bundle(path, [networks.build_cnn(width=4, units=1, seed=0)], model_id="tiny-cnn", variant="cnn",
@@ -152,7 +153,7 @@ def test_metrics_summary_forms():
 
 
 def test_command_line_init_resolves_registered_ids(bundle, tmp_path):
-    from LVMyoSegLib import cli
+    from LVMyoSegLib.cli import main as cli
 
     reg = tmp_path / "models"
     registry.register(bundle, reg)

@@ -47,7 +47,7 @@ def test_keras_pin_excludes_the_versions_that_cannot_read_the_bundle() -> None:
 @pytest.mark.slow
 def test_installed_keras_meets_the_pin_and_reads_and_writes_the_bundle(tmp_path: Path) -> None:
     keras = pytest.importorskip("keras")
-    from LVMyoSegLib.bundle import load_members, write_bundle
+    from LVMyoSegLib.model.bundle import load_members, write_bundle
     from LVMyoSegLib.resources import bundled_model_dir
 
     assert keras.__version__ in _keras_pin()

@@ -9,9 +9,10 @@ import pytest
 
 pytest.importorskip("slicer", reason="the MRML library is missing: install slicer-core")
 
-from LVMyoSegLib import dataset, mrml, phantom  # noqa: E402
+from LVMyoSegLib import mrml  # noqa: E402
 from LVMyoSegLib.app import export, results, review  # noqa: E402
 from LVMyoSegLib.errors import InputError, LabelError  # noqa: E402
+from LVMyoSegLib.io import dataset, phantom
 
 pytestmark = pytest.mark.mrml
 
@@ -84,7 +85,7 @@ def test_unticked_slice_lowers_edv_and_review_item_jumps(scene, study):
     from scipy import ndimage
 
     from LVMyoSegLib.cine import Cine
-    from LVMyoSegLib.sunnybrook import cardiac_phases
+    from LVMyoSegLib.io.sunnybrook import cardiac_phases
 
     dicom, expert = study
     phases = sorted(cardiac_phases(expert))  # the two labelled frames only: 10x less to put in the scene

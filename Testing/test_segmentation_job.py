@@ -11,8 +11,8 @@ from LVMyoSegLib import mrml  # noqa: E402
 from LVMyoSegLib.app import results  # noqa: E402
 from LVMyoSegLib.app.jobs import JobRunner  # noqa: E402
 from LVMyoSegLib.app.segmentation import segmentation_job  # noqa: E402
-from LVMyoSegLib.dataset import read_case  # noqa: E402
 from LVMyoSegLib.errors import InputError  # noqa: E402
+from LVMyoSegLib.io.dataset import read_case  # noqa: E402
 from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir  # noqa: E402
 
 pytestmark = pytest.mark.mrml

@@ -10,9 +10,9 @@ import pytest
 from scipy import ndimage as ndi
 
 from LVMyoSegLib.errors import InputError, LabelError
+from LVMyoSegLib.io.sunnybrook import (CONTOUR_ORIGIN, cardiac_phases, contour_mask, list_studies, load_study,
+                                       read_contour_file, study_contours)
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.sunnybrook import (CONTOUR_ORIGIN, cardiac_phases, contour_mask, list_studies,
-                                    load_study, read_contour_file, study_contours)
 
 DATA = Path(os.environ.get("LVMYOSEG_SUNNYBROOK",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))

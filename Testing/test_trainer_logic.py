@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LVMyoSegLib import cli, dataset, experiments, phantom, registry, retraining
-from LVMyoSegLib.cli_process import parse_progress_line
+from LVMyoSegLib.analysis.evaluation import case_summary, evaluate_case
+from LVMyoSegLib.app import retraining
 from LVMyoSegLib.cine import Cine, Geometry
+from LVMyoSegLib.cli import main as cli
 from LVMyoSegLib.errors import InputError, LabelError, ModelError
-from LVMyoSegLib.evaluation import case_summary, evaluate_case
+from LVMyoSegLib.io import dataset, phantom
 from LVMyoSegLib.labels import Labels
-
-
+from LVMyoSegLib.model import registry
+from LVMyoSegLib.progress import parse_progress_line
+from LVMyoSegLib.training import experiments
 
 # ------------------------------------------------------------------ fixtures
 
@@ -48,7 +50,7 @@ def loo_results_file(tmp_path_factory, phantom_dataset) -> Path:
 def _tiny_bundle(folder: Path) -> Path:
     """A tiny CNN (width 8, one unit per stage) trained briefly on two fully labelled SYNTHETIC
     phantoms: a model that has never seen real data."""
-    from LVMyoSegLib.training import TrainConfig
+    from LVMyoSegLib.training.loop import TrainConfig
 
     data = folder / "phantom-full"
     for seed in range(2):
@@ -370,7 +372,7 @@ def test_train_and_register_through_the_cli(cli_run, tiny_bundle, phantom_datase
 
 def _shrunk_study(study, n_slices: int) -> tuple[Cine, Labels]:
     """A real Sunnybrook study cut to ``n_slices`` consecutive mid-ventricular slices (all phases)."""
-    from LVMyoSegLib.sunnybrook import load_study
+    from LVMyoSegLib.io.sunnybrook import load_study
 
     dicom, labels = load_study(study)
     labelled = np.flatnonzero(labels.known[:, :, 0].any(axis=0))
@@ -393,8 +395,8 @@ def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, tiny_bund
     """
     import dataclasses
 
-    from LVMyoSegLib.sunnybrook import list_studies
-    from LVMyoSegLib.training import TrainConfig
+    from LVMyoSegLib.io.sunnybrook import list_studies
+    from LVMyoSegLib.training.loop import TrainConfig
 
     real = tmp_path / "sunnybrook-subset"
     for study in list_studies(sunnybrook_root)[:3]:
@@ -427,7 +429,7 @@ def test_resumed_training_records_the_time_of_every_invocation(phantom_dataset, 
     import time
 
     from LVMyoSegLib.errors import CancelledError
-    from LVMyoSegLib.training import TrainConfig
+    from LVMyoSegLib.training.loop import TrainConfig
 
     tiny = TrainConfig(epochs=3, width=8, units=1, frames_per_batch=8)
     config = experiments.ExperimentConfig(variants=("cnn",), members=1, cnn=tiny, rnn=tiny,

@@ -1,4 +1,4 @@
-"""Tests of LVMyoSegLib.training and .augment on the SYNTHETIC phantom (small, fast models).
+"""Tests of LVMyoSegLib.training.loop and .augment on the SYNTHETIC phantom (small, fast models).
 
 Models here are ResNets with 1 unit per stage and width 4 (the product uses 9 and
 16): the training machinery is the same, the runs take seconds.
@@ -15,10 +15,11 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from LVMyoSegLib import networks, training  # noqa: E402
-from LVMyoSegLib.augment import AugmentConfig, augment_batch, draw_transform  # noqa: E402
 from LVMyoSegLib.errors import CancelledError, InputError  # noqa: E402
-from LVMyoSegLib.phantom import make_synthetic_cine, sparsify_like_sunnybrook  # noqa: E402
+from LVMyoSegLib.io.phantom import make_synthetic_cine, sparsify_like_sunnybrook  # noqa: E402
+from LVMyoSegLib.model import losses, networks  # noqa: E402
+from LVMyoSegLib.training import loop as training  # noqa: E402
+from LVMyoSegLib.training.augment import AugmentConfig, augment_batch, draw_transform  # noqa: E402
 
 SMALL = dict(width=4, units=1)
 
@@ -58,26 +59,26 @@ def test_masked_loss_gives_zero_gradient_to_unlabelled_frames(dice_weight):
     targets, probs, weight = _loss_inputs()
     p = tf.Variable(probs)
     with tf.GradientTape() as tape:
-        loss = training.masked_loss(targets, p, weight, dice_weight)
+        loss = losses.masked_loss(targets, p, weight, dice_weight)
     grad = tape.gradient(loss, p).numpy()
     assert np.all(grad[0, 1] == 0) and np.all(grad[1, 3, ..., 0] == 0)
     assert np.all(grad[1, 3, ..., 1] != 0) and np.all(grad[0, 0] != 0)
     altered = targets.copy()
     altered[0, 1] = 1 - altered[0, 1]
     altered[1, 3, ..., 0] = -7.0
-    assert float(training.masked_loss(altered, probs, weight, dice_weight)) == float(loss)
+    assert float(losses.masked_loss(altered, probs, weight, dice_weight)) == float(loss)
 
 
 def test_masked_loss_is_cross_entropy_over_labelled_pixels():
     targets, probs, weight = _loss_inputs(1)
     w = np.broadcast_to(weight[:, :, None, None, :], targets.shape).astype(bool)
     bce = -(targets * np.log(probs) + (1 - targets) * np.log(1 - probs))
-    assert float(training.masked_loss(targets, probs, weight)) == pytest.approx(bce[w].mean(), rel=1e-5)
-    packed = training.pack_targets(targets, weight > 0)
-    assert np.all(packed[0, 1] == training.UNKNOWN)
-    loss_fn = training.MaskedSegmentationLoss(dice_weight=0.5)
+    assert float(losses.masked_loss(targets, probs, weight)) == pytest.approx(bce[w].mean(), rel=1e-5)
+    packed = losses.pack_targets(targets, weight > 0)
+    assert np.all(packed[0, 1] == losses.UNKNOWN)
+    loss_fn = losses.MaskedSegmentationLoss(dice_weight=0.5)
     assert float(loss_fn(packed, probs)) == pytest.approx(
-        float(training.masked_loss(targets, probs, weight, 0.5)), rel=1e-6)
+        float(losses.masked_loss(targets, probs, weight, 0.5)), rel=1e-6)
 
 
 def test_unlabelled_frame_targets_do_not_change_the_model_gradient():
@@ -85,11 +86,11 @@ def test_unlabelled_frame_targets_do_not_change_the_model_gradient():
     x, y, k = synthetic_network_arrays(n_phases=3, n_slices=1, size=32)
     k = k.copy()
     k[0, 1] = False
-    loss_fn = training.MaskedSegmentationLoss(dice_weight=0.5)
+    loss_fn = losses.MaskedSegmentationLoss(dice_weight=0.5)
 
     def grads(targets):
         with tf.GradientTape() as tape:
-            loss = loss_fn(training.pack_targets(targets, k), cnn(x, training=True))
+            loss = loss_fn(losses.pack_targets(targets, k), cnn(x, training=True))
         return [g.numpy() for g in tape.gradient(loss, cnn.trainable_weights)]
 
     y2 = y.copy()
@@ -259,8 +260,8 @@ def test_ensemble_members_use_their_own_seed_and_cnn(tmp_path):
     again = training.train_ensemble(x, y, k, tmp_path, members=2, variant="one_level", cnn_config=cfg)
     assert all(_weights_equal(a, b) for a, b in zip(again, members))
     # members of one run, trained here or reloaded from their checkpoints, form one ensemble
-    from LVMyoSegLib.bundle import load_ensemble, write_bundle
-    from LVMyoSegLib.inference import Ensemble
+    from LVMyoSegLib.model.bundle import load_ensemble, write_bundle
+    from LVMyoSegLib.model.ensemble import Ensemble
 
     assert len(Ensemble.of_models([members[0], again[1]])) == 2
     write_bundle(tmp_path / "bundle", members, model_id="t", variant="one_level", channels=("a", "b"),

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from LVMyoSegLib import retraining
+from LVMyoSegLib.app import retraining
 from LVMyoSegLib.app.jobs import JobRunner
-from LVMyoSegLib.app.training_jobs import dataset_cases, leave_one_out_job, training_job, trained_variant
+from LVMyoSegLib.app.training_jobs import dataset_cases, leave_one_out_job, trained_variant, training_job
 from LVMyoSegLib.errors import InputError, ModelError
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from LVMyoSegLib import resources
-from LVMyoSegLib.bundle import MANIFEST_NAME, load_ensemble, load_members, sha256_file, verify_bundle, write_bundle
 from LVMyoSegLib.errors import ModelError
+from LVMyoSegLib.files import sha256_file
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.networks import build_cnn, build_model
-from LVMyoSegLib.registry import list_models, register, resolve
-from LVMyoSegLib.trust import BUNDLED_MANIFEST_SHA256, PINS_NAME, bundle_trust
+from LVMyoSegLib.model.bundle import MANIFEST_NAME, load_ensemble, load_members, verify_bundle, write_bundle
+from LVMyoSegLib.model.networks import build_cnn, build_model
+from LVMyoSegLib.model.registry import list_models, register, resolve
+from LVMyoSegLib.model.trust import BUNDLED_MANIFEST_SHA256, PINS_NAME, bundle_trust
 
 PREPROCESSING = {"pixel_mm": 2.0, "crop_size": 32}
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from LVMyoSegLib.dataset import add_case
-from LVMyoSegLib.figures import overlay_montage
-from LVMyoSegLib.phantom import make_synthetic_cine
-from LVMyoSegLib.volume_files import write_4d
+from LVMyoSegLib.io.dataset import add_case
+from LVMyoSegLib.io.phantom import make_synthetic_cine
+from LVMyoSegLib.io.volume_files import write_4d
+from LVMyoSegLib.reporting.figures import overlay_montage
 
 
 @pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])
@@ -27,9 +27,9 @@ def modes(root: Path) -> dict[str, int]:
 
 
 def test_volumes_figures_datasets_and_bundles_follow_the_umask(tmp_path, mask) -> None:
-    from LVMyoSegLib.bundle import write_bundle
     from LVMyoSegLib.labels import CHANNELS
-    from LVMyoSegLib.networks import build_cnn, build_model
+    from LVMyoSegLib.model.bundle import write_bundle
+    from LVMyoSegLib.model.networks import build_cnn, build_model
 
     cine, labels = make_synthetic_cine(n_phases=4, n_slices=2, size=48, seed=1)
     out = tmp_path / "out"

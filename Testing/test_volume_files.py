@@ -12,10 +12,9 @@ import SimpleITK as sitk
 
 from LVMyoSegLib.cine import Cine, Geometry
 from LVMyoSegLib.errors import GeometryError, InputError, LabelError
-from LVMyoSegLib.phantom import make_synthetic_cine
-from LVMyoSegLib.readers import read_cine
-from LVMyoSegLib.volume_files import (channel_path, read_4d, read_frames, read_labels_4d,
-                                      read_volume_4d, write_4d)
+from LVMyoSegLib.io.phantom import make_synthetic_cine
+from LVMyoSegLib.io.readers import read_cine
+from LVMyoSegLib.io.volume_files import channel_path, read_4d, read_frames, read_labels_4d, read_volume_4d, write_4d
 
 SUNNYBROOK = Path(os.environ.get("LVMYOSEG_SUNNYBROOK",
                                  Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))

@@ -39,9 +39,9 @@ except ImportError:
 
 import keras  # noqa: E402
 
-from LVMyoSegLib import networks  # noqa: E402
+from LVMyoSegLib.io.sunnybrook import default_root  # noqa: E402
 from LVMyoSegLib.labels import CHANNELS  # noqa: E402
-from LVMyoSegLib.sunnybrook import default_root  # noqa: E402
+from LVMyoSegLib.model import networks  # noqa: E402
 
 PRODUCT_PREPROCESSING = {"pixel_mm": 4 / 3, "crop_size": 96}   # the bundled model's settings
 DEFAULT_STUDY = "SCD0000101"
@@ -240,7 +240,7 @@ def untrained_model(variant: str, seed: int = 0) -> keras.Model:
 
 
 def inference_rows(limit: ConvLimit, slices: int, repeats: int) -> tuple[list[list[Any]], dict]:
-    from LVMyoSegLib import inference
+    from LVMyoSegLib.model import ensemble as inference
 
     crop = PRODUCT_PREPROCESSING["crop_size"]
     x = np.random.default_rng(1).standard_normal((slices, FRAMES, crop, crop, 1), dtype=np.float32)
@@ -271,7 +271,8 @@ def inference_rows(limit: ConvLimit, slices: int, repeats: int) -> tuple[list[li
 
 
 def _compile_for_training(model: keras.Model) -> None:
-    from LVMyoSegLib.training import MaskedSegmentationLoss, TrainConfig
+    from LVMyoSegLib.model.losses import MaskedSegmentationLoss
+    from LVMyoSegLib.training.loop import TrainConfig
 
     optimizer = keras.optimizers.Adam(learning_rate=1e-3)
     model.compile(optimizer=optimizer, loss=MaskedSegmentationLoss(TrainConfig().dice_weight))
@@ -281,8 +282,8 @@ def _compile_for_training(model: keras.Model) -> None:
 def training_rows(limit: ConvLimit, repeats: int, epoch_items: dict[str, float]
                   ) -> tuple[list[list[Any]], dict]:
     """Stage 1 (CNN on labelled frames) and stage 2 (head on cached features) train steps."""
-    from LVMyoSegLib.experiments import ExperimentConfig
-    from LVMyoSegLib.training import pack_targets
+    from LVMyoSegLib.model.losses import pack_targets
+    from LVMyoSegLib.training.experiments import ExperimentConfig
 
     cfg = ExperimentConfig()
     crop = PRODUCT_PREPROCESSING["crop_size"]
@@ -336,8 +337,8 @@ def labelled_items(root: Path) -> dict[str, float]:
 
     Averaged over the 5 folds (4 training studies), minus the validation fraction.
     """
-    from LVMyoSegLib.experiments import ExperimentConfig
-    from LVMyoSegLib.sunnybrook import list_studies, study_contours
+    from LVMyoSegLib.io.sunnybrook import list_studies, study_contours
+    from LVMyoSegLib.training.experiments import ExperimentConfig
 
     frames = cycles = 0
     studies = list_studies(root)
@@ -396,7 +397,7 @@ def build_bundles(folder: Path, members: int, given: Path | None,
     ``members`` its members are repeated (same compute, realistic masks). The other
     variants get untrained members of the product architecture built here.
     """
-    from LVMyoSegLib.bundle import load_members, write_bundle
+    from LVMyoSegLib.model.bundle import load_members, write_bundle
 
     out: dict[str, BenchBundle] = {}
     if given is not None:
@@ -434,7 +435,7 @@ class KerasRuntime:
     def __init__(self, ensemble) -> None:
         import tensorflow as tf
 
-        from LVMyoSegLib.inference import EnsemblePredictor
+        from LVMyoSegLib.model.ensemble import EnsemblePredictor
 
         self._predictor = EnsemblePredictor(ensemble)
         self._members = len(ensemble)
@@ -468,8 +469,8 @@ class CpuTimed:
 
 def load_runtime(bundle: Path, members: int, runtime: str):
     """``(manifest, ensemble)`` for ``segment_cine(loaded=...)``: ONNX Runtime (the product) or Keras."""
-    from LVMyoSegLib.bundle import load_ensemble
-    from LVMyoSegLib.onnx_inference import load_onnx_ensemble
+    from LVMyoSegLib.model.bundle import load_ensemble
+    from LVMyoSegLib.model.onnx_runtime import load_onnx_ensemble
 
     if runtime == "onnx":
         manifest, ensemble = load_onnx_ensemble(bundle, members)
@@ -483,8 +484,8 @@ def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path,
                  runtime: str = "onnx") -> tuple[dict, Any]:
     """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process)."""
     from LVMyoSegLib.files import output_folder
-    from LVMyoSegLib.pipeline import segment_cine
-    from LVMyoSegLib.segment_outputs import write_segmentation_outputs
+    from LVMyoSegLib.segmentation.outputs import write_segmentation_outputs
+    from LVMyoSegLib.segmentation.pipeline import segment_cine
 
     t0 = time.perf_counter()
     loaded = load_runtime(bundle, members, runtime)
@@ -523,9 +524,9 @@ def naive_network(models: list, x: np.ndarray, variant: str) -> float:
 
 def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list: list[int],
                  naive_members: list[int], bundles: dict[str, BenchBundle]) -> tuple[list, list, dict]:
-    from LVMyoSegLib import preprocess
-    from LVMyoSegLib.bundle import load_members
-    from LVMyoSegLib.readers import read_cine
+    from LVMyoSegLib.io.readers import read_cine
+    from LVMyoSegLib.model.bundle import load_members
+    from LVMyoSegLib.preprocessing import preprocess
 
     t0 = time.perf_counter()
     cine = read_cine(study)
@@ -581,13 +582,13 @@ import numpy as np
 runtime, bundle, x_path, members = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 x = np.load(x_path)
 if runtime == "onnx":
-    from LVMyoSegLib.onnx_inference import load_onnx_ensemble
+    from LVMyoSegLib.model.onnx_runtime import load_onnx_ensemble
     t1 = time.perf_counter()
     ensemble = load_onnx_ensemble(bundle, members)[1]
     predict = ensemble.predict
 else:
-    from LVMyoSegLib.bundle import load_ensemble
-    from LVMyoSegLib.inference import EnsemblePredictor
+    from LVMyoSegLib.model.bundle import load_ensemble
+    from LVMyoSegLib.model.ensemble import EnsemblePredictor
     t1 = time.perf_counter()
     predict = EnsemblePredictor(load_ensemble(bundle, members)[1]).predict
 t2 = time.perf_counter()
@@ -617,9 +618,9 @@ def cold_start(runtime: str, bundle: Path, x: np.ndarray, members: int) -> dict:
 
 def runtime_rows(study: Path, bundle: Path, members: int, repeats: int) -> tuple[list, list, dict]:
     """End-to-end ``segment`` through Keras and through ONNX Runtime, alternating; cold starts."""
-    from LVMyoSegLib import preprocess
-    from LVMyoSegLib.bundle import read_manifest
-    from LVMyoSegLib.readers import read_cine
+    from LVMyoSegLib.io.readers import read_cine
+    from LVMyoSegLib.model.bundle import read_manifest
+    from LVMyoSegLib.preprocessing import preprocess
 
     t0 = time.perf_counter()
     cine = read_cine(study)
@@ -671,7 +672,7 @@ _COLD_HEAD = ["runtime", "import s", "load s", "first predict s (1 slice)", "sec
 
 def child_memory(args: argparse.Namespace) -> None:
     """In a fresh process: read, segment and write one (scaled) study; print peak RSS as JSON."""
-    from LVMyoSegLib.readers import read_cine
+    from LVMyoSegLib.io.readers import read_cine
 
     t0 = time.perf_counter()
     cine = scaled_cine(subset_slices(read_cine(Path(args.study)), args.slices), args.scale)

@@ -27,14 +27,14 @@ import sys
 import time
 
 import numpy as np
-
 from machine import cpu_kind
 
 STEP = r"""
 import json, sys, time
 import numpy as np
 import keras
-from LVMyoSegLib import networks, training
+from LVMyoSegLib.model import networks
+from LVMyoSegLib.training import loop as training
 if sys.argv[1] == "bf16":
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
 if sys.argv[1] == "strided":  # the earlier projection: a 1x1 convolution with stride 2
@@ -53,7 +53,7 @@ model = networks.build_cnn(96, width=16)
 training._compile(model, 1e-3, training.TrainConfig())
 rng = np.random.default_rng(0)
 x = rng.normal(size=(16, 1, 96, 96, 1)).astype("float32")
-y = training.pack_targets((rng.random((16, 1, 96, 96, 2)) > 0.5).astype("float32"), np.ones((16, 1, 2), bool))
+y = losses.pack_targets((rng.random((16, 1, 96, 96, 2)) > 0.5).astype("float32"), np.ones((16, 1, 2), bool))
 for _ in range(2):
     model.train_on_batch(x, y)
 steps = int(sys.argv[2])

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 
 from LVMyoSegLib.cine import Cine, Geometry
-from LVMyoSegLib.dataset import add_case
+from LVMyoSegLib.io.dataset import add_case
+from LVMyoSegLib.io.sunnybrook import list_studies, load_study
 from LVMyoSegLib.labels import Labels
 from LVMyoSegLib.resources import SAMPLE_DIR
-from LVMyoSegLib.sunnybrook import list_studies, load_study
 
 PATIENT = "SCD0000101"
 CROP = 160  # pixels (219 mm at 1.37 mm): the whole heart with a wide margin

@@ -28,3 +28,6 @@ class ModelError(LVMyoSegError):
 
 class CancelledError(LVMyoSegError):
     """Long work (inference, training) stopped because the caller asked it to."""
+
+
+EXIT_FUNCTION_WITHHELD = 3  # `lvmyoseg segment`: outputs written, function values withheld

@@ -1,6 +1,6 @@
 """The background cohort job of LV Myocardium Segmentation: ``lvmyoseg batch`` over studies on disk.
 
-The logic is the command line's (:mod:`LVMyoSegLib.batch`); this module refuses what it can
+The logic is the command line's (:mod:`LVMyoSegLib.segmentation.batch`); this module refuses what it can
 before a process starts, builds the :class:`~LVMyoSegLib.app.jobs.Job`, reads the table back at
 the end, and shows it in Slicer (``slicer`` passed in).
 """
@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cli_process import parse_progress_line
-from ..cohort import TABLE_CSV
 from ..errors import InputError
+from ..progress import parse_progress_line
+from ..segmentation.cohort import TABLE_CSV
 from . import install
 from .jobs import Job
+
 
 @dataclass(frozen=True)
 class BatchResult:

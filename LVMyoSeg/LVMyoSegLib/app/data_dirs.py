@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..registry import ENV_REGISTRY
+from ..model.registry import ENV_REGISTRY
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def show_segmentation(slicer, nodes, table=None) -> None:
 def show_loo_results(slicer, loo_results: dict, name: str = "LOO results"):
     """Add the per-case leave-one-out table (before vs after) and a DSC bar chart; show them.
     Returns (table, chart)."""
-    from ..retraining import loo_table_columns
+    from .retraining import loo_table_columns
 
     scene = slicer.mrmlScene
     columns, units = loo_table_columns(loo_results)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import mrml
-from ..dataset import add_case
 from ..errors import InputError, LabelError
+from ..io.dataset import add_case
 from ..labels import CHANNELS, Labels
-from ..retraining import known_from_label_map, unique_case_id
 from .results import edited_slices, result_nodes
+from .retraining import known_from_label_map, unique_case_id
 
 
 def drawn_labels(cine_sequence, segmentation_sequence):

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-from ..cli_process import CliProcess, ProcessEnd, failure_message
 from ..errors import InputError, LVMyoSegError
+from .process import CliProcess, ProcessEnd, failure_message
 
 ProgressReader = Callable[[str], Any]  # a stdout line -> a progress value, or None for a log line
 

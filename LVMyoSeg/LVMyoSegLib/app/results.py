@@ -57,8 +57,8 @@ def result_threshold(segmentation_sequence) -> float | None:
 def read_outputs(out_dir: Path, cine) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities ``[T,Z,Y,X,2]`` float32, label map uint8) that the background run wrote,
     checked against the cine's grid."""
-    from ..segment_outputs import output_names
-    from ..volume_files import read_volume_4d
+    from ..io.volume_files import read_volume_4d
+    from ..segmentation.outputs import output_names
 
     names = output_names("nifti")  # what `lvmyoseg segment --format nifti` wrote
     volumes = {}
@@ -89,7 +89,7 @@ def update_function_tables(scene, segmentation_sequence, labels: np.ndarray | No
     result has an RV insertion point). Values QC or the rules withhold are stored with their
     reason (``mrml.ATTR_WITHHELD``). Returns (volumes table, function); raises
     :class:`LabelError` when nothing can be measured (e.g. no myocardium on any frame)."""
-    from ..function_report import assess
+    from ..analysis.function_report import assess
 
     cine_sequence, myo, pool, table = result_nodes(segmentation_sequence)
     cine = mrml.cine_from_sequence(cine_sequence)
@@ -157,7 +157,7 @@ def apply_threshold(scene, segmentation_sequence, threshold: float) -> np.ndarra
 def edited_slices(segmentation_sequence) -> np.ndarray:
     """Bool ``[T, Z]``: slices whose LV labels differ from what the probabilities give at the
     result's threshold, i.e. the slices the user edited."""
-    from ..pipeline import labels_from_probabilities
+    from ..segmentation.pipeline import labels_from_probabilities
 
     cine_sequence, myo, pool, _ = result_nodes(segmentation_sequence)
     cine = mrml.cine_from_sequence(cine_sequence)

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import mrml
-from ..cli_process import parse_progress_line
 from ..errors import InputError
+from ..progress import parse_progress_line
 from . import install, results
 from .jobs import Job
 
@@ -33,9 +33,9 @@ def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, 
     (``mrml.ResultNodes``), synchronised with the cine's browser, with their function tables;
     ``show(nodes, table)`` then displays them. The temporary folder (under ``temp_root``) is removed at every end.
     """
-    from ..cardiac_function import rv_insertion_pixel
-    from ..onnx_inference import execution_providers
-    from ..volume_files import write_4d
+    from ..analysis.cardiac_function import rv_insertion_pixel
+    from ..io.volume_files import write_4d
+    from ..model.onnx_runtime import execution_providers
 
     if sequence_node is None:
         raise InputError("No cine selected; select the cine's volume sequence.")

@@ -1,7 +1,7 @@
 """The background jobs of LV Myocardium Trainer: leave-one-out (``lvmyoseg loo``) and training
 into a new registered model version (``lvmyoseg train --register``).
 
-What to run and how to read its progress is in :mod:`LVMyoSegLib.retraining`; this module turns
+What to run and how to read its progress is in :mod:`LVMyoSegLib.app.retraining`; this module turns
 it into :class:`~LVMyoSegLib.app.jobs.Job` objects. No Qt and no MRML: showing the leave-one-out
 table is a callback. A cancelled job keeps its finished epochs in its run folder; the same job
 started again resumes them.
@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import registry, retraining
-from ..bundle import read_manifest
-from ..dataset import list_cases
 from ..errors import InputError, LVMyoSegError, ModelError
+from ..io.dataset import list_cases
+from ..model import registry
+from ..model.bundle import read_manifest
+from . import retraining
 from .jobs import Job
 
 

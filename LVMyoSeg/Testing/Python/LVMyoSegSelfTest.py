@@ -13,8 +13,9 @@ import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
 from LVMyoSeg import UNSUPPORTED, LVMyoSegLogic
-from LVMyoSegLib import mrml, registry
+from LVMyoSegLib import mrml
 from LVMyoSegLib.app import install, results
+from LVMyoSegLib.model import registry
 from LVMyoSegLib.resources import SAMPLE_DIR, bundled_model_dir, sample_case_dir
 
 SAMPLE_CASE_ID = "SCD0000101"
@@ -43,7 +44,7 @@ class LVMyoSegSelfTest(ScriptedLoadableModuleTest):
         self.assertTrue(logic.ensureRequirements(askUser=False, purpose=purpose))
 
     def _loadSample(self):
-        from LVMyoSegLib.dataset import read_case
+        from LVMyoSegLib.io.dataset import read_case
 
         self.assertTrue((sample_case_dir() / "cine.nrrd").is_file(), f"Bundled sample missing: {sample_case_dir()}")
         case = read_case(SAMPLE_DIR, SAMPLE_CASE_ID)

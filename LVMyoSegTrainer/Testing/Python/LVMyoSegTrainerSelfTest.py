@@ -15,13 +15,13 @@ import numpy as np
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
-from LVMyoSegTrainer import UNSUPPORTED, LVMyoSegTrainerLogic
-from LVMyoSegLib import mrml, retraining
-from LVMyoSegLib.app import install
+from LVMyoSegLib import mrml
+from LVMyoSegLib.app import install, retraining
 from LVMyoSegLib.app.export import add_scene_case
-from LVMyoSegLib.dataset import list_cases
 from LVMyoSegLib.errors import LVMyoSegError
+from LVMyoSegLib.io.dataset import list_cases
 from LVMyoSegLib.resources import SAMPLE_DIR
+from LVMyoSegTrainer import UNSUPPORTED, LVMyoSegTrainerLogic
 
 
 class LVMyoSegTrainerSelfTest(ScriptedLoadableModuleTest):
@@ -60,8 +60,8 @@ class LVMyoSegTrainerSelfTest(ScriptedLoadableModuleTest):
         self.assertTrue(logic.ensureRequirements(askUser=False))
 
     def _dataset(self) -> Path:
-        from LVMyoSegLib.dataset import add_case
-        from LVMyoSegLib.phantom import make_synthetic_cine, sparsify_like_sunnybrook
+        from LVMyoSegLib.io.dataset import add_case
+        from LVMyoSegLib.io.phantom import make_synthetic_cine, sparsify_like_sunnybrook
 
         dataset = self.workDir / "dataset"
         report = retraining.import_cases(SAMPLE_DIR, dataset)
@@ -72,7 +72,7 @@ class LVMyoSegTrainerSelfTest(ScriptedLoadableModuleTest):
 
     def test_cases_from_folder_and_scene(self) -> None:
         self.delayDisplay("Adding cases from a folder and from the scene")
-        from LVMyoSegLib.dataset import read_case
+        from LVMyoSegLib.io.dataset import read_case
 
         logic = LVMyoSegTrainerLogic(self.workDir / "models")
         dataset = self._dataset()
