@@ -1,7 +1,9 @@
-"""The `Labels` value: sparse per-frame labels of a cine (expert or user-corrected).
+"""The label map contract and the `Labels` value (sparse per-frame labels of a cine).
 
 The label map uses one integer per voxel: 0 background, 1 LV myocardium,
-2 LV blood pool (cavity, papillary muscles included). Labels are sparse in time:
+2 LV blood pool (cavity, papillary muscles included); :func:`checked_label_map` refuses
+anything else and :func:`labels_from_probabilities` makes one from network output.
+`Labels` are expert or user-corrected labels, sparse in time:
 Sunnybrook experts drew myocardium only at end-diastole and the cavity at
 end-diastole and end-systole. ``known[t, z, c]`` records, per frame, slice and
 channel (``c`` in :data:`CHANNELS`), whether that channel was labelled there.
@@ -15,13 +17,40 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cine import Cine
-from .errors import LabelError
+from .errors import InputError, LabelError
 
 BACKGROUND = 0
 MYOCARDIUM = 1
 BLOOD_POOL = 2
 CHANNELS: tuple[str, ...] = ("myocardium", "blood_pool")
 CHANNEL_LABEL_VALUES: tuple[int, ...] = (MYOCARDIUM, BLOOD_POOL)
+
+
+def checked_label_map(array: np.ndarray, what: str) -> np.ndarray:
+    """``array`` as a uint8 label map; :class:`LabelError` unless each value is 0, 1 or 2.
+
+    ``what`` names the array in the message, e.g. ``"Label map (expert)"`` or a file path.
+    """
+    array = np.asarray(array)
+    values = np.unique(array)
+    if not set(values.tolist()) <= {BACKGROUND, MYOCARDIUM, BLOOD_POOL}:  # NaN is in no set
+        shown = f"{values[:10].tolist()}{' ...' if values.size > 10 else ''}"
+        raise LabelError(f"{what} holds label values {shown}; only 0 (background), 1 (LV myocardium) "
+                         "and 2 (LV blood pool) are allowed. Relabel it with these values.")
+    return array.astype(np.uint8, copy=False)
+
+
+def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Label map from ``[..., 2]`` probabilities: a voxel is myocardium when its myocardium
+    probability reaches ``threshold`` and is at least its blood-pool probability; blood pool
+    when the blood-pool probability reaches ``threshold`` and exceeds the myocardium one."""
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"Threshold {threshold} must lie strictly between 0 and 1.")
+    myo, pool = probabilities[..., 0], probabilities[..., 1]
+    label_map = np.zeros(myo.shape, dtype=np.uint8)
+    label_map[(pool >= threshold) & (pool > myo)] = BLOOD_POOL
+    label_map[(myo >= threshold) & (myo >= pool)] = MYOCARDIUM
+    return label_map
 
 
 @dataclass(frozen=True)
@@ -41,11 +70,7 @@ class Labels:
         if known.shape != lm.shape[:2] + (len(CHANNELS),):
             raise LabelError(f"Labelled-frame record{where} has shape {known.shape}; expected "
                              f"{lm.shape[:2] + (len(CHANNELS),)}.")
-        values = np.unique(lm)
-        if not set(values.tolist()) <= {BACKGROUND, MYOCARDIUM, BLOOD_POOL}:
-            raise LabelError(f"Label map{where} holds values {values.tolist()}; only 0 (background), "
-                             "1 (LV myocardium) and 2 (LV blood pool) are allowed.")
-        object.__setattr__(self, "label_map", lm.astype(np.uint8, copy=False))
+        object.__setattr__(self, "label_map", checked_label_map(lm, f"Label map{where}"))
         object.__setattr__(self, "known", known)
 
     def channel(self, name: str) -> np.ndarray:
@@ -70,11 +95,3 @@ class Labels:
         if not self.known.any():
             raise LabelError(f"Labels ({self.source}) mark no frame as labelled; nothing to learn from.")
 
-
-def labels_from_masks(myocardium: np.ndarray, blood_pool: np.ndarray, known: np.ndarray,
-                      source: str = "") -> Labels:
-    """Build :class:`Labels` from two binary masks ``[T, Z, Y, X]``; blood pool wins overlaps."""
-    lm = np.zeros(myocardium.shape, dtype=np.uint8)
-    lm[myocardium.astype(bool)] = MYOCARDIUM
-    lm[blood_pool.astype(bool)] = BLOOD_POOL
-    return Labels(lm, known, source)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import mrml
 from ..errors import GeometryError, InputError, LabelError, ModelError
+from ..labels import labels_from_probabilities
 
 
 def is_cine_sequence(node) -> bool:
@@ -157,8 +158,6 @@ def apply_threshold(scene, segmentation_sequence, threshold: float) -> np.ndarra
 def edited_slices(segmentation_sequence) -> np.ndarray:
     """Bool ``[T, Z]``: slices whose LV labels differ from what the probabilities give at the
     result's threshold, i.e. the slices the user edited."""
-    from ..segmentation.pipeline import labels_from_probabilities
-
     cine_sequence, myo, pool, _ = result_nodes(segmentation_sequence)
     cine = mrml.cine_from_sequence(cine_sequence)
     labels = mrml.labels_from_segmentation_sequence(segmentation_sequence, cine)

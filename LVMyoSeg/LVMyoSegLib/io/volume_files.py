@@ -43,9 +43,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..cine import Cine, Geometry
-from ..errors import GeometryError, InputError, LabelError
+from ..errors import GeometryError, InputError
 from ..files import default_mode
-from ..labels import BACKGROUND, BLOOD_POOL, CHANNELS, MYOCARDIUM
+from ..labels import CHANNELS, checked_label_map
 
 TRIGGER_TIMES_KEY = "LVMyoSeg_trigger_times_ms"
 KIND_KEY = "LVMyoSeg_kind"
@@ -262,17 +262,7 @@ def read_labels_4d(path: Path, cine: Cine) -> np.ndarray:
                             f"{volume.geometry.origin} vs {cine.geometry.origin}, spacing "
                             f"{volume.geometry.spacing} vs {cine.geometry.spacing}. Resample or re-export "
                             "the labels on the cine's grid.")
-    return _as_label_map(volume.array, str(path))
-
-
-def _as_label_map(array: np.ndarray, where: str) -> np.ndarray:
-    values = np.unique(array)
-    allowed = {BACKGROUND, MYOCARDIUM, BLOOD_POOL}
-    if not np.all(np.isfinite(values)) or not set(values.tolist()) <= allowed:
-        shown = values[:10].tolist()
-        raise LabelError(f"{where} holds label values {shown}{' ...' if values.size > 10 else ''}; only "
-                         "0 (background), 1 (LV myocardium) and 2 (LV blood pool) are allowed.")
-    return array.astype(np.uint8)
+    return checked_label_map(volume.array, f"Labels {path}")
 
 
 # ---------------------------------------------------------------- writing
@@ -288,7 +278,7 @@ def channel_path(path: Path, channel: str) -> Path:
 
 def _prepare(array: np.ndarray, kind: str, path: Path) -> np.ndarray:
     if kind == "labels":
-        return _as_label_map(array, f"Label array for {path}")
+        return checked_label_map(array, f"Label array for {path}")
     out = np.asarray(array, dtype=np.float32)
     if kind == "image" and out.size and np.array_equal(out, np.round(out)) \
             and -32768 <= out.min() and out.max() <= 32767:

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..cine import Cine
-from ..errors import InputError
 from ..io.cine_checks import check_short_axis_cine
-from ..labels import BLOOD_POOL, MYOCARDIUM
+from ..labels import labels_from_probabilities
 from ..model.bundle import Manifest
 from ..model.onnx_runtime import CancelFn, OnnxEnsemble, ProgressFn, load_onnx_ensemble
 from ..model.trust import bundle_trust
@@ -40,19 +39,6 @@ class SegmentationResult:
     device: str = "CPU"
     execution_provider: str = "CPUExecutionProvider"
     trust: dict = field(default_factory=dict)  # trust.Trust.to_dict() of the bundle
-
-
-def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Label map from ``[..., 2]`` probabilities: a voxel is myocardium when its myocardium
-    probability reaches ``threshold`` and is at least its blood-pool probability; blood pool
-    when the blood-pool probability reaches ``threshold`` and exceeds the myocardium one."""
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"Threshold {threshold} must lie strictly between 0 and 1.")
-    myo, pool = probabilities[..., 0], probabilities[..., 1]
-    label_map = np.zeros(myo.shape, dtype=np.uint8)
-    label_map[(pool >= threshold) & (pool > myo)] = BLOOD_POOL
-    label_map[(myo >= threshold) & (myo >= pool)] = MYOCARDIUM
-    return label_map
 
 
 def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, threshold: float = 0.5,

@@ -32,9 +32,8 @@ from ..analysis.metrics import slice_metrics
 from ..errors import InputError
 from ..files import write_json_atomic
 from ..io.dataset import dataset_hash, list_cases, read_case
-from ..labels import BLOOD_POOL, MYOCARDIUM
+from ..labels import BLOOD_POOL, MYOCARDIUM, labels_from_probabilities
 from ..model.ensemble import predict_ensemble
-from ..segmentation.pipeline import labels_from_probabilities
 from . import edes
 from .experiments import WALL_TIME_FILE, ExperimentConfig, RunClock, prepare_case
 from .loop import fit_cnn

@@ -25,12 +25,11 @@ from ..analysis.evaluation import (average_over_folds, case_summary, evaluate_ca
 from ..errors import InputError
 from ..files import write_json_atomic
 from ..io.dataset import Case, dataset_hash, list_cases, read_case
-from ..labels import CHANNELS
+from ..labels import CHANNELS, labels_from_probabilities
 from ..model.bundle import load_keras_file, load_members, write_bundle
 from ..model.ensemble import predict_ensemble
 from ..model.networks import VARIANTS
 from ..preprocessing import preprocess
-from ..segmentation.pipeline import labels_from_probabilities
 from .edes import read_edes, usable_patients
 from .loop import TrainConfig, fit_cnn, fit_rnn
 from .outside_lv import with_known_empty_above_base
