@@ -33,7 +33,7 @@ def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, 
     (``mrml.ResultNodes``), synchronised with the cine's browser, with their function tables;
     ``show(nodes, table)`` then displays them. The temporary folder (under ``temp_root``) is removed at every end.
     """
-    from ..analysis.cardiac_function import rv_insertion_pixel
+    from ..analysis.wall_thickness import rv_insertion_pixel
     from ..io.volume_files import write_4d
     from ..model.onnx_runtime import execution_providers
 

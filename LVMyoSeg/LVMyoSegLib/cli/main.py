@@ -101,7 +101,7 @@ def _check_segment_args(args: argparse.Namespace) -> Path:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from ..analysis.cardiac_function import rv_insertion_pixel
+    from ..analysis.wall_thickness import rv_insertion_pixel
     from ..files import output_folder
     from ..io.readers import read_cine
     from ..segmentation.outputs import write_segmentation_outputs

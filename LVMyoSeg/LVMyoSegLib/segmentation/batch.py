@@ -98,7 +98,7 @@ def segment_study(study: Study, settings: BatchSettings, cache: ModelCache | Non
     folder, swapped in whole. An untouched earlier LVMyoSeg result there (out of date: the batch
     redoes no other) is replaced; a folder holding anything else is refused and left as it is.
     """
-    from ..analysis.cardiac_function import rv_insertion_pixel
+    from ..analysis.wall_thickness import rv_insertion_pixel
     from ..io.readers import read_cine
     from .outputs import default_format, write_segmentation_outputs
 
