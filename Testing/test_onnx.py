@@ -221,9 +221,10 @@ def test_segment_runs_where_tensorflow_cannot_be_imported(bundle, tmp_path: Path
     assert probe.returncode != 0 and "blocked" in probe.stderr  # the blocker works
     # what the Slicer segmentation module imports in Slicer's process (its MRML parts where
     # slicer-core is installed)
-    modules = ["registry", "cli_process", "resources", "cardiac_function", "volume_files", "pipeline",
-               "dataset", "labels", "retraining", "onnx_inference", "bundle", "trust", "cli", "segment_outputs",
-               "function_report", "app.install", "app.jobs", "app.data_dirs", "app.result_selection"]
+    modules = ["model.registry", "app.process", "resources", "analysis.cardiac_function", "io.volume_files",
+               "segmentation.pipeline", "io.dataset", "labels", "app.retraining", "model.onnx_runtime",
+               "model.bundle", "model.trust", "cli.main", "segmentation.outputs", "analysis.function_report",
+               "app.install", "app.jobs", "app.data_dirs", "app.result_selection"]
     if importlib.util.find_spec("slicer") is not None:
         modules += ["mrml", "app.results", "app.review", "app.display", "app.export", "app.segmentation"]
     imports = subprocess.run([sys.executable, "-c", "; ".join(f"import LVMyoSegLib.{m}" for m in modules)],
