@@ -7,8 +7,15 @@ import pytest
 from scipy import ndimage as ndi
 
 from LVMyoSegLib.errors import InputError, LabelError
-from LVMyoSegLib.io.sunnybrook import (CONTOUR_ORIGIN, cardiac_phases, contour_mask, list_studies, load_study,
-                                       read_contour_file, study_contours)
+from LVMyoSegLib.io.sunnybrook import (
+    CONTOUR_ORIGIN,
+    cardiac_phases,
+    contour_mask,
+    list_studies,
+    load_study,
+    read_contour_file,
+    study_contours,
+)
 from LVMyoSegLib.labels import CHANNELS
 
 # From the data's README: per patient, contoured slices (endocardium at ED and ES),
