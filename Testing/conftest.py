@@ -10,22 +10,25 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO = Path(__file__).resolve().parents[1]
-SUNNYBROOK = Path(os.environ.get("LVMYOSEG_SUNNYBROOK", REPO.parent / "shared" / "data" / "sunnybrook"))
-
 
 @pytest.fixture(scope="session")
 def sunnybrook_root() -> Path:
-    """The real Sunnybrook subset; tests that need it skip when it is absent."""
-    if not (SUNNYBROOK / "link.csv").is_file():
-        pytest.skip(f"real Sunnybrook data not found at {SUNNYBROOK} (set LVMYOSEG_SUNNYBROOK)")
-    return SUNNYBROOK
+    """The real Sunnybrook subset (``$LVMYOSEG_SUNNYBROOK`` or ``shared/data/sunnybrook`` beside the
+    repository, as the product finds it); every test that reads it takes this and skips without it."""
+    from LVMyoSegLib.io.sunnybrook import default_root
+
+    root = default_root()
+    if not (root / "link.csv").is_file():
+        pytest.skip(f"real Sunnybrook data not found at {root} (set LVMYOSEG_SUNNYBROOK)")
+    return root
 
 
 @pytest.fixture(scope="session")
 def edes_root() -> Path:
     """The real Sunnybrook ED/ES frames of 36 patients (beside the cines); tests skip when absent."""
-    root = SUNNYBROOK.parent / "sunnybrook-edes"
+    from LVMyoSegLib.io.sunnybrook import default_root
+
+    root = default_root().parent / "sunnybrook-edes"
     if not (root / "frames.csv").is_file():
         pytest.skip(f"the Sunnybrook ED/ES frames are not at {root}")
     return root
@@ -40,6 +43,12 @@ def study(sunnybrook_root):
     from LVMyoSegLib.io.sunnybrook import list_studies, load_study
 
     return load_study(list_studies(sunnybrook_root)[0])
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Everything under ``folder``: each path (relative) with its file's bytes (None for a folder), to
+    compare before and after something that must leave the folder alone."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 def copy_with_flipped_byte(bundle: Path, dest: Path, member: str) -> Path:

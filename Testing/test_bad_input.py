@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import tree
 
 from LVMyoSegLib.errors import GeometryError, InputError
 from LVMyoSegLib.io.readers import read_cine
 from LVMyoSegLib.io.volume_files import read_frames, write_4d
 
-SUNNYBROOK = Path(os.environ.get("LVMYOSEG_SUNNYBROOK",
-                                 Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))
-STUDY = SUNNYBROOK / "dicom" / "SCD0000101"
-
-
-def _tree(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1) for p in root.rglob("*")}
-
 
 def _refused(tmp_path: Path, path, error: type[Exception], *words: str) -> str:
     """read_cine(path) raises exactly ``error`` whose message holds ``words``; nothing is written."""
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     with pytest.raises(error) as info:
         read_cine(path)
     message = str(info.value)
     for word in words:
         assert word in message, f"{word!r} not in: {message}"
-    assert _tree(tmp_path) == before, "a failed read changed the folder"
+    assert tree(tmp_path) == before, "a failed read changed the folder"
     return message
 
 
@@ -141,55 +133,47 @@ def test_write_where_it_fails_leaves_no_partial_file(tmp_path):
     frames = np.zeros((3, 2, 20, 20), np.float32)
     (tmp_path / "out.nrrd").mkdir()  # a folder is in the way of the output file
     for target in (tmp_path / "out.nrrd", tmp_path / "gone" / "out.nrrd"):
-        before = _tree(tmp_path)
+        before = tree(tmp_path)
         with pytest.raises(InputError, match="out.nrrd"):
             write_4d(target, frames, _geometry(), [0, 1, 2])
-        assert _tree(tmp_path) == before
+        assert tree(tmp_path) == before
     with pytest.raises(InputError, match="out.txt"):
         write_4d(tmp_path / "out.txt", frames, _geometry(), [0, 1, 2])
 
 
 # ------------------------------------------------------------------ DICOM (real Sunnybrook files)
 
-needs_sunnybrook = pytest.mark.skipif(not STUDY.is_dir(), reason=f"Sunnybrook data not found at {STUDY}")
-
-
 @pytest.fixture
-def dicom_copy(tmp_path) -> Path:
+def dicom_copy(tmp_path, sunnybrook_root) -> Path:
     """Two slices x 20 phases of a real Sunnybrook study (files 1-40), copied into tmp_path."""
     folder = tmp_path / "SCD0000101_part"
     folder.mkdir()
     for n in range(1, 41):
-        shutil.copyfile(STUDY / f"{n}.dcm", folder / f"{n}.dcm")
+        shutil.copyfile(sunnybrook_root / "dicom" / "SCD0000101" / f"{n}.dcm", folder / f"{n}.dcm")
     return folder
 
 
-@needs_sunnybrook
 def test_good_dicom_copy_reads(dicom_copy):
     cine = read_cine(dicom_copy)
     assert cine.frames.shape == (20, 2, 256, 256)
 
 
-@needs_sunnybrook
 def test_truncated_dicom_pixel_data(tmp_path, dicom_copy):
     victim = dicom_copy / "25.dcm"
     victim.write_bytes(victim.read_bytes()[:-5000])
     _refused(tmp_path, dicom_copy, InputError, "25.dcm", "truncated")
 
 
-@needs_sunnybrook
 def test_truncated_dicom_header(tmp_path, dicom_copy):
     victim = dicom_copy / "25.dcm"
     victim.write_bytes(victim.read_bytes()[:1000])
     _refused(tmp_path, dicom_copy, InputError, "25.dcm")
 
 
-@needs_sunnybrook
 def test_text_file_renamed_dcm(tmp_path, dicom_copy):
     (dicom_copy / "41.dcm").write_text("not DICOM at all")
     _refused(tmp_path, dicom_copy, InputError, "41.dcm")
 
 
-@needs_sunnybrook
 def test_single_dicom_file(tmp_path, dicom_copy):
     _refused(tmp_path, dicom_copy / "1.dcm", InputError, "1.dcm", "single DICOM file", "folder")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,6 @@ from LVMyoSegLib.analysis import cardiac_function as CF
 from LVMyoSegLib.cine import Geometry
 from LVMyoSegLib.errors import InputError, LabelError
 from LVMyoSegLib.reporting import figures
-
-SUNNYBROOK = Path(os.environ.get(
-    "LVMYOSEG_SUNNYBROOK",
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))
-needs_sunnybrook = pytest.mark.skipif(not (SUNNYBROOK / "dicom").is_dir(),
-                                      reason=f"Sunnybrook data not found at {SUNNYBROOK}")
 
 CENTRE = (64.3, 63.8)
 
@@ -262,8 +255,7 @@ def _shoelace_px(xy: np.ndarray) -> tuple[float, float]:
     return area, float(np.hypot(np.diff(x, append=x[0]), np.diff(y, append=y[0])).sum())
 
 
-@needs_sunnybrook
-def test_real_expert_edv_matches_polygon_areas():
+def test_real_expert_edv_matches_polygon_areas(sunnybrook_root):
     """SCD0000101 / SC-HF-I-1: EDV, ESV and mass from rasterised expert contours.
 
     Reference: shoelace polygon areas of the contour files x pixel area x slice
@@ -272,8 +264,8 @@ def test_real_expert_edv_matches_polygon_areas():
     half a pixel times the perimeter; that bound is the tolerance.
     """
     geometry, times, where, steps, shape, ps = _read_sunnybrook_study(
-        SUNNYBROOK / "dicom" / "SCD0000101")
-    con = SUNNYBROOK / "contours" / "SC-HF-I-1"
+        sunnybrook_root / "dicom" / "SCD0000101")
+    con = sunnybrook_root / "contours" / "SC-HF-I-1"
     lm = np.zeros((len(times), len(steps) + 1) + shape, np.uint8)
     ref = {}  # (kind, phase) -> [area mm2 * step, tolerance]
     step = float(np.median(steps))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +13,6 @@ from skimage.draw import polygon
 
 from LVMyoSegLib.analysis import metrics as M
 from LVMyoSegLib.errors import InputError
-
-SUNNYBROOK = Path(os.environ.get(
-    "LVMYOSEG_SUNNYBROOK",
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))
-needs_sunnybrook = pytest.mark.skipif(not (SUNNYBROOK / "contours").is_dir(),
-                                      reason=f"Sunnybrook data not found at {SUNNYBROOK}")
 
 
 def radius_map(shape, centre, spacing_rc=(1.0, 1.0)):
@@ -188,9 +181,8 @@ def _sitk_hd(a: np.ndarray, b: np.ndarray, spacing_rc) -> float:
     return f.GetHausdorffDistance()
 
 
-@needs_sunnybrook
 @pytest.mark.parametrize("spacing", [(1.367188, 1.367188), (1.0, 2.0)])
-def test_hd_matches_simpleitk_on_real_contours(spacing):
+def test_hd_matches_simpleitk_on_real_contours(sunnybrook_root, spacing):
     """HD of ED vs ES endocardium (same slice, patient SC-HF-I-1) against SimpleITK.
 
     Boundary definitions differ: ours is the sub-pixel 0.5 iso-contour (vertices
@@ -204,7 +196,7 @@ def test_hd_matches_simpleitk_on_real_contours(spacing):
     1.5 * max(spacing). (SimpleITK on the *filled* masks measures something else:
     interior points have distance 0; ours is never smaller than that, minus the tolerance.)
     """
-    contours = SUNNYBROOK / "contours" / "SC-HF-I-1" / "i-contours"
+    contours = sunnybrook_root / "contours" / "SC-HF-I-1" / "i-contours"
     by_slice: dict[int, list[Path]] = {}
     for f in sorted(contours.glob("*.txt")):
         n = int(f.name.split("-")[2])
@@ -223,9 +215,8 @@ def test_hd_matches_simpleitk_on_real_contours(spacing):
     assert np.median(values) > 2 * tol  # ED vs ES differ: the comparison is not trivial
 
 
-@needs_sunnybrook
-def test_real_myocardium_ring_endocardium_is_the_icontour_boundary():
-    con = SUNNYBROOK / "contours" / "SC-HF-I-1"
+def test_real_myocardium_ring_endocardium_is_the_icontour_boundary(sunnybrook_root):
+    con = sunnybrook_root / "contours" / "SC-HF-I-1"
     checked = 0
     for o_file in sorted((con / "o-contours").glob("*.txt")):
         i_file = con / "i-contours" / o_file.name.replace("ocontour", "icontour")

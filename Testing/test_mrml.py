@@ -23,10 +23,13 @@ from scipy import ndimage  # noqa: E402
 from vtk.util import numpy_support  # noqa: E402
 
 from LVMyoSegLib import mrml  # noqa: E402
+from LVMyoSegLib.analysis.cardiac_function import compute_cardiac_function  # noqa: E402
 from LVMyoSegLib.cine import Cine, Geometry  # noqa: E402
 from LVMyoSegLib.errors import GeometryError, InputError, LabelError  # noqa: E402
 from LVMyoSegLib.io.sunnybrook import cardiac_phases  # noqa: E402
 from LVMyoSegLib.labels import BLOOD_POOL, MYOCARDIUM  # noqa: E402
+from LVMyoSegLib.mrml.geometry import to_vtk_matrix  # noqa: E402
+from LVMyoSegLib.mrml.volumes import oriented_image  # noqa: E402
 
 pytestmark = pytest.mark.mrml
 BINARY = "Binary labelmap"
@@ -123,7 +126,7 @@ def test_results_on_input_grid_and_synchronised(scene, study):
         reference = segmentation.GetConversionParameter(
             slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
         expected = slicer.vtkSegmentationConverter.SerializeImageGeometry(
-            mrml._to_vtk_matrix(ijk), [0, 255, 0, 255, 0, cine.n_slices - 1])
+            to_vtk_matrix(ijk), [0, 255, 0, 255, 0, cine.n_slices - 1])
         assert reference == expected
         for prob in (res.myocardium_probability, res.blood_pool_probability):
             np.testing.assert_allclose(_matrix(prob.GetNthDataNode(t)), ijk, atol=1e-9)
@@ -195,7 +198,7 @@ def test_user_edits_come_back_in_exported_labels(scene):
     editor.SetSegmentEditorNode(editor_node)
     editor.SetSegmentationNode(proxy)
     editor.SetSourceVolumeNode(browser.GetProxyNode(seq))
-    m = mrml._to_vtk_matrix(mrml.ijk_to_ras(cine.geometry))
+    m = to_vtk_matrix(mrml.ijk_to_ras(cine.geometry))
     for extent, segment_id, mode in (((2, 6, 3, 9, 0, 0), "LV_blood_pool", editor.ModificationModeAdd),
                                      ((5, 14, 5, 6, 1, 1), "LV_myocardium", editor.ModificationModeRemove)):
         patch = slicer.vtkOrientedImageData()
@@ -222,7 +225,7 @@ def test_labelmap_on_another_grid_is_resampled_onto_the_cine(scene):
     fine = np.zeros((cine.n_slices, 40, 48), np.uint8)
     fine[1, 4:11, 8:17] = 1
     fine_matrix = mrml.ijk_to_ras(cine.geometry) @ np.diag([0.5, 0.5, 1.0, 1.0])
-    image = mrml._oriented_image(fine, fine_matrix)
+    image = oriented_image(fine, fine_matrix)
     segmentation.RemoveSegment("LV_myocardium")
     segment = slicer.vtkSegment()
     segment.SetName("LV myocardium")
@@ -309,7 +312,8 @@ def test_storage_nodes_round_trip(scene, study, tmp_path: Path):
 def test_volumes_table_real_labels(scene, study):
     dicom, labels = study
     cine = dicom.cine
-    table = mrml.volumes_table(scene, labels.label_map, cine.geometry, trigger_times_ms=cine.trigger_times_ms)
+    function = compute_cardiac_function(labels.label_map, cine.geometry, cine.trigger_times_ms)
+    table = mrml.volumes_table(scene, function)
     t = table.GetTable()
     assert t.GetNumberOfRows() == cine.n_phases
     names = [t.GetColumnName(c) for c in range(t.GetNumberOfColumns())]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +13,18 @@ from LVMyoSegLib.cine import Cine, Geometry
 from LVMyoSegLib.errors import GeometryError, InputError
 from LVMyoSegLib.io.sunnybrook import cardiac_phases, list_studies, load_study, study_contours
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.preprocessing.preprocess import (CropTransform, crop_transform, interpolation_matrix,
-                                                  labels_to_network, localise, resample_to_network,
-                                                  suppress_outliers, to_input, to_network)
+from LVMyoSegLib.preprocessing.preprocess import (
+    CropTransform,
+    crop_transform,
+    interpolation_matrix,
+    labels_to_network,
+    localise,
+    resample_to_network,
+    suppress_outliers,
+    to_input,
+    to_network,
+)
 from LVMyoSegLib.reporting.figures import preprocessing_figure
-
-DATA = Path(os.environ.get("LVMYOSEG_SUNNYBROOK",
-                           Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))
-needs_data = pytest.mark.skipif(not (DATA / "link.csv").is_file(),
-                                reason=f"Sunnybrook data not found at {DATA} (set LVMYOSEG_SUNNYBROOK)")
 
 
 def _synthetic_cine(centre_mm=(15.0, -10.0), spacing=1.5, n=160, n_t=12, n_z=4) -> Cine:
@@ -118,10 +119,10 @@ def _centroid_ji(points_xy: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def real():
+def real(sunnybrook_root):
     """Every study with its transform: (study, dicom, labels, contours, transform, seconds)."""
     out = []
-    for study in list_studies(DATA):
+    for study in list_studies(sunnybrook_root):
         dicom, labels = load_study(study)
         start = time.perf_counter()
         tr = localise(dicom.cine, pixel_mm=1.0, crop_size=128)  # the paper's grid
@@ -129,7 +130,6 @@ def real():
     return out
 
 
-@needs_data
 def test_localisation_bar_on_real_studies(real):
     """LV centre within 10 mm of the expert endocardial centroid (ED) on >= 95% of contoured slices;
     every expert contour inside its slice's crop box."""
@@ -155,7 +155,6 @@ def test_localisation_bar_on_real_studies(real):
     assert min(margins) > 0.0
 
 
-@needs_data
 def test_real_label_round_trip_dsc(real):
     worst = 1.0
     for study, dicom, labels, _, tr, _ in real:
@@ -173,7 +172,6 @@ def test_real_label_round_trip_dsc(real):
     print(f"worst round-trip DSC {worst:.4f}")
 
 
-@needs_data
 def test_real_network_input_and_figure(real, tmp_path):
     study, dicom, labels, _, tr, _ = real[0]
     x = to_network(dicom.cine, tr)
@@ -187,7 +185,6 @@ def test_real_network_input_and_figure(real, tmp_path):
         preprocessing_figure(dicom.cine, tr, tmp_path / "missing" / "prep.png")
 
 
-@needs_data
 def test_isolated_extreme_pixels_change_neither_localisation_nor_network_input(real):
     """0.2% of voxels at ±32767 (a damaged read-out) once moved the sample's EF from 26% to 45%."""
     study, dicom, _, _, tr, _ = real[0]

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import tree
 
 from LVMyoSegLib.errors import ModelError
-from LVMyoSegLib.files import sha256_file
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.model import registry
 from LVMyoSegLib.model.bundle import MANIFEST_NAME, read_manifest, verify_bundle, write_bundle
@@ -31,10 +31,6 @@ def bundle(tmp_path_factory) -> Path:
     return path
 
 
-def _tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_empty_registry_lists_the_bundled_model_first_and_read_only(tmp_path):
     for folder in (tmp_path / "missing", tmp_path):
         entries = registry.list_models(folder)
@@ -46,7 +42,7 @@ def test_empty_registry_lists_the_bundled_model_first_and_read_only(tmp_path):
 
 
 def test_register_copies_a_verified_bundle_and_lists_it(bundle, tmp_path):
-    before = _tree(bundle)
+    before = tree(bundle)
     reg = tmp_path / "models"
     entry = registry.register(bundle, reg)
     assert entry.model_id == "tiny-cnn" and entry.path == reg / "tiny-cnn"
@@ -54,7 +50,7 @@ def test_register_copies_a_verified_bundle_and_lists_it(bundle, tmp_path):
     assert entry.metrics == "LOO DSC 0.740 (before 0.610)"
     assert "tiny-cnn" in entry.label() and "cnn" in entry.label()
     verify_bundle(entry.path)
-    assert _tree(bundle) == before  # the source is untouched
+    assert tree(bundle) == before  # the source is untouched
     listed = registry.list_models(reg)
     assert [e.model_id for e in listed] == [registry.BUNDLED_ID, "tiny-cnn"]
     assert listed[1] == entry
@@ -66,10 +62,10 @@ def test_register_copies_a_verified_bundle_and_lists_it(bundle, tmp_path):
 def test_register_never_overwrites(bundle, tmp_path):
     reg = tmp_path / "models"
     registry.register(bundle, reg)
-    snapshot = _tree(reg)
+    snapshot = tree(reg)
     with pytest.raises(ModelError, match="never overwritten"):
         registry.register(bundle, reg)
-    assert _tree(reg) == snapshot
+    assert tree(reg) == snapshot
 
 
 def test_register_under_another_id_rewrites_only_the_id(bundle, tmp_path):

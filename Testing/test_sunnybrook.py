@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from LVMyoSegLib.errors import InputError, LabelError
-from LVMyoSegLib.io.sunnybrook import (CONTOUR_ORIGIN, cardiac_phases, contour_mask, list_studies, load_study,
-                                       read_contour_file, study_contours)
+from LVMyoSegLib.io.sunnybrook import (
+    CONTOUR_ORIGIN,
+    cardiac_phases,
+    contour_mask,
+    list_studies,
+    load_study,
+    read_contour_file,
+    study_contours,
+)
 from LVMyoSegLib.labels import CHANNELS
-
-DATA = Path(os.environ.get("LVMYOSEG_SUNNYBROOK",
-                           Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))
-needs_data = pytest.mark.skipif(not (DATA / "link.csv").is_file(),
-                                reason=f"Sunnybrook data not found at {DATA} (set LVMYOSEG_SUNNYBROOK)")
 
 # From the data's README: per patient, contoured slices (endocardium at ED and ES),
 # slices with epicardium, and the 1-based ED / ES phases.
@@ -31,10 +30,10 @@ README_FACTS = {
 
 
 @pytest.fixture(scope="module")
-def studies():
+def studies(sunnybrook_root):
     """Every study loaded once: (study, dicom, labels, contours)."""
     out = []
-    for study in list_studies(DATA):
+    for study in list_studies(sunnybrook_root):
         dicom, labels = load_study(study)
         out.append((study, dicom, labels, study_contours(study, dicom)))
     return out
@@ -43,9 +42,8 @@ def studies():
 # --- contour files --------------------------------------------------------------------------
 
 
-@needs_data
-def test_real_contour_file_reads_points():
-    path = sorted((DATA / "contours" / "SC-HF-I-1" / "i-contours").glob("*.txt"))[0]
+def test_real_contour_file_reads_points(sunnybrook_root):
+    path = sorted((sunnybrook_root / "contours" / "SC-HF-I-1" / "i-contours").glob("*.txt"))[0]
     pts = read_contour_file(path)
     assert pts.ndim == 2 and pts.shape[1] == 2 and pts.shape[0] >= 20
     assert np.all((pts > 0) & (pts < 256))
@@ -84,14 +82,12 @@ def test_list_studies_missing_root(tmp_path):
 # --- real studies ---------------------------------------------------------------------------
 
 
-@needs_data
-def test_listing_matches_link_csv():
-    studies = list_studies(DATA)
+def test_listing_matches_link_csv(sunnybrook_root):
+    studies = list_studies(sunnybrook_root)
     assert [s.patient_id for s in studies] == list(README_FACTS)
     assert all(s.dicom_dir.is_dir() and s.contour_dir.is_dir() for s in studies)
 
 
-@needs_data
 def test_labelled_frames_match_readme(studies):
     myo, pool = CHANNELS.index("myocardium"), CHANNELS.index("blood_pool")
     for study, dicom, labels, contours in studies:
@@ -113,7 +109,6 @@ def test_labelled_frames_match_readme(studies):
         assert sum("o" in v for v in contours.values()) == n_epi
 
 
-@needs_data
 def test_contour_frames_are_the_named_files(studies):
     """Each contour sits on the frame whose DICOM file number is in its name (via headers)."""
     for study, dicom, _, contours in studies:
@@ -124,7 +119,6 @@ def test_contour_frames_are_the_named_files(studies):
         assert got == expected
 
 
-@needs_data
 def test_rasterised_areas_and_nesting(studies):
     for study, dicom, labels, contours in studies:
         for (t, z), drawn in contours.items():
@@ -138,7 +132,6 @@ def test_rasterised_areas_and_nesting(studies):
                 assert np.array_equal(labels.label_map[t, z] == 1, epi & ~cavity)
 
 
-@needs_data
 def test_coordinate_convention_fits_image_edges(studies):
     """Endocardial contours, shifted by CONTOUR_ORIGIN, sit on stronger image edges than other shifts."""
     shifts = (-0.5, 0.0, 0.5, CONTOUR_ORIGIN)  # extra shift added to the converted points

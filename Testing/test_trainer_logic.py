@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tree
 
 from LVMyoSegLib.analysis.evaluation import case_summary, evaluate_case
 from LVMyoSegLib.app import retraining
@@ -47,11 +48,13 @@ def loo_results_file(tmp_path_factory, phantom_dataset) -> Path:
     return out / "loo_results.json"
 
 
-def _tiny_bundle(folder: Path) -> Path:
+@pytest.fixture(scope="module")
+def phantom_tiny_bundle(tmp_path_factory) -> Path:
     """A tiny CNN (width 8, one unit per stage) trained briefly on two fully labelled SYNTHETIC
-    phantoms: a model that has never seen real data."""
+    phantoms: a model that has never seen real data (unlike conftest's untrained ``tiny_bundle``)."""
     from LVMyoSegLib.training.loop import TrainConfig
 
+    folder = tmp_path_factory.mktemp("tiny")
     data = folder / "phantom-full"
     for seed in range(2):
         cine, labels = phantom.make_synthetic_cine(n_phases=8, n_slices=6, size=128, seed=10 + seed)
@@ -61,11 +64,6 @@ def _tiny_bundle(folder: Path) -> Path:
                                           preprocessing={"pixel_mm": 2.0, "crop_size": 64})
     return experiments.train_final(data, folder / "phantom-tiny", folder / "phantom-run", config,
                                    variant="cnn", model_id="phantom-tiny")
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    return _tiny_bundle(tmp_path_factory.mktemp("tiny"))
 
 
 def _run_cli(cli_run, args: list[str], cwd: Path) -> tuple[int, list[str], str]:
@@ -310,12 +308,8 @@ def test_scene_segmentation_becomes_a_case(scene, tmp_path):
 # ------------------------------------------------------------------ cases
 
 
-def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_import_cases_never_overwrites_and_refuses_damaged_ones(phantom_dataset, tmp_path):
-    source_before = _tree(phantom_dataset)
+    source_before = tree(phantom_dataset)
     target = tmp_path / "mine"
     report = retraining.import_cases(phantom_dataset, target)
     assert report.added == ("phantom0", "phantom1") and report.skipped == ()
@@ -324,10 +318,10 @@ def test_import_cases_never_overwrites_and_refuses_damaged_ones(phantom_dataset,
     original = dataset.read_case(phantom_dataset, "phantom0")
     assert np.array_equal(copied.labels.label_map, original.labels.label_map)
     assert np.array_equal(copied.labels.known, original.labels.known)
-    target_before = _tree(target)
+    target_before = tree(target)
     again = retraining.import_cases(phantom_dataset, target)
     assert again.added == () and [c for c, _ in again.skipped] == ["phantom0", "phantom1"]
-    assert _tree(target) == target_before and _tree(phantom_dataset) == source_before
+    assert tree(target) == target_before and tree(phantom_dataset) == source_before
 
     damaged = tmp_path / "damaged"
     retraining.import_cases(phantom_dataset, damaged)
@@ -346,9 +340,10 @@ def test_import_cases_never_overwrites_and_refuses_damaged_ones(phantom_dataset,
 
 
 @pytest.mark.slow
-def test_train_and_register_through_the_cli(cli_run, tiny_bundle, phantom_dataset, loo_results_file, tmp_path):
+def test_train_and_register_through_the_cli(cli_run, phantom_tiny_bundle, phantom_dataset, loo_results_file,
+                                            tmp_path):
     reg = tmp_path / "models"
-    registry.register(tiny_bundle, reg)
+    registry.register(phantom_tiny_bundle, reg)
     settings = retraining.RetrainSettings(phantom_dataset, init="phantom-tiny", members=1, cnn_epochs=2)
     plan = retraining.progress_plan(settings, folds=1, variant="cnn")
     args = retraining.train_args(settings, tmp_path / "ckpt", reg, "phantom-ft", loo_results=loo_results_file)
@@ -386,7 +381,7 @@ def _shrunk_study(study, n_slices: int) -> tuple[Cine, Labels]:
 
 
 @pytest.mark.slow
-def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, tiny_bundle, tmp_path, capsys):
+def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, phantom_tiny_bundle, tmp_path, capsys):
     """Evidence that retraining helps: a model that has only seen the SYNTHETIC phantom is
     fine-tuned by leave-one-out (experiments.run_loo with init_bundle, what `lvmyoseg loo --init`
     runs) on 3 real Sunnybrook studies cut to 6 slices; the held-out DSC rises.
@@ -405,7 +400,7 @@ def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, tiny_bund
     fine_tune = TrainConfig(epochs=10, frames_per_batch=4, learning_rate=3e-3)
     config = dataclasses.replace(experiments.ExperimentConfig(members=1), cnn=fine_tune, rnn=fine_tune)
     capsys.readouterr()
-    results = experiments.run_loo(real, tmp_path / "loo", config, init_bundle=tiny_bundle,
+    results = experiments.run_loo(real, tmp_path / "loo", config, init_bundle=phantom_tiny_bundle,
                                   progress=cli._training_progress(True))
     settings = retraining.RetrainSettings(real, init="phantom-tiny", cnn_epochs=10)
     updates = _track(capsys.readouterr().out.splitlines(), retraining.progress_plan(settings, folds=3, variant="cnn"))
@@ -417,7 +412,7 @@ def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, tiny_bund
         print("\n" + retraining.loo_summary(results))
         for case, b, a in zip(columns["case"], before, after):
             print(f"  {case}: held-out myocardium DSC {b:.3f} -> {a:.3f}")
-    assert results["folds_done"] == 3 and results["settings"]["init"] == tiny_bundle.name
+    assert results["folds_done"] == 3 and results["settings"]["init"] == phantom_tiny_bundle.name
     assert np.count_nonzero(after[:3] > before[:3]) >= 2  # most held-out cases improve
     assert after[-1] > before[-1] + 0.05  # and the mean over folds clearly does
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,6 @@ from LVMyoSegLib.io.phantom import make_synthetic_cine
 from LVMyoSegLib.io.readers import read_cine
 from LVMyoSegLib.io.volume_files import channel_path, read_4d, read_frames, read_labels_4d, read_volume_4d, write_4d
 
-SUNNYBROOK = Path(os.environ.get("LVMYOSEG_SUNNYBROOK",
-                                 Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook"))
 FORMATS = [".nii.gz", ".nii", ".nrrd"]
 
 
@@ -190,10 +187,8 @@ def test_channel_path_names():
 
 
 @pytest.fixture(scope="module")
-def sunnybrook_cine() -> Cine:
-    if not SUNNYBROOK.is_dir():
-        pytest.skip(f"Sunnybrook data not found at {SUNNYBROOK} (set LVMYOSEG_SUNNYBROOK)")
-    return read_cine(SUNNYBROOK / "dicom" / "SCD0000101")
+def sunnybrook_cine(sunnybrook_root) -> Cine:
+    return read_cine(sunnybrook_root / "dicom" / "SCD0000101")
 
 
 @pytest.mark.slow

@@ -105,8 +105,7 @@ def update_function_tables(scene, segmentation_sequence, labels: np.ndarray | No
     if report.function is None:
         raise LabelError(f"No cardiac function for '{name}': {report.withheld}")
     function = report.function
-    table = mrml.volumes_table(scene, labels, cine.geometry, trigger_times_ms=cine.trigger_times_ms,
-                               name=f"{name} volumes", table_node=table, function=function)
+    table = mrml.volumes_table(scene, function, name=f"{name} volumes", table_node=table)
     segmentation_sequence.SetNodeReferenceID(mrml.REF_VOLUMES_TABLE, table.GetID())
     slices = mrml.slices_table(scene, function, report.qc, name=f"{name} slices", table_node=slices)
     segmentation_sequence.SetNodeReferenceID(mrml.REF_SLICES_TABLE, slices.GetID())

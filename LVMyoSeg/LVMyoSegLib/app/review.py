@@ -28,14 +28,9 @@ def review_items(segmentation_sequence) -> list[ReviewItem]:
     review = segmentation_sequence.GetNodeReference(mrml.REF_REVIEW_TABLE) if segmentation_sequence else None
     if review is None:
         return []
-    table = review.GetTable()
-    columns = {name: table.GetColumnByName(name) for name in ("frame", "slice", "score", "why")}
-    missing = [name for name, column in columns.items() if column is None]
-    if missing:
-        raise InputError(f"Table '{review.GetName()}' has no column(s) {missing}; it is not an LV review table. "
-                         "Recompute the cardiac function to rebuild it.")
+    columns = mrml.table_columns(review, ("frame", "slice", "score", "why"), "review")
     items = []
-    for i in range(table.GetNumberOfRows()):
+    for i in range(review.GetTable().GetNumberOfRows()):
         frame = columns["frame"].GetVariantValue(i).ToInt()
         slice_index = columns["slice"].GetVariantValue(i).ToInt()
         score = columns["score"].GetVariantValue(i).ToDouble()
