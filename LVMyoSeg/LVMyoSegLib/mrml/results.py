@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import slicer
 
-from ..errors import GeometryError, InputError, LabelError
-from ..labels import BLOOD_POOL, MYOCARDIUM
+from ..errors import GeometryError, InputError
+from ..labels import checked_label_map, labels_from_probabilities
 from .geometry import volume_ijk_to_ras
 from .nodes import (
     ATTR_ROLE,
@@ -41,13 +41,6 @@ def _copy_index(source, target) -> None:
     target.SetIndexName(source.GetIndexName())
     target.SetIndexUnit(source.GetIndexUnit())
     target.SetIndexType(source.GetIndexType())
-
-
-def _check_label_values(label_frame: np.ndarray, where: str) -> None:
-    values = set(np.unique(label_frame).tolist())
-    if not values <= {0, MYOCARDIUM, BLOOD_POOL}:
-        raise LabelError(f"Label map for {where} holds values {sorted(values)}; only 0, "
-                         f"{MYOCARDIUM} (LV myocardium) and {BLOOD_POOL} (LV blood pool) are allowed.")
 
 
 def _check_result_shapes(cine_sequence_node, probabilities: np.ndarray, label_map: np.ndarray) -> list:
@@ -84,7 +77,7 @@ def add_results_to_scene(scene, cine_sequence_node, probabilities: np.ndarray, l
     probabilities = np.asarray(probabilities)
     label_map = np.asarray(label_map)
     frames = _check_result_shapes(cine_sequence_node, probabilities, label_map)
-    _check_label_values(label_map, f"cine '{cine_sequence_node.GetName()}'")
+    label_map = checked_label_map(label_map, f"Label map for cine '{cine_sequence_node.GetName()}'")
     base = name or cine_sequence_node.GetName()
     myo_seq = add_node(scene, "vtkMRMLSequenceNode", f"{base} myocardium probability")
     pool_seq = add_node(scene, "vtkMRMLSequenceNode", f"{base} blood pool probability")
@@ -153,12 +146,10 @@ def update_segmentations_from_probabilities(segmentation_sequence_node, myocardi
                                             blood_pool_probability_node=None) -> np.ndarray:
     """Re-derive every frame's segments from the probability sequences at ``threshold``.
 
-    No network runs. The rule is :func:`LVMyoSegLib.segmentation.pipeline.labels_from_probabilities`.
+    No network runs. The rule is :func:`LVMyoSegLib.labels.labels_from_probabilities`.
     Replaces the LV segments of every frame (manual edits of them included). Returns the new
     label map ``[T, Z, Y, X]``.
     """
-    from ..segmentation.pipeline import labels_from_probabilities
-
     seg_nodes = data_nodes(segmentation_sequence_node)
     myo_nodes = data_nodes(myocardium_probability_node)
     pool_nodes = data_nodes(blood_pool_probability_node) if blood_pool_probability_node else None

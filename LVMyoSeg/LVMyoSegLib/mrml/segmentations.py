@@ -172,7 +172,7 @@ def labels_from_segmentation(segmentation, matrix_ijk_to_ras: np.ndarray, shape_
     """Label map ``[k, j, i]`` uint8 of the LV segments of a vtkSegmentation, on the given grid.
 
     Segments are found by ID, else by name; a missing segment counts as empty. Where the
-    segments overlap, the blood pool wins (as in :func:`LVMyoSegLib.labels.labels_from_masks`).
+    segments overlap, the blood pool wins.
     """
     reference = _reference_image(matrix_ijk_to_ras, shape_zyx)
     label_map = np.zeros(shape_zyx, dtype=np.uint8)
