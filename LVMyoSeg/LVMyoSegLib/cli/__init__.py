@@ -1,1 +1,2 @@
-"""."""
+"""The ``lvmyoseg`` command line (``python -m LVMyoSegLib.cli``).
+"""

@@ -1,1 +1,2 @@
-"""."""
+"""Pictures for reports and checks (matplotlib on an Agg canvas, no pyplot state).
+"""
