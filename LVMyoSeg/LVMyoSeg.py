@@ -247,13 +247,13 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
             self.ui.statusLabel.text = "Starting..."
             self.logic.startSegmentation(p.inputSequence, p.model, p.members, p.threshold,
                                          onFinished=self.onFinished, rvInsertionNode=p.rvInsertion,
-                                         onProgress=lambda f, m: self._showProgress(self.ui.progressBar,
-                                                                                    self.ui.statusLabel, f, m))
+                                         onProgress=lambda e: self._showProgress(self.ui.progressBar,
+                                                                                  self.ui.statusLabel, e))
         self._updateButtons()
 
     @staticmethod
-    def _showProgress(bar, label, fraction: float, message: str) -> None:
-        bar.value, label.text = int(round(1000 * max(0.0, min(1.0, fraction)))), message
+    def _showProgress(bar, label, event) -> None:  # event: LVMyoSegLib.progress.ProgressEvent
+        bar.value, label.text = int(round(1000 * max(0.0, min(1.0, event.fraction)))), event.message
 
     def onFinished(self, job: "Job") -> None:
         if job.cancelled:
@@ -292,7 +292,7 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
                     ui.batchCsvPathLineEdit.currentPath or ui.batchFolderPathLineEdit.currentPath,
                     ui.batchOutputPathLineEdit.currentPath, registry.resolve(p.model, self.logic.dataDirs.registry),
                     members=p.members, on_finished=self.onBatchFinished,
-                    on_progress=lambda f, m: self._showProgress(ui.batchProgressBar, ui.batchStatusLabel, f, m)))
+                    on_progress=lambda e: self._showProgress(ui.batchProgressBar, ui.batchStatusLabel, e)))
         self._updateButtons()
 
     def onBatchFinished(self, job: "Job") -> None:

@@ -35,6 +35,7 @@ if UNSUPPORTED is None:
     from LVMyoSegLib.errors import InputError, LVMyoSegError
     from LVMyoSegLib.io.dataset import list_cases
     from LVMyoSegLib.model import registry
+    from LVMyoSegLib.progress import ProgressEvent
 VARIANT_CHOICES = list(retraining.VARIANTS) if UNSUPPORTED is None else ["multi_level"]
 
 
@@ -260,10 +261,10 @@ class LVMyoSegTrainerWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKO
         self.logic.cancel()
         self._updateButtons()
 
-    def onProgress(self, progress: "retraining.Progress") -> None:
-        self.ui.progressBar.value = int(round(1000 * max(0.0, min(1.0, progress.fraction))))
-        eta = retraining.format_eta(progress.eta_s)
-        self.ui.statusLabel.text = progress.message + (f" - {eta}" if eta else "")
+    def onProgress(self, event: "ProgressEvent") -> None:
+        self.ui.progressBar.value = int(round(1000 * max(0.0, min(1.0, event.fraction))))
+        eta = retraining.format_eta(event.eta_s)
+        self.ui.statusLabel.text = event.message + (f" - {eta}" if eta else "")
 
     def onLog(self, line: str) -> None:
         self.ui.logTextEdit.appendPlainText(line)

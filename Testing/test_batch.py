@@ -292,12 +292,12 @@ def test_slicer_batch_job_reports_progress_cancel_stops_every_worker_and_a_rerun
 
     studies, out = _three_studies(tmp_path, sunnybrook_root), tmp_path / "out"
     runner, progress, events = JobRunner(qt_core), [], qt_core.QCoreApplication.processEvents
-    job = runner.start(batch_job(studies, out, tiny_bundle, on_progress=lambda f, m: progress.append((f, m))))
+    job = runner.start(batch_job(studies, out, tiny_bundle, on_progress=progress.append))
     deadline = time.monotonic() + 600
     while not progress and not job.finished and time.monotonic() < deadline:
         runner.wait(job, events, 0.5)
     assert progress and not job.finished, job.log[-20:]
-    fraction, message = progress[0]
+    fraction, message = progress[0].fraction, progress[0].message
     assert fraction == pytest.approx(1 / 3, abs=1e-3) and message.startswith("1/3 studies, 0 not ok, ETA ")
     assert "3 studies: 0 up to date, 3 to segment on 1 local worker process." in job.log
     children = _descendants(job.process.process.processId())

@@ -24,7 +24,7 @@ def interrupted(tmp_path_factory):
     seen = []
     with pytest.raises(CancelledError):
         training.fit_cnn(x, y, k, run, cfg, progress=seen.append,
-                         cancel=lambda: bool(seen) and seen[-1]["event"] == "epoch")
+                         cancel=lambda: bool(seen) and seen[-1].kind == "epoch")
     assert (run / "checkpoint" / "state.json").is_file()
     return run, (x, y, k), cfg
 

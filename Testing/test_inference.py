@@ -100,10 +100,10 @@ def test_progress_reaches_one_and_cancel_stops_before_the_next_batch(small_membe
     before = [np.array(w) for w in models[0].get_weights()]
     x = _x((5, 2, 32, 32, 1))
     seen = []
-    predict_ensemble(models, x, slices_per_batch=2, progress=lambda f, m: seen.append((f, m)))
+    predict_ensemble(models, x, slices_per_batch=2, progress=seen.append)
     # member after member, 3 batches each (the last one padded)
-    assert [f for f, _ in seen] == pytest.approx([0.2, 0.4, 0.5, 0.7, 0.9, 1.0])
-    assert "member 1 of 2" in seen[0][1] and "member 2 of 2, slices 5-5 of 5" in seen[-1][1]
+    assert [e.fraction for e in seen] == pytest.approx([0.2, 0.4, 0.5, 0.7, 0.9, 1.0])
+    assert "member 1 of 2" in seen[0].message and "member 2 of 2, slices 5-5 of 5" in seen[-1].message
     calls = []
     with pytest.raises(CancelledError, match="cancelled"):
         predict_ensemble(models, x, slices_per_batch=2,

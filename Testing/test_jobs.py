@@ -11,7 +11,7 @@ import pytest
 
 from LVMyoSegLib.app.jobs import Job, JobRunner
 from LVMyoSegLib.errors import InputError, ModelError
-from LVMyoSegLib.progress import parse_progress_line
+from LVMyoSegLib.progress import ProgressEvent
 from LVMyoSegLib.resources import sample_case_dir
 
 
@@ -31,20 +31,19 @@ class Recorder:
 
 
 def job(tmp_path, recorder: Recorder, **kw) -> Job:
-    return Job("test", ["inspect"], tmp_path, what="test", read_progress=parse_progress_line,
-               on_progress=recorder.progress.append, on_log=recorder.logs.append,
+    return Job("test", ["inspect"], tmp_path, what="test", on_progress=recorder.progress.append, on_log=recorder.logs.append,
                on_finished=recorder.finished.append, **kw)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the stand-in interpreter is a shell script")
 def test_progress_and_log_lines_reach_their_callbacks_and_the_job_ends_once(qt_core, tmp_path):
-    runner = JobRunner(qt_core, python=fake_python(tmp_path, 'echo "PROGRESS 0.5000 half way"; echo hello'))
+    runner = JobRunner(qt_core, python=fake_python(tmp_path, """echo 'PROGRESS {"fraction": 0.5, "message": "half way"}'; echo hello"""))
     rec = Recorder()
     collected = []
     j = runner.start(job(tmp_path, rec, collect=lambda j: collected.append(j.kind)))
     assert runner.is_running()
     assert runner.wait(j, qt_core.QCoreApplication.processEvents, 30)
-    assert rec.progress == [(0.5, "half way")] and rec.logs == ["hello"] and j.log == ["hello"]
+    assert rec.progress == [ProgressEvent(0.5, "half way")] and rec.logs == ["hello"] and j.log == ["hello"]
     assert collected == ["test"] and rec.finished == [j]
     assert j.error is None and not j.cancelled and not runner.is_running()
 
@@ -91,10 +90,10 @@ def test_a_finished_job_keeps_nothing_alive(qt_core, tmp_path):
     class Cine:  # stands for the cine copy and the scene nodes a job's callbacks reach
         pass
 
-    runner = JobRunner(qt_core, python=fake_python(tmp_path, 'echo "PROGRESS 1.0000 done"'))
+    runner = JobRunner(qt_core, python=fake_python(tmp_path, """echo 'PROGRESS {"fraction": 1, "message": "done"}'"""))
     cine = Cine()
     probe = weakref.ref(cine)
-    j = runner.start(Job("test", ["x"], tmp_path, read_progress=parse_progress_line, inputs={"cine": cine},
+    j = runner.start(Job("test", ["x"], tmp_path, inputs={"cine": cine},
                          on_progress=lambda p, c=cine: None, collect=lambda j: j.inputs["cine"]))
     process = weakref.ref(j.process)
     del cine

@@ -150,12 +150,13 @@ def test_metrics_summary_forms():
 
 def test_command_line_init_resolves_registered_ids(bundle, tmp_path):
     from LVMyoSegLib.cli import main as cli
+    from LVMyoSegLib.cli.model_commands import init_bundle, registry_dir
 
     reg = tmp_path / "models"
     registry.register(bundle, reg)
-    assert cli._init_bundle("tiny-cnn", reg) == reg / "tiny-cnn"
-    assert cli._init_bundle("scratch", reg) is None
+    assert init_bundle("tiny-cnn", reg) == reg / "tiny-cnn"
+    assert init_bundle("scratch", reg) is None
     args = cli.build_parser().parse_args(["loo", "data", "-o", "out", "--init", "tiny-cnn", "--registry", str(reg)])
-    assert cli._registry_dir(args) == reg
+    assert registry_dir(args) == reg
     with pytest.raises(ModelError):
-        cli._init_bundle("not-registered", reg)
+        init_bundle("not-registered", reg)

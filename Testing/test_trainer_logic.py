@@ -8,8 +8,10 @@ tests run the real command line in a subprocess (marked ``slow``).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,12 +21,14 @@ from LVMyoSegLib.analysis.evaluation import case_summary, evaluate_case
 from LVMyoSegLib.app import retraining
 from LVMyoSegLib.cine import Cine, Geometry
 from LVMyoSegLib.cli import main as cli
+from LVMyoSegLib.cli.printing import training_printer
 from LVMyoSegLib.errors import InputError, LabelError, ModelError
 from LVMyoSegLib.io import dataset, phantom
 from LVMyoSegLib.labels import Labels
 from LVMyoSegLib.model import registry
-from LVMyoSegLib.progress import parse_progress_line
+from LVMyoSegLib.progress import ProgressEvent, part, progress_line, read_progress_line
 from LVMyoSegLib.training import experiments
+from LVMyoSegLib.training.loop import TrainConfig
 
 # ------------------------------------------------------------------ fixtures
 
@@ -52,8 +56,6 @@ def loo_results_file(tmp_path_factory, phantom_dataset) -> Path:
 def phantom_tiny_bundle(tmp_path_factory) -> Path:
     """A tiny CNN (width 8, one unit per stage) trained briefly on two fully labelled SYNTHETIC
     phantoms: a model that has never seen real data (unlike conftest's untrained ``tiny_bundle``)."""
-    from LVMyoSegLib.training.loop import TrainConfig
-
     folder = tmp_path_factory.mktemp("tiny")
     data = folder / "phantom-full"
     for seed in range(2):
@@ -74,10 +76,9 @@ def _run_cli(cli_run, args: list[str], cwd: Path) -> tuple[int, list[str], str]:
     return end.exit_code, run.lines, "\n".join(run.log)
 
 
-def _track(lines: list[str], plan: retraining.ProgressPlan) -> list[retraining.Progress]:
-    tracker = retraining.ProgressTracker(plan)
-    updates = [tracker.update(line, now=float(i)) for i, line in enumerate(lines)]
-    return [u for u in updates if u is not None]
+def _track(lines: list[str]) -> list[ProgressEvent]:
+    """The progress events among a command's standard-output lines, as the Trainer's jobs read them."""
+    return [event for event in map(read_progress_line, lines) if event is not None]
 
 
 # ------------------------------------------------------------------ command lines
@@ -141,38 +142,41 @@ def test_same_job_same_folder_other_data_other_folder(tmp_path):
 # ------------------------------------------------------------------ progress
 
 
-def _printed_lines(capsys, infos: list[dict]) -> list[str]:
-    show = cli._training_progress(True)
-    for info in infos:
-        show(info)
+def _fake_fit(first_epoch: int = 1):
+    """A stand-in for loop.fit_cnn/fit_rnn: reports epochs ``first_epoch``.. as the loop does (a batch,
+    then the epoch) and trains nothing."""
+
+    def fit(*args, variant="cnn", progress=None, **kwargs):
+        epochs = next(a for a in args if isinstance(a, TrainConfig)).epochs
+        for epoch in range(first_epoch, epochs + 1):
+            for kind in ("batch", "epoch"):
+                progress(ProgressEvent(epoch / epochs, f"{variant} epoch {epoch}/{epochs}", kind=kind, eta_s=90.0,
+                                       epoch=epoch, epochs=epochs, loss=0.5, val_dsc=0.7))
+        return SimpleNamespace(model=variant)
+
+    return fit
+
+
+def _printed_lines(capsys, monkeypatch, tmp_path, folds: int | None, config, first_epoch: int = 1) -> list[str]:
+    """What ``lvmyoseg loo`` (``folds``) or ``train`` print with --progress-lines: train_variants with
+    stand-in fits, each fold's part of the progress passed on as run_loo passes it; 1 s per printed line."""
+    monkeypatch.setattr(experiments, "fit_cnn", _fake_fit(first_epoch))
+    monkeypatch.setattr(experiments, "fit_rnn", _fake_fit(first_epoch))
+    arrays = SimpleNamespace(x=np.zeros((1, 2, 4, 4, 1)), y=np.zeros((1, 2, 4, 4, 2)), known=np.ones((1, 2, 2), bool))
+    show = training_printer(True, clock=lambda seconds=itertools.count(): float(next(seconds)))
+    for k in range(folds or 1):
+        progress = show if folds is None else part(show, k / folds, 1 / folds, f"fold {k + 1}/{folds} (case-{k})",
+                                                   fold=k, folds=folds, case=f"case-{k}")
+        experiments.train_variants([arrays], tmp_path, config, progress=progress)
     return capsys.readouterr().out.splitlines()
 
 
-def _infos(folds: int | None, members: int, stages: list[tuple[str, int]]) -> list[dict]:
-    out = []
-    for k in range(folds or 1):
-        for m in range(members):
-            for stage, epochs in stages:
-                for e in range(1, epochs + 1):
-                    for event in ("batch", "epoch"):
-                        info = {"event": event, "stage": "cnn" if stage == "cnn" else "rnn", "epoch": e,
-                                "epochs": epochs, "loss": 0.5, "val_dsc": 0.7, "eta_s": 90.0,
-                                "member": m, "members": members}
-                        if stage != "cnn":
-                            info["variant"] = stage
-                        if folds is not None:
-                            info.update(fold=k, folds=folds, case=f"case-{k}")
-                        out.append(info)
-    return out
-
-
-def test_progress_of_a_leave_one_out_as_the_cli_prints_it(capsys):
-    settings = retraining.RetrainSettings("unused", init="bundled", members=2, cnn_epochs=3, rnn_epochs=2)
-    plan = retraining.progress_plan(settings, folds=3, variant="multi_level")
-    assert plan.total_epochs == 3 * 2 * (3 + 2)
-    lines = _printed_lines(capsys, _infos(3, 2, [("cnn", 3), ("multi_level", 2)]))
-    assert len(lines) == plan.total_epochs  # one PROGRESS line per finished epoch
-    updates = _track(lines, plan)
+def test_progress_of_a_leave_one_out_as_the_cli_prints_it(capsys, monkeypatch, tmp_path):
+    config = experiments.ExperimentConfig(variants=("multi_level",), members=2, cnn=TrainConfig(epochs=3),
+                                          rnn=TrainConfig(epochs=2))
+    lines = _printed_lines(capsys, monkeypatch, tmp_path, 3, config)
+    assert len(lines) == 3 * 2 * (3 + 2)  # one PROGRESS line per finished epoch
+    updates = _track(lines)
     fractions = [u.fraction for u in updates]
     assert len(updates) == len(lines) and fractions == sorted(fractions) and len(set(fractions)) == len(fractions)
     assert fractions[-1] == pytest.approx(1.0) and fractions[0] == pytest.approx(1 / 30)
@@ -180,30 +184,31 @@ def test_progress_of_a_leave_one_out_as_the_cli_prints_it(capsys):
     assert updates[6].message == "fold 1/3 (case-0), member 2/2, cnn epoch 2/3"
     assert updates[11].message == "fold 2/3 (case-1), member 1/2, cnn epoch 2/3"
     assert updates[4].message == "fold 1/3 (case-0), member 1/2, multi_level epoch 2/2"
+    assert (updates[4].fold, updates[4].folds, updates[4].case, updates[4].member, updates[4].members) == \
+        (0, 3, "case-0", 0, 2)
 
 
-def test_progress_of_a_training_and_of_a_resumed_job(capsys):
-    settings = retraining.RetrainSettings("unused", init="scratch", variant="cnn", members=1, cnn_epochs=4)
-    plan = retraining.progress_plan(settings, folds=1, variant="cnn")
-    lines = _printed_lines(capsys, _infos(None, 1, [("cnn", 4)]))
-    assert [u.fraction for u in _track(lines, plan)] == [0.25, 0.5, 0.75, 1.0]
-    resumed = _track(lines[2:], plan)  # epochs 1-2 were done before: not counted as fast ones
-    assert resumed[0].fraction == 0.75 and resumed[0].eta_s is None
+def test_progress_of_a_training_and_of_a_resumed_job(capsys, monkeypatch, tmp_path):
+    config = experiments.ExperimentConfig(variants=("cnn",), members=1, cnn=TrainConfig(epochs=4))
+    lines = _printed_lines(capsys, monkeypatch, tmp_path, None, config)
+    assert [u.fraction for u in _track(lines)] == [0.25, 0.5, 0.75, 1.0]
+    resumed = _track(_printed_lines(capsys, monkeypatch, tmp_path, None, config, first_epoch=3))
+    assert resumed[0].fraction == 0.75 and resumed[0].eta_s is None  # epochs 1-2 were done before: not fast ones
     assert resumed[1].eta_s == pytest.approx(0.0)
-    other = retraining.progress_plan(settings, folds=1, variant="cnn")
-    with pytest.raises(InputError, match="multi_level"):
-        _track(_printed_lines(capsys, _infos(None, 1, [("multi_level", 1)])), other)
 
 
 def test_progress_line_parsing():
-    assert parse_progress_line("PROGRESS 0.5000 cnn epoch 1/2") == (0.5, "cnn epoch 1/2")
-    assert parse_progress_line("PROGRESS 1") == (1.0, "")
-    for line in ("progress 0.5 x", "PROGRESS abc", "PROGRESS nan x", "Epoch 1/2", ""):
-        assert parse_progress_line(line) is None
-    assert retraining.parse_training_message("loss 0.3") is None
-    tracker = retraining.ProgressTracker(retraining.ProgressPlan(1, 1, (("cnn", 2),)))
-    assert tracker.update("wrote model bundle x", 0.0) is None
-    assert tracker.update("PROGRESS 0.5 preparing", 0.0) is None
+    event = ProgressEvent(0.5, "cnn epoch 1/2", kind="epoch", epoch=1, epochs=2, loss=0.25)
+    line = progress_line(event)
+    assert json.loads(line.removeprefix("PROGRESS ")) == {  # fields that are None are left out
+        "fraction": 0.5, "message": "cnn epoch 1/2", "kind": "epoch", "epoch": 1, "epochs": 2, "loss": 0.25}
+    assert read_progress_line(line) == event
+    assert read_progress_line('PROGRESS {"fraction": 1, "message": ""}') == ProgressEvent(1, "")
+    for line in ('progress {"fraction": 0.5, "message": "x"}', 'PROGRESS {"fraction": NaN, "message": "x"}',
+                 'PROGRESS {"fraction": 0.5}', 'PROGRESS {"fraction": "0.5", "message": "x"}',
+                 'PROGRESS {"fraction": 0.5, "message": "x", "colour": 1}', "PROGRESS abc", "PROGRESS 0.5 x",
+                 "Epoch 1/2", "wrote model bundle x", ""):
+        assert read_progress_line(line) is None
 
 
 def test_eta_text():
@@ -345,11 +350,10 @@ def test_train_and_register_through_the_cli(cli_run, phantom_tiny_bundle, phanto
     reg = tmp_path / "models"
     registry.register(phantom_tiny_bundle, reg)
     settings = retraining.RetrainSettings(phantom_dataset, init="phantom-tiny", members=1, cnn_epochs=2)
-    plan = retraining.progress_plan(settings, folds=1, variant="cnn")
     args = retraining.train_args(settings, tmp_path / "ckpt", reg, "phantom-ft", loo_results=loo_results_file)
     code, out, err = _run_cli(cli_run, args, tmp_path)
     assert code == 0, err[-2000:]
-    assert [u.fraction for u in _track(out, plan)] == [0.5, 1.0]
+    assert [u.fraction for u in _track(out)] == [0.5, 1.0]
     entry = next(e for e in registry.list_models(reg) if e.model_id == "phantom-ft")
     assert (entry.parent, entry.variant, entry.members, entry.read_only) == ("phantom-tiny", "cnn", 1, False)
     overall = retraining.read_loo_results(loo_results_file)["overall"]
@@ -386,13 +390,11 @@ def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, phantom_t
     fine-tuned by leave-one-out (experiments.run_loo with init_bundle, what `lvmyoseg loo --init`
     runs) on 3 real Sunnybrook studies cut to 6 slices; the held-out DSC rises.
 
-    Its progress goes through the command line's PROGRESS printer and the trainer's tracker.
+    Its progress goes through the command line's PROGRESS printer and back.
     """
     import dataclasses
 
     from LVMyoSegLib.io.sunnybrook import list_studies
-    from LVMyoSegLib.training.loop import TrainConfig
-
     real = tmp_path / "sunnybrook-subset"
     for study in list_studies(sunnybrook_root)[:3]:
         cine, labels = _shrunk_study(study, 6)
@@ -401,9 +403,8 @@ def test_fine_tuning_on_real_data_raises_held_out_dsc(sunnybrook_root, phantom_t
     config = dataclasses.replace(experiments.ExperimentConfig(members=1), cnn=fine_tune, rnn=fine_tune)
     capsys.readouterr()
     results = experiments.run_loo(real, tmp_path / "loo", config, init_bundle=phantom_tiny_bundle,
-                                  progress=cli._training_progress(True))
-    settings = retraining.RetrainSettings(real, init="phantom-tiny", cnn_epochs=10)
-    updates = _track(capsys.readouterr().out.splitlines(), retraining.progress_plan(settings, folds=3, variant="cnn"))
+                                  progress=training_printer(True))
+    updates = _track(capsys.readouterr().out.splitlines())
     assert len(updates) == 30 and updates[-1].fraction == pytest.approx(1.0)
 
     columns, _ = retraining.loo_table_columns(retraining.read_loo_results(tmp_path / "loo" / "loo_results.json"))
@@ -424,16 +425,14 @@ def test_resumed_training_records_the_time_of_every_invocation(phantom_dataset, 
     import time
 
     from LVMyoSegLib.errors import CancelledError
-    from LVMyoSegLib.training.loop import TrainConfig
-
     tiny = TrainConfig(epochs=3, width=8, units=1, frames_per_batch=8)
     config = experiments.ExperimentConfig(variants=("cnn",), members=1, cnn=tiny, rnn=tiny,
                                           preprocessing={"pixel_mm": 2.0, "crop_size": 64})
     epochs: list[int] = []
 
-    def note(info: dict) -> None:
-        if info["event"] == "epoch":
-            epochs.append(info["epoch"])
+    def note(event: ProgressEvent) -> None:
+        if event.kind == "epoch":
+            epochs.append(event.epoch)
 
     t0 = time.perf_counter()
     with pytest.raises(CancelledError):

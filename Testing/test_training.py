@@ -177,10 +177,10 @@ def test_cnn_learns_the_synthetic_ring_within_a_minute(tmp_path, phantom_arrays)
     probs = result.model.predict_on_batch(x[result.val_indices])
     dsc = training.dice_scores(probs, y[result.val_indices], k[result.val_indices])[..., 0]
     assert np.nanmean(dsc) == pytest.approx(result.best_val_dsc, abs=1e-6)
-    epochs = [e for e in events if e["event"] == "epoch"]
-    assert [e["epoch"] for e in epochs] == list(range(1, 31))
-    assert {"epoch", "epochs", "loss", "val_dsc", "eta_s"} <= set(epochs[-1])
-    assert epochs[-1]["eta_s"] == 0 and epochs[0]["eta_s"] > 0
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert [e.epoch for e in epochs] == list(range(1, 31))
+    assert None not in (epochs[-1].epochs, epochs[-1].loss, epochs[-1].val_dsc, epochs[-1].eta_s)
+    assert epochs[-1].eta_s == 0 and epochs[0].eta_s > 0 and epochs[-1].fraction == 1.0
     assert (tmp_path / "cnn" / "model.keras").is_file()
 
 
@@ -197,7 +197,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     seen = []
 
     def cancel_in_third_epoch() -> bool:
-        return bool(seen) and seen[-1]["epoch"] == 2 and seen[-1]["event"] == "epoch"
+        return bool(seen) and seen[-1].epoch == 2 and seen[-1].kind == "epoch"
 
     with pytest.raises(CancelledError, match="resume"):
         training.fit_cnn(x, y, k, tmp_path / "resumed", cfg, progress=seen.append,
@@ -242,22 +242,28 @@ def test_rnn_stage_trains_the_head_only_and_fine_tuning_starts_from_given_weight
 
 @pytest.mark.slow
 def test_ensemble_members_use_their_own_seed_and_cnn(tmp_path):
+    from types import SimpleNamespace
+
+    from LVMyoSegLib.training.experiments import ExperimentConfig, PreparedCase, train_variants
+
     x, y, k = synthetic_network_arrays(n_phases=4, n_slices=3, size=32, sparse=True)
     cfg = training.TrainConfig(epochs=1, frames_per_batch=4, sequences_per_batch=2, augment=False,
                                seed=10, **SMALL)
-    members = training.train_ensemble(x, y, k, tmp_path, members=2, variant="one_level", cnn_config=cfg)
+    prepared = [PreparedCase(SimpleNamespace(case_id="synthetic"), None, x, y, k)]
+    config = ExperimentConfig(variants=("one_level",), members=2, cnn=cfg, rnn=cfg)
+    members = train_variants(prepared, tmp_path, config)["one_level"]
     assert [m.name for m in members] == ["one_level", "one_level"]
     cnns = [keras.saving.load_model(tmp_path / f"member_{i}" / "cnn" / "model.keras", safe_mode=True)
             for i in range(2)]
     for i, member in enumerate(members):
-        state = json.loads((tmp_path / f"member_{i}" / "rnn" / "checkpoint" / "state.json").read_text())
+        state = json.loads((tmp_path / f"member_{i}" / "rnn_one_level" / "checkpoint" / "state.json").read_text())
         assert state["config"]["seed"] == 10 + i
         feats = networks.model_parts(member)[0].get_weights()
         assert all(np.array_equal(a, b) for a, b in
                    zip(networks.cnn_feature_model(cnns[i]).get_weights(), feats))
     assert not _weights_equal(cnns[0], cnns[1])
     # a second call finds both members finished and trains nothing
-    again = training.train_ensemble(x, y, k, tmp_path, members=2, variant="one_level", cnn_config=cfg)
+    again = train_variants(prepared, tmp_path, config)["one_level"]
     assert all(_weights_equal(a, b) for a, b in zip(again, members))
     # members of one run, trained here or reloaded from their checkpoints, form one ensemble
     from LVMyoSegLib.model.bundle import load_ensemble, write_bundle

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..progress import parse_progress_line
+from ..progress import ProgressFn
 from ..segmentation.cohort import TABLE_CSV
 from . import install
 from .jobs import Job
@@ -41,7 +41,7 @@ def read_result(output_dir: Path) -> BatchResult:
 
 
 def batch_job(inputs: str | Path, output_dir: str | Path, model_dir: Path, *, members: int = 0,
-              on_progress: Callable[[float, str], None] | None = None,
+              on_progress: ProgressFn | None = None,
               on_finished: Callable[[Job], None] | None = None) -> Job:
     """A :class:`Job` that segments every study of ``inputs`` (a folder of studies or a CSV study
     list) into ``output_dir`` with the bundle ``model_dir``; ``job.result`` is a
@@ -73,8 +73,8 @@ def batch_job(inputs: str | Path, output_dir: str | Path, model_dir: Path, *, me
     def collect(job: Job) -> None:
         job.result = read_result(job.work_dir)
 
-    return Job("batch", args, output_dir, what="batch", read_progress=parse_progress_line, collect=collect,
-               on_progress=(lambda p: on_progress(*p)) if on_progress else None, on_finished=on_finished)
+    return Job("batch", args, output_dir, what="batch", collect=collect, on_progress=on_progress,
+               on_finished=on_finished)
 
 
 def show_end(slicer, job: Job, progress_bar, status_label) -> None:

@@ -4,7 +4,8 @@ Both Slicer modules run their long work through :class:`JobRunner` (segmentation
 and training). A job ends exactly once, however the run ends: the process exits, fails to start,
 is cancelled, or collecting its results raises (any exception, not only LVMyoSegError). At the
 end the runner closes the process and drops every callback, so nothing of a finished job stays
-reachable from Qt.
+reachable from Qt. A standard-output line that is a progress event
+(:func:`LVMyoSegLib.progress.read_progress_line`) goes to ``on_progress``; any other goes to the log.
 """
 
 from __future__ import annotations
@@ -18,18 +19,16 @@ from types import ModuleType
 from typing import Any, Callable, Optional
 
 from ..errors import InputError, LVMyoSegError
+from ..progress import ProgressFn, read_progress_line
 from .process import CliProcess, ProcessEnd, failure_message
-
-ProgressReader = Callable[[str], Any]  # a stdout line -> a progress value, or None for a log line
 
 
 @dataclass(eq=False)
 class Job:
     """One background run of ``lvmyoseg <args>``.
 
-    ``read_progress`` turns a standard-output line into the value passed to ``on_progress``
-    (None: the line is a log line). ``collect(job)`` runs after a successful exit and may
-    fill ``result``; ``cleanup(job)`` runs at every end (e.g. removes a temporary folder).
+    ``on_progress`` gets the command's progress events. ``collect(job)`` runs after a successful
+    exit and may fill ``result``; ``cleanup(job)`` runs at every end (e.g. removes a temporary folder).
     ``inputs`` holds what ``collect`` needs (scene nodes, settings) and is dropped at the end.
     """
 
@@ -37,10 +36,9 @@ class Job:
     args: list[str]
     work_dir: Path
     what: str = "background"
-    read_progress: Optional[ProgressReader] = None
     collect: Optional[Callable[["Job"], None]] = None
     cleanup: Optional[Callable[["Job"], None]] = None
-    on_progress: Optional[Callable[[Any], None]] = None
+    on_progress: Optional[ProgressFn] = None
     on_log: Optional[Callable[[str], None]] = None
     on_finished: Optional[Callable[["Job"], None]] = None
     inputs: dict = field(default_factory=dict)
@@ -59,7 +57,7 @@ class Job:
         if self.process is not None:
             self.process.close()
         self.process = None
-        self.read_progress = self.collect = self.cleanup = None
+        self.collect = self.cleanup = None
         self.on_progress = self.on_log = self.on_finished = None
         self.inputs = {}
 
@@ -119,17 +117,12 @@ class JobRunner:
             job.on_log(line)
 
     def _line(self, job: Job, line: str) -> None:
-        progress = None
-        if job.read_progress is not None:
-            try:
-                progress = job.read_progress(line)
-            except LVMyoSegError as exc:  # a progress line the job did not plan for: keep it in the log
-                self._log(job, f"(progress not understood: {exc})")
-        if progress is None:
+        event = read_progress_line(line)
+        if event is None:
             if line.strip():
                 self._log(job, line)
         elif job.on_progress:
-            job.on_progress(progress)
+            job.on_progress(event)
 
     def _end(self, job: Job, end: ProcessEnd) -> None:
         try:

@@ -3,9 +3,9 @@
 - :class:`RetrainSettings` -> the ``lvmyoseg loo`` / ``lvmyoseg train`` argument lists
   (:func:`loo_args`, :func:`train_args`); run folders named by a hash of the settings and
   the dataset manifest (:func:`job_dir`), so running the same job again resumes it.
-- ``PROGRESS <fraction> <message>`` lines of the training commands -> overall fraction
-  and ETA (:class:`ProgressTracker`). The commands report each epoch of each stage;
-  the overall fraction counts finished epochs over all folds, members and stages.
+- The ETA as the Trainer shows it (:func:`format_eta`); the training commands report each
+  finished epoch as a progress event (:mod:`LVMyoSegLib.progress`) with the fraction of the
+  whole job (epochs over all folds, members and stages) and its measured time left.
 - ``loo_results.json`` -> per-case DSC / HD / APD columns, before vs after
   (:func:`loo_table_columns`), which :func:`LVMyoSegLib.mrml.table_from_columns` puts in a
   table node.
@@ -20,21 +20,17 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, LVMyoSegError
-from ..progress import parse_progress_line
 
 VARIANTS = ("multi_level", "one_level", "cnn")
 INIT_SCRATCH = "scratch"
 TABLE_METRICS = (("dsc", "DSC", ""), ("hd_mm", "HD", "mm"), ("apd_mm", "APD", "mm"))
-_STEP = re.compile(r"^(?:fold (?P<fold>\d+)/(?P<folds>\d+) \((?P<case>[^)]*)\) )?"
-                   r"(?:member (?P<member>\d+)/(?P<members>\d+) )?"
-                   r"(?P<stage>[A-Za-z_]+) epoch (?P<epoch>\d+)/(?P<epochs>\d+)")
 
 
 @dataclass(frozen=True)
@@ -127,107 +123,6 @@ def train_args(settings: RetrainSettings, checkpoint_dir: Path, registry_dir: Pa
 
 
 # ------------------------------------------------------------------ progress
-
-
-@dataclass(frozen=True)
-class ProgressPlan:
-    """The epochs a job will run: ``folds`` x ``members`` x the stages (name, epochs) in order."""
-
-    folds: int
-    members: int
-    stages: tuple[tuple[str, int], ...]
-
-    @property
-    def total_epochs(self) -> int:
-        return self.folds * self.members * sum(e for _, e in self.stages)
-
-    def epochs_done(self, step: "TrainingStep") -> int:
-        """Epochs finished when ``step`` (an epoch that just ended) is reported."""
-        per_member = sum(e for _, e in self.stages)
-        names = [s for s, _ in self.stages]
-        if step.stage not in names:
-            raise InputError(f"Progress names stage {step.stage!r}, which this job ({', '.join(names)}) "
-                             "does not run.")
-        before = sum(e for s, e in self.stages[:names.index(step.stage)])
-        fold = step.fold if step.fold is not None else 0
-        member = step.member if step.member is not None else 0
-        return (fold * self.members + member) * per_member + before + step.epoch
-
-
-def progress_plan(settings: RetrainSettings, *, folds: int, variant: str) -> ProgressPlan:
-    """Plan of a job: ``variant`` is the network trained (the start model's when fine-tuning)."""
-    stages: tuple[tuple[str, int], ...] = (("cnn", settings.cnn_epochs),)
-    if variant != "cnn":
-        stages += ((variant, settings.rnn_epochs),)
-    return ProgressPlan(folds=max(1, folds), members=settings.members, stages=stages)
-
-
-@dataclass(frozen=True)
-class TrainingStep:
-    """Where a training command is: 0-based fold and member, stage name, 1-based epoch."""
-
-    stage: str
-    epoch: int
-    epochs: int
-    fold: int | None = None
-    folds: int | None = None
-    case: str | None = None
-    member: int | None = None
-    members: int | None = None
-
-
-def parse_training_message(message: str) -> TrainingStep | None:
-    """The fold/member/stage/epoch of a training progress message (as ``lvmyoseg loo/train`` print them)."""
-    m = _STEP.match(message.strip())
-    if m is None:
-        return None
-    num = lambda k: int(m.group(k)) if m.group(k) is not None else None  # noqa: E731
-    fold, member = num("fold"), num("member")
-    return TrainingStep(stage=m.group("stage"), epoch=int(m.group("epoch")), epochs=int(m.group("epochs")),
-                        fold=None if fold is None else fold - 1, folds=num("folds"), case=m.group("case"),
-                        member=None if member is None else member - 1, members=num("members"))
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Overall progress of a job: fraction 0..1, seconds left (None until measurable), message."""
-
-    fraction: float
-    eta_s: float | None
-    message: str
-
-
-@dataclass
-class ProgressTracker:
-    """Turns PROGRESS lines into overall progress and ETA.
-
-    The ETA is measured, not guessed: time since the first reported epoch over the
-    epochs done since then (a resumed job starts part-way; epochs skipped by resuming
-    do not count as fast ones).
-    """
-
-    plan: ProgressPlan
-    _first: tuple[float, int] | None = field(default=None, repr=False)
-    last: Progress | None = None
-
-    def update(self, line: str, now: float) -> Progress | None:
-        parsed = parse_progress_line(line)
-        if parsed is None:
-            return None
-        _, message = parsed
-        step = parse_training_message(message)
-        if step is None:
-            return None
-        done = min(self.plan.epochs_done(step), self.plan.total_epochs)
-        if self._first is None:
-            self._first = (now, done)
-        t0, d0 = self._first
-        eta = (now - t0) * (self.plan.total_epochs - done) / (done - d0) if done > d0 else None
-        where = (f"fold {step.fold + 1}/{step.folds} ({step.case}), " if step.fold is not None else "") + \
-                (f"member {step.member + 1}/{step.members}, " if step.member is not None else "")
-        self.last = Progress(done / self.plan.total_epochs, eta,
-                             f"{where}{step.stage} epoch {step.epoch}/{step.epochs}")
-        return self.last
 
 
 def format_eta(seconds: float | None) -> str:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from .. import mrml
 from ..errors import InputError
-from ..progress import parse_progress_line
+from ..progress import ProgressFn
 from . import install, results
 from .jobs import Job
 
 
 def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, members: int = 0,
                      threshold: float = 0.5, rv_insertion_node=None, device: str = "auto",
-                     on_progress: Callable[[float, str], None] | None = None,
+                     on_progress: ProgressFn | None = None,
                      on_finished: Callable[[Job], None] | None = None,
                      show: Callable[[object, object], None] | None = None) -> Job:
     """A :class:`Job` that segments the cine ``sequence_node`` with the bundle ``model_dir``.
@@ -74,8 +74,8 @@ def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, 
         if show is not None:
             show(nodes, table)
 
-    return Job("segment", args, work_dir, what="segmentation", read_progress=parse_progress_line,
-               collect=collect, cleanup=lambda job: shutil.rmtree(job.work_dir, ignore_errors=True),
-               on_progress=(lambda p: on_progress(*p)) if on_progress else None, on_finished=on_finished,
+    return Job("segment", args, work_dir, what="segmentation", collect=collect,
+               cleanup=lambda job: shutil.rmtree(job.work_dir, ignore_errors=True),
+               on_progress=on_progress, on_finished=on_finished,
                inputs={"sequence": sequence_node, "browser": mrml.find_browser_node(scene, sequence_node),
                        "cine": cine, "threshold": threshold, "rv_insertion": rv_insertion_node})

@@ -1,10 +1,10 @@
 """The background jobs of LV Myocardium Trainer: leave-one-out (``lvmyoseg loo``) and training
 into a new registered model version (``lvmyoseg train --register``).
 
-What to run and how to read its progress is in :mod:`LVMyoSegLib.app.retraining`; this module turns
-it into :class:`~LVMyoSegLib.app.jobs.Job` objects. No Qt and no MRML: showing the leave-one-out
-table is a callback. A cancelled job keeps its finished epochs in its run folder; the same job
-started again resumes them.
+What to run is in :mod:`LVMyoSegLib.app.retraining`; this module turns it into
+:class:`~LVMyoSegLib.app.jobs.Job` objects, whose progress events go to ``on_progress`` as the command
+reports them. No Qt and no MRML: showing the leave-one-out table is a callback. A cancelled job
+keeps its finished epochs in its run folder; the same job started again resumes them.
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ def _cases(settings: retraining.RetrainSettings, minimum: int) -> list[str]:
     return cases
 
 
-def _job(kind: str, settings, out_dir: Path, args: list[str], plan, **callbacks) -> Job:
+def _job(kind: str, settings, out_dir: Path, args: list[str], **callbacks) -> Job:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tracker = retraining.ProgressTracker(plan)
-    return Job(kind, args, out_dir.parent, what="training", read_progress=lambda line: tracker.update(line, time.time()),
-               inputs={"settings": settings, "out_dir": out_dir}, **callbacks)
+    return Job(kind, args, out_dir.parent, what="training", inputs={"settings": settings, "out_dir": out_dir},
+               **callbacks)
 
 
 def leave_one_out_job(settings: retraining.RetrainSettings, runs_dir: Path, registry_dir: Path, *,
@@ -52,8 +51,8 @@ def leave_one_out_job(settings: retraining.RetrainSettings, runs_dir: Path, regi
                       on_finished=None) -> Job:
     """``lvmyoseg loo`` over the selected cases (two or more). On success ``job.result`` is
     ``{"results": <loo_results.json>, "summary": str, "shown": show(results, name)}``."""
-    cases = _cases(settings, 2)
-    plan = retraining.progress_plan(settings, folds=len(cases), variant=trained_variant(settings, registry_dir))
+    _cases(settings, 2)
+    trained_variant(settings, registry_dir)  # a start model with too few members is refused now
     out_dir = retraining.job_dir(runs_dir, "loo", settings)
 
     def collect(job: Job) -> None:
@@ -62,7 +61,7 @@ def leave_one_out_job(settings: retraining.RetrainSettings, runs_dir: Path, regi
         job.result = {"results": results, "summary": retraining.loo_summary(results),
                       "shown": show(results, name) if show else None}
 
-    return _job("loo", settings, out_dir, retraining.loo_args(settings, out_dir, registry_dir), plan,
+    return _job("loo", settings, out_dir, retraining.loo_args(settings, out_dir, registry_dir),
                 collect=collect, on_progress=on_progress, on_log=on_log, on_finished=on_finished)
 
 
@@ -72,7 +71,7 @@ def training_job(settings: retraining.RetrainSettings, runs_dir: Path, registry_
     registry entry. The metrics of a finished leave-one-out run with the same settings go into the
     manifest. A bad or existing ``model_id`` is refused now, not after hours of training."""
     _cases(settings, 1)
-    plan = retraining.progress_plan(settings, folds=1, variant=trained_variant(settings, registry_dir))
+    trained_variant(settings, registry_dir)  # a start model with too few members is refused now
     model_id = model_id or retraining.default_model_id(settings.dataset_dir, time.strftime("%Y%m%d-%H%M%S"))
     registry.new_model_dir(registry_dir, model_id)
     loo_file = retraining.job_dir(runs_dir, "loo", settings) / "loo_results.json"
@@ -92,7 +91,7 @@ def training_job(settings: retraining.RetrainSettings, runs_dir: Path, registry_
         job.result = entry
 
     args = retraining.train_args(settings, out_dir, registry_dir, model_id, loo_results=use_loo)
-    return _job("train", settings, out_dir, args, plan, collect=collect, on_progress=on_progress, on_log=on_log,
+    return _job("train", settings, out_dir, args, collect=collect, on_progress=on_progress, on_log=on_log,
                 on_finished=on_finished)
 
 

@@ -26,15 +26,14 @@ How it stays fast (numbers in ``benchmarks/README.md``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import CancelledError, InputError
+from ..progress import CancelFn, ProgressEvent, ProgressFn
 
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
 SLICES_PER_BATCH = 1
 
 
@@ -209,7 +208,7 @@ class EnsemblePredictor:
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
         """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``.
 
-        ``progress(fraction, message)`` is called after each batch of slices of each
+        ``progress`` gets an event after each batch of slices of each
         member; ``cancel()`` is polled before each batch and raises
         :class:`CancelledError` when it returns True.
         """
@@ -238,7 +237,8 @@ class EnsemblePredictor:
                     total[start:stop] += out[: stop - start]
                     if progress is not None:
                         member = f"member {k + 1} of {n}, " if n > 1 else ""
-                        progress((k * z + stop) / (n * z), f"{member}slices {start + 1}-{stop} of {z}")
+                        progress(ProgressEvent((k * z + stop) / (n * z), f"{member}slices {start + 1}-{stop} of {z}",
+                                               kind="slices", member=k, members=n))
         finally:
             if n > 1:
                 self._use_member(0)
@@ -252,7 +252,7 @@ def predict_ensemble(models: Sequence | Ensemble | EnsemblePredictor, x: np.ndar
 
     ``models`` is a list of Keras models built alike, an :class:`Ensemble`, or an
     :class:`EnsemblePredictor` to reuse its compiled graph across calls.
-    ``progress(fraction, message)`` is called after each batch of slices of each
+    ``progress`` gets an event after each batch of slices of each
     member; ``cancel()`` is polled before each batch and raises
     :class:`CancelledError` when it returns True.
     """

@@ -14,16 +14,14 @@ runs the first layer, as reported in ``report.json``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CancelledError, InputError, ModelError
+from ..progress import CancelFn, ProgressEvent, ProgressFn
 
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "directml")
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "directml": "DmlExecutionProvider",
              "cpu": "CPUExecutionProvider"}
@@ -104,7 +102,7 @@ class OnnxEnsemble:
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
         """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``.
 
-        ``progress(fraction, message)`` is called after each batch of slices of each
+        ``progress`` gets an event after each batch of slices of each
         member; ``cancel()`` is polled before each batch and raises
         :class:`CancelledError` when it returns True.
         """
@@ -131,7 +129,8 @@ class OnnxEnsemble:
                 total[start:stop] += out
                 if progress is not None:
                     member = f"member {k + 1} of {n}, " if n > 1 else ""
-                    progress((k * z + stop) / (n * z), f"{member}slices {start + 1}-{stop} of {z}")
+                    progress(ProgressEvent((k * z + stop) / (n * z), f"{member}slices {start + 1}-{stop} of {z}",
+                                           kind="slices", member=k, members=n))
         return total / np.float32(n)
 
 

@@ -29,7 +29,7 @@ from .. import __version__
 from ..errors import CancelledError, InputError, LVMyoSegError
 from ..files import check_output_folder, output_folder
 from ..model.bundle import member_count, verify_bundle
-from ..model.ensemble import ProgressFn
+from ..progress import ProgressEvent, ProgressFn
 from .cohort import CohortTable, Study, base_row, input_sha256, is_ok, list_studies, study_row
 
 try:  # optional at import time so the rest of the package never needs Dask
@@ -229,8 +229,9 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
             say(f"{study.id}: {row['status']}")
             if progress is not None:
                 eta = (time.perf_counter() - t_run) / done * (len(pending) - done)
-                progress((kept + done) / total, f"{kept + done}/{total} studies, {bad} not ok, "
-                                                f"ETA {eta / 60:.1f} min")
+                progress(ProgressEvent((kept + done) / total, f"{kept + done}/{total} studies, {bad} not ok, "
+                                                              f"ETA {eta / 60:.1f} min",
+                                       kind="study", eta_s=eta, case=study.id))
     except KeyboardInterrupt:
         if futures:
             client.cancel(list(futures))

@@ -6,6 +6,7 @@ imports TensorFlow or Keras.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,10 @@ from ..cine import Cine
 from ..io.cine_checks import check_short_axis_cine
 from ..labels import labels_from_probabilities
 from ..model.bundle import Manifest
-from ..model.onnx_runtime import CancelFn, OnnxEnsemble, ProgressFn, load_onnx_ensemble
+from ..model.onnx_runtime import OnnxEnsemble, load_onnx_ensemble
 from ..model.trust import bundle_trust
 from ..preprocessing import preprocess
+from ..progress import CancelFn, ProgressEvent, ProgressFn
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,10 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     timings["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    on_device = None if progress is None else (lambda f, msg: progress(f, f"{msg} on {ensemble.device}"))
-    net = ensemble.predict(x, progress=on_device, cancel=cancel)
+    def on_device(event: ProgressEvent) -> None:
+        progress(dataclasses.replace(event, message=f"{event.message} on {ensemble.device}"))
+
+    net = ensemble.predict(x, progress=None if progress is None else on_device, cancel=cancel)
     timings["network"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

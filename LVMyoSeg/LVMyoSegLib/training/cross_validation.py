@@ -34,13 +34,13 @@ from ..files import write_json_atomic
 from ..io.dataset import dataset_hash, list_cases, read_case
 from ..labels import BLOOD_POOL, MYOCARDIUM, labels_from_probabilities
 from ..model.ensemble import predict_ensemble
+from ..progress import ProgressFn, part
 from . import edes
 from .experiments import WALL_TIME_FILE, ExperimentConfig, RunClock, prepare_case
 from .loop import fit_cnn
 from .patient_split import stratified_folds
 from .stage_one_frames import stage_one_arrays
 
-ProgressFn = Callable[[dict], None]
 CV_COLUMNS = (("dsc", "Myo DSC"), ("hd_mm", "Myo HD (mm)"), ("apd_mm", "Myo APD (mm)"),
               ("pool_dsc_ed", "Pool DSC ED"), ("pool_dsc_es", "Pool DSC ES"))
 
@@ -90,8 +90,8 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
         test_ids = [p for p in fold if p not in excluded]
         x, y, known, ids = stage_one_arrays(train_ids, patients, cines, config.preprocessing, test_ids=fold)
         clock = RunClock(out_dir / f"fold_{k}" / WALL_TIME_FILE)
-        tagged = None if progress is None else (
-            lambda info, k=k: progress({**info, "fold": k, "folds": n_folds, "case": f"{len(folds[k])} patients"}))
+        tagged = part(progress, k / n_folds, 1 / n_folds, f"fold {k + 1}/{n_folds} ({len(fold)} patients)",
+                      fold=k, folds=n_folds, case=f"{len(fold)} patients")
         fit = fit_cnn(x, y, known, out_dir / f"fold_{k}" / "cnn", config.cnn, groups=ids,
                       progress=clock.tracking(tagged), cancel=cancel)
         test = edes.concat_frames([edes.patient_frames(patients[p], config.preprocessing["pixel_mm"],

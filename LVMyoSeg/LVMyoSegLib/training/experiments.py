@@ -30,13 +30,13 @@ from ..model.bundle import load_keras_file, load_members, write_bundle
 from ..model.ensemble import predict_ensemble
 from ..model.networks import VARIANTS
 from ..preprocessing import preprocess
+from ..progress import ProgressEvent, ProgressFn, part
 from .edes import read_edes, usable_patients
 from .loop import TrainConfig, fit_cnn, fit_rnn
 from .outside_lv import with_known_empty_above_base
 from .stage_one_frames import fold_cnn_path, stage_one_arrays
 
 VARIANT_TITLES = {"cnn": "CNN", "one_level": "One-level ConvLSTM", "multi_level": "Multi-level ConvLSTM"}
-ProgressFn = Callable[[dict], None]
 WALL_TIME_FILE = "wall_time.json"  # in a run folder: seconds of all its invocations
 
 
@@ -93,11 +93,11 @@ class RunClock:
         return seconds
 
     def tracking(self, progress: ProgressFn | None) -> ProgressFn:
-        def track(info: dict) -> None:
-            if info.get("event") == "epoch":
+        def track(event: ProgressEvent) -> None:
+            if event.kind == "epoch":
                 self.save()
             if progress is not None:
-                progress(info)
+                progress(event)
         return track
 
 
@@ -147,10 +147,14 @@ def train_variants(prepared: Sequence[PreparedCase], run_dir: Path, config: Expe
         raise InputError(f"{len(cnns)} stage-1 models for {config.members} members; give one per member.")
     x, y, known = training_arrays(prepared)
     models: dict[str, list] = {v: [] for v in config.variants}
+    cnn_epochs = 0 if cnns is not None else config.cnn.epochs
+    member_epochs = _member_epochs(config, cnn_epochs)
     for i in range(config.members):
-        def tagged(info: dict, i: int = i) -> None:
-            if progress is not None:
-                progress({**info, "member": i, "members": config.members})
+        def tagged(done: int, epochs: int, i: int = i) -> ProgressFn | None:
+            """Progress of member i's stage that runs ``epochs`` after ``done`` of the member's."""
+            total = max(1, config.members * member_epochs)
+            return part(progress, (i * member_epochs + done) / total, epochs / total,
+                        f"member {i + 1}/{config.members}", member=i, members=config.members)
 
         start = None
         if initial:
@@ -158,7 +162,8 @@ def train_variants(prepared: Sequence[PreparedCase], run_dir: Path, config: Expe
         member_dir = Path(run_dir) / f"member_{i}"
         cnn = cnns[i] if cnns is not None else fit_cnn(
             x, y, known, member_dir / "cnn", dataclasses.replace(config.cnn, seed=config.cnn.seed + i),
-            initial=start, progress=tagged, cancel=cancel).model
+            initial=start, progress=tagged(0, cnn_epochs), cancel=cancel).model
+        done = cnn_epochs
         for variant in config.variants:
             if variant == "cnn":
                 models["cnn"].append(cnn)
@@ -166,10 +171,15 @@ def train_variants(prepared: Sequence[PreparedCase], run_dir: Path, config: Expe
             start_rnn = (initial or {}).get(variant, [None] * config.members)[i]
             fit = fit_rnn(x, y, known, cnn, member_dir / f"rnn_{variant}",
                           dataclasses.replace(config.rnn, seed=config.rnn.seed + i), variant=variant,
-                          initial=start_rnn, progress=lambda info, v=variant: tagged({**info, "variant": v}),
-                          cancel=cancel)
+                          initial=start_rnn, progress=tagged(done, config.rnn.epochs), cancel=cancel)
+            done += config.rnn.epochs
             models[variant].append(fit.model)
     return models
+
+
+def _member_epochs(config: ExperimentConfig, cnn_epochs: int) -> int:
+    """The epochs of one member: ``cnn_epochs`` of stage 1 and stage 2's of each ConvLSTM variant."""
+    return cnn_epochs + config.rnn.epochs * sum(v != "cnn" for v in config.variants)
 
 
 def predict_case(models: Sequence, prepared: PreparedCase, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -233,8 +243,8 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
                 continue
             cnns = [load_keras_file(cnn_path)]
         clock = RunClock(out_dir / f"fold_{held_out}" / WALL_TIME_FILE)
-        fold_progress = None if progress is None else (
-            lambda info, k=k, h=held_out: progress({**info, "fold": k, "folds": len(case_ids), "case": h}))
+        fold_progress = part(progress, k / len(case_ids), 1 / len(case_ids),
+                             f"fold {k + 1}/{len(case_ids)} ({held_out})", fold=k, folds=len(case_ids), case=held_out)
         train = [prepared[c] for c in case_ids if c != held_out]
         models = train_variants(train, out_dir / f"fold_{held_out}", config, initial=initial_models,
                                 cnns=cnns, progress=clock.tracking(fold_progress), cancel=cancel)
@@ -348,13 +358,15 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
     config = dataclasses.replace(config, variants=(variant,))
     clock = RunClock(Path(run_dir) / WALL_TIME_FILE)
     prepared = [prepare_case(read_case(dataset_dir, c), config.preprocessing) for c in case_ids]
-    cnns, edes_record = None, {}
+    cnns, edes_record, stage_one = None, {}, 0.0
     if edes_root is not None:
         patients, excluded = usable_patients(read_edes(edes_root))
         edes_record = {"edes": Path(edes_root).name, "edes_patients": sorted(patients), "edes_excluded": excluded}
-        cnns = _stage_one_on_all(patients, prepared, run_dir, config, initial, clock.tracking(progress), cancel)
+        stage_one = config.cnn.epochs / max(1, _member_epochs(config, config.cnn.epochs))  # share of the epochs
+        cnns = _stage_one_on_all(patients, prepared, run_dir, config, initial,
+                                 part(clock.tracking(progress), 0.0, stage_one), cancel)
     models = train_variants(prepared, run_dir, config, initial=initial, cnns=cnns,
-                            progress=clock.tracking(progress), cancel=cancel)
+                            progress=part(clock.tracking(progress), stage_one, 1.0 - stage_one), cancel=cancel)
     wall = clock.save()  # summed over every invocation of this run folder (resumes included)
     write_bundle(bundle_dir, models[variant], model_id=model_id, variant=variant, channels=CHANNELS,
                  preprocessing=config.preprocessing,
@@ -379,7 +391,8 @@ def _stage_one_on_all(patients: dict[str, Any], prepared: Sequence[PreparedCase]
         start = next(iter(initial.values()))[i] if initial else None
         cnns.append(fit_cnn(x, y, known, Path(run_dir) / f"member_{i}" / "cnn",
                             dataclasses.replace(config.cnn, seed=config.cnn.seed + i), initial=start,
-                            groups=ids, progress=None if progress is None else
-                            (lambda info, i=i: progress({**info, "member": i, "members": config.members})),
+                            groups=ids, progress=part(progress, i / config.members, 1 / config.members,
+                                                      f"member {i + 1}/{config.members}", member=i,
+                                                      members=config.members),
                             cancel=cancel).model)
     return cnns

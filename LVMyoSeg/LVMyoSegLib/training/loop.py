@@ -19,23 +19,22 @@ float32 (per-slice standardised), ``targets [N, T, H, W, 2]`` in {0, 1} and
 - Train/validation split by sequence (slice), ``validation_fraction`` of them,
   by the seed (or by ``groups``, e.g. study ids, so no study is on both sides).
   Validation DSC = mean 2D DSC of the myocardium over labelled validation frames.
-- Every epoch a checkpoint (weights, optimizer state, epoch, history, config,
-  RNG scheme) is written atomically to ``run_dir/checkpoint``; calling the same
-  fit again with the same ``run_dir`` resumes after the last finished epoch.
-  Randomness is a pure function of (seed, stage, epoch, batch): a resumed run
-  draws the same batches and augmentations as an uninterrupted one.
+- Every epoch a checkpoint is written to ``run_dir``
+  (:mod:`LVMyoSegLib.training.checkpoints`); calling the same fit again with the same
+  ``run_dir`` resumes after the last finished epoch. Randomness is a pure function of
+  (seed, stage, epoch, batch): a resumed run draws the same batches and augmentations
+  as an uninterrupted one.
+- Progress: a :class:`~LVMyoSegLib.progress.ProgressEvent` after every batch
+  (``kind="batch"``) and every checkpointed epoch (``kind="epoch"``); ``fraction`` is the
+  stage's, ``eta_s`` the stage's time left, measured over the batches run so far.
 - Fine-tuning: pass ``initial`` (an existing model); the default learning rate
   is then :data:`FINE_TUNE_LEARNING_RATE` instead of :data:`LEARNING_RATE`.
-- Ensembles: :func:`train_ensemble`, member i with seed ``seed + i``; RNN member i
-  starts from CNN member i; per-member run folders ``run_dir/member_i/{cnn,rnn}``.
+- Ensembles: :func:`LVMyoSegLib.training.experiments.train_variants`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,16 +46,14 @@ import keras
 import numpy as np
 
 from ..errors import CancelledError, InputError
-from ..files import atomic_path
 from ..model import networks
 from ..model.losses import MaskedSegmentationLoss, pack_targets
+from ..progress import CancelFn, ProgressEvent, ProgressFn
+from . import checkpoints
 from .augment import AugmentConfig, augment_batch
 
 LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4
-CHECKPOINT_FORMAT = 1
-ProgressFn = Callable[[dict], None]
-CancelFn = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -169,87 +166,6 @@ def _compile(model: keras.Model, lr: float, config: TrainConfig, jit: bool = Fal
     return optimizer
 
 
-# ---------------------------------------------------------------- checkpoints
-
-def _checkpoint_dir(run_dir: Path) -> Path | None:
-    for name in ("checkpoint", "checkpoint.old"):
-        if (run_dir / name / "state.json").is_file():
-            return run_dir / name
-    return None
-
-
-def _write_checkpoint(run_dir: Path, model: keras.Model, optimizer, state: dict,
-                      new_best: bool) -> None:
-    tmp, final, old = run_dir / "checkpoint.tmp", run_dir / "checkpoint", run_dir / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_weights(tmp / "model.weights.h5")
-    np.savez(tmp / "optimizer.npz", *[np.asarray(v) for v in optimizer.variables])
-    previous = _checkpoint_dir(run_dir)
-    if new_best:
-        shutil.copyfile(tmp / "model.weights.h5", tmp / "best.weights.h5")
-    elif previous is not None and (previous / "best.weights.h5").is_file():
-        shutil.copyfile(previous / "best.weights.h5", tmp / "best.weights.h5")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _damaged_checkpoint(path: Path, exc: BaseException) -> InputError:
-    ckpt = path.parent
-    return InputError(f"The training checkpoint file {path} is damaged ({type(exc).__name__}: {exc}); the "
-                      "run was probably killed while writing it, or the disk was full. To restart this "
-                      f"training stage from its first epoch, delete the folder {ckpt} and run the same "
-                      "command again (finished stages and folds in the run folder are kept).")
-
-
-def _read_checkpoint_state(ckpt: Path) -> dict:
-    path = ckpt / "state.json"
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        int(state["epoch"]), list(state["history"]), dict(state["config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise _damaged_checkpoint(path, exc) from None
-    return state
-
-
-def _restore_checkpoint(ckpt: Path, model: keras.Model, optimizer) -> None:
-    path = ckpt / "model.weights.h5"
-    try:
-        model.load_weights(path)
-        path = ckpt / "optimizer.npz"
-        with np.load(path) as saved:
-            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    except Exception as exc:  # h5py, zipfile and numpy each raise their own kinds for a truncated file
-        raise _damaged_checkpoint(path, exc) from None
-    if len(values) != len(optimizer.variables) or any(
-            tuple(v.shape) != tuple(a.shape) for v, a in zip(optimizer.variables, values)):
-        raise InputError(f"Optimizer state in {ckpt} does not fit this model; the run folder belongs "
-                         "to another network. Choose a new run folder.")
-    for var, value in zip(optimizer.variables, values):
-        var.assign(value)
-
-
-def _check_resume(state: dict, expect: dict, ckpt: Path) -> None:
-    diff = sorted(k for k in set(state["config"]) | set(expect["config"])
-                  if k != "epochs" and state["config"].get(k) != expect["config"].get(k))
-    for key in ("stage", "variant", "learning_rate", "n_items", "fine_tune"):
-        if state.get(key) != expect.get(key):
-            diff.append(key)
-    if diff:
-        raise InputError(f"The run folder {ckpt.parent} holds a checkpoint of a different training "
-                         f"(differs in: {', '.join(diff)}). Use a new run folder, or delete this one "
-                         "to start over.")
-
-
-def _save_model_atomic(model: keras.Model, path: Path) -> None:
-    with atomic_path(path, suffix=".keras") as tmp:  # Keras goes by the extension
-        model.save(tmp)
-
-
 # ---------------------------------------------------------------- the epoch loop
 
 @dataclass
@@ -270,33 +186,28 @@ def _train_loop(stage: _Stage, config: TrainConfig, lr: float, run_dir: Path, fi
                 progress: ProgressFn | None, cancel: CancelFn | None) -> FitResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     optimizer = _compile(stage.trainee, lr, config, jit=config.jit_compile and stage.name == "cnn")
-    expect = {"format": CHECKPOINT_FORMAT, "stage": stage.name, "config": config.to_dict(),
+    expect = {"format": checkpoints.CHECKPOINT_FORMAT, "stage": stage.name, "config": config.to_dict(),
               "learning_rate": lr, "n_items": stage.n_items, "fine_tune": fine_tune,
               "rng": "numpy default_rng([seed, stage, epoch(, batch)])", **stage.extra_state}
-    history: list[dict] = []
-    start_epoch, best_val, best_epoch = 0, None, None
-    ckpt = _checkpoint_dir(run_dir)
-    if ckpt is not None:
-        state = _read_checkpoint_state(ckpt)
-        _check_resume(state, expect, ckpt)
-        _restore_checkpoint(ckpt, stage.model, optimizer)
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        best_val, best_epoch = state.get("best_val_dsc"), state.get("best_epoch")
+    state = checkpoints.resume(run_dir, expect, stage.model, optimizer) or {"epoch": 0, "history": []}
+    start_epoch, history = int(state["epoch"]), list(state["history"])
+    best_val, best_epoch = state.get("best_val_dsc"), state.get("best_epoch")
     stage_id = {"cnn": 1, "rnn": 2}[stage.name]
     batch = min(stage.batch_size, stage.n_items)
     n_batches = -(-stage.n_items // batch)
     timing = {"t0": time.perf_counter(), "done": 0, "steady": 0.0, "steady_n": 0}
     total_batches = (config.epochs - start_epoch) * n_batches
 
-    def report(event: str, epoch: int, b: int, loss: float, val: float | None) -> None:
+    def report(kind: str, epoch: int, b: int, loss: float, val: float | None) -> None:
         if progress is None:
             return
         per = timing["steady"] / timing["steady_n"] if timing["steady_n"] else \
             (time.perf_counter() - timing["t0"]) / max(timing["done"], 1)
-        progress({"event": event, "stage": stage.name, "epoch": epoch, "epochs": config.epochs,
-                  "batch": b, "batches": n_batches, "loss": loss, "val_dsc": val,
-                  "eta_s": per * (total_batches - timing["done"]),
-                  "elapsed_s": time.perf_counter() - timing["t0"]})
+        variant = stage.extra_state["variant"]
+        progress(ProgressEvent((epoch - 1 + b / n_batches) / config.epochs,
+                               f"{variant} epoch {epoch}/{config.epochs}", kind=kind,
+                               eta_s=per * (total_batches - timing["done"]), stage=stage.name, variant=variant,
+                               epoch=epoch, epochs=config.epochs, loss=loss, val_dsc=val))
 
     def check_cancel(epoch: int) -> None:
         if cancel is not None and cancel():
@@ -335,30 +246,28 @@ def _train_loop(stage: _Stage, config: TrainConfig, lr: float, run_dir: Path, fi
             new_best = val is not None and (best_val is None or val > best_val)
             if new_best or (val is None):
                 best_val, best_epoch = val, epoch
-            _write_checkpoint(run_dir, stage.model, optimizer,
-                              {**expect, "epoch": epoch, "history": history,
-                               "best_val_dsc": best_val, "best_epoch": best_epoch},
-                              new_best=new_best)
+            checkpoints.write_checkpoint(run_dir, stage.model, optimizer,
+                                         {**expect, "epoch": epoch, "history": history,
+                                          "best_val_dsc": best_val, "best_epoch": best_epoch},
+                                         new_best=new_best)
             report("epoch", epoch, n_batches, record["loss"], val)
-    ckpt = _checkpoint_dir(run_dir)
-    if config.restore_best and ckpt is not None and (ckpt / "best.weights.h5").is_file():
-        stage.model.load_weights(ckpt / "best.weights.h5")
-    _save_model_atomic(stage.model, run_dir / "model.keras")
+    if config.restore_best:
+        checkpoints.load_best(run_dir, stage.model)
+    checkpoints.save_model(stage.model, run_dir / "model.keras")
     return FitResult(model=stage.model, history=history, best_epoch=best_epoch, best_val_dsc=best_val,
                      resumed_from_epoch=start_epoch, run_dir=run_dir)
 
 
-def _predict(model: keras.Model, x: Any, batch: int) -> np.ndarray:
-    """Predict in fixed-size batches (the last one padded) so the graph is traced once."""
-    arrays = x if isinstance(x, (list, tuple)) else [x]
-    n = arrays[0].shape[0]
-    out = []
+def _predict(model: keras.Model, x: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Each output of ``model`` for ``x``, predicted in fixed-size batches (the last one padded) so
+    the graph is traced once."""
+    n, parts = x.shape[0], []
     for s in range(0, n, batch):
         idx = np.arange(s, s + batch) % n if n >= batch else np.arange(n)
-        chunk = [a[idx] for a in arrays]
-        pred = model.predict_on_batch(chunk if len(chunk) > 1 else chunk[0])
-        out.append(np.asarray(pred)[: min(batch, n - s)])
-    return np.concatenate(out)
+        pred = model.predict_on_batch(x[idx])
+        outputs = pred if isinstance(pred, (list, tuple)) else [pred]
+        parts.append([np.asarray(out)[: min(batch, n - s)] for out in outputs])
+    return [np.concatenate(out) for out in zip(*parts)]
 
 
 def _validation_dsc(probs: np.ndarray, targets: np.ndarray, known: np.ndarray) -> float | None:
@@ -410,7 +319,7 @@ def fit_cnn(images: np.ndarray, targets: np.ndarray, known: np.ndarray, run_dir:
     def validate() -> float | None:
         if val_x is None:
             return None
-        probs = _predict(cnn, val_x, config.frames_per_batch)
+        probs = _predict(cnn, val_x, config.frames_per_batch)[0]
         return _validation_dsc(probs, targets[vn, vt][:, None], known[vn, vt][:, None])
 
     stage = _Stage("cnn", cnn, cnn, len(tn), config.frames_per_batch, make_batch, validate,
@@ -458,7 +367,7 @@ def fit_rnn(images: np.ndarray, targets: np.ndarray, known: np.ndarray, cnn: ker
     bsz = config.sequences_per_batch
     aug = AugmentConfig(strength=config.augment_strength)
     if use_cache:
-        f_half, f_quarter = (np.asarray(a) for a in _predict_pair(features, images[train_idx], bsz))
+        f_half, f_quarter = _predict(features, images[train_idx], bsz)
 
     def make_batch(items: np.ndarray, rng: np.random.Generator):
         seq = train_idx[items]
@@ -473,7 +382,7 @@ def fit_rnn(images: np.ndarray, targets: np.ndarray, known: np.ndarray, cnn: ker
     def validate() -> float | None:
         if len(val_idx) == 0:
             return None
-        probs = _predict(model, images[val_idx], bsz)
+        probs = _predict(model, images[val_idx], bsz)[0]
         return _validation_dsc(probs, targets[val_idx], known[val_idx])
 
     stage = _Stage("rnn", model, head if use_cache else model, len(train_idx), bsz, make_batch,
@@ -481,51 +390,3 @@ def fit_rnn(images: np.ndarray, targets: np.ndarray, known: np.ndarray, cnn: ker
     result = _train_loop(stage, config, lr, Path(run_dir), initial is not None, progress, cancel)
     result.train_indices, result.val_indices = train_idx, val_idx
     return result
-
-
-def _predict_pair(features: keras.Model, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    halves, quarters = [], []
-    n = x.shape[0]
-    for s in range(0, n, batch):
-        idx = np.arange(s, s + batch) % n if n >= batch else np.arange(n)
-        a, b = features.predict_on_batch(x[idx])
-        keep = min(batch, n - s)
-        halves.append(np.asarray(a)[:keep])
-        quarters.append(np.asarray(b)[:keep])
-    return np.concatenate(halves), np.concatenate(quarters)
-
-
-# ---------------------------------------------------------------- ensemble
-
-def train_ensemble(images: np.ndarray, targets: np.ndarray, known: np.ndarray, run_dir: Path, *,
-                   members: int = 5, variant: str = "multi_level",
-                   cnn_config: TrainConfig = TrainConfig(), rnn_config: TrainConfig | None = None,
-                   initial: list[keras.Model] | None = None, groups: np.ndarray | None = None,
-                   progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list[keras.Model]:
-    """Train ``members`` models: member i uses seed ``cnn_config.seed + i`` (both stages);
-    its RNN starts from its own CNN. Folders ``run_dir/member_i/cnn`` and ``.../rnn``
-    (each resumes on its own). ``initial[i]`` fine-tunes member i from an existing model.
-    """
-    networks._check_variant(variant)
-    if initial is not None and len(initial) < members:
-        raise InputError(f"{len(initial)} initial models for {members} members; give one per member.")
-    rnn_config = rnn_config or cnn_config
-    out = []
-    for i in range(members):
-        def tagged(info: dict, i: int = i) -> None:
-            if progress is not None:
-                progress({**info, "member": i, "members": members})
-
-        start = initial[i] if initial is not None else None
-        folder = Path(run_dir) / f"member_{i}"
-        cnn = fit_cnn(images, targets, known, folder / "cnn",
-                      dataclasses.replace(cnn_config, seed=cnn_config.seed + i), initial=start,
-                      groups=groups, progress=tagged, cancel=cancel).model
-        if variant == "cnn":
-            out.append(cnn)
-            continue
-        start_rnn = start if start is not None and start.name == variant else None
-        out.append(fit_rnn(images, targets, known, cnn, folder / "rnn",
-                           dataclasses.replace(rnn_config, seed=rnn_config.seed + i), variant=variant,
-                           initial=start_rnn, groups=groups, progress=tagged, cancel=cancel).model)
-    return out
