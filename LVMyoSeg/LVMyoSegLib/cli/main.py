@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import EXIT_FUNCTION_WITHHELD, CancelledError, InputError, LVMyoSegError, ModelError
+from ..model.variants import VARIANTS
 from ..progress import progress_line
 
 EXIT_ERROR = 2
@@ -65,7 +66,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from ..io.cine_checks import check_short_axis_cine
     from ..io.readers import read_cine
     from ..model.bundle import verify_bundle
-    from ..preprocessing import preprocess
+    from ..preprocessing.localisation import localise
     from ..reporting.figures import preprocessing_figure
     from ..resources import bundled_model_dir
 
@@ -76,7 +77,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
                        protect=[Path(args.path), model_dir]) as staging:
         cine = read_cine(Path(args.path), series_uid=args.series)
         check_short_axis_cine(cine)
-        transform = preprocess.localise(cine, **manifest.preprocessing)
+        transform = localise(cine, **manifest.preprocessing)
         preprocessing_figure(cine, transform, staging / "preprocessing.png")
         (staging / "crop_transform.json").write_text(json.dumps(transform.to_dict(), indent=2))
     print(f"Wrote {out / 'preprocessing.png'} and {out / 'crop_transform.json'}")
@@ -166,11 +167,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ..model.bundle import BUNDLE_MANIFEST
     from ..resources import bundled_model_dir, sample_case_dir
 
     cine_path = sample_case_dir() / "cine.nrrd"
     out = Path(args.output)
-    if not (bundled_model_dir() / "manifest.json").is_file():
+    if not (bundled_model_dir() / BUNDLE_MANIFEST).is_file():
         raise ModelError(f"The bundled model is missing from {bundled_model_dir()}; restore that folder "
                          "from the LVMyoSeg repository or extension package.")
     ns = argparse.Namespace(path=cine_path, series=None, output=out, model=None, members=None,
@@ -203,8 +205,8 @@ def _training_progress(lines: bool):
 def _check_training_args(args: argparse.Namespace, variants: tuple[str, ...]) -> None:
     """Refuse bad ``loo``/``train``/``cv`` arguments before any training starts (fills in the
     default network grid where --pixel-mm or --crop-size is not given)."""
-    from ..preprocessing.preprocess import DEFAULT_PREPROCESSING, preprocessing_problem
-    from ..training.experiments import VARIANTS
+    from ..preprocessing.localisation import preprocessing_problem
+    from ..preprocessing.preprocess import DEFAULT_PREPROCESSING
 
     args.pixel_mm = DEFAULT_PREPROCESSING["pixel_mm"] if args.pixel_mm is None else args.pixel_mm
     args.crop_size = DEFAULT_PREPROCESSING["crop_size"] if args.crop_size is None else args.crop_size
@@ -255,7 +257,7 @@ def _check_new_folder(path: Path, what: str, may_exist: bool) -> None:
 
 
 def _experiment_config(args: argparse.Namespace):
-    from ..training.experiments import VARIANTS, ExperimentConfig
+    from ..training.experiments import ExperimentConfig
     from ..training.loop import TrainConfig
 
     variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
@@ -384,7 +386,7 @@ def _add_training_options(p: argparse.ArgumentParser, default_members: int) -> N
                         "bundle folder (fine-tuning)")
     p.add_argument("--registry", help="model-version registry folder (default: $LVMYOSEG_REGISTRY or "
                                       "~/.lvmyoseg/models)")
-    p.add_argument("--variants", help="comma-separated: cnn,one_level,multi_level (default: all three)")
+    p.add_argument("--variants", help=f"comma-separated: {','.join(VARIANTS)} (default: all three)")
     p.add_argument("--members", type=int, default=default_members, help="ensemble members")
     p.add_argument("--cnn-epochs", type=int, default=60, help="stage 1 epochs")
     p.add_argument("--rnn-epochs", type=int, default=20, help="stage 2 epochs")
@@ -505,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: <dataset name>-<date-time>)")
     p.add_argument("--run-dir", required=True, help="checkpoint folder (resumes when it exists)")
     p.add_argument("--cases", help="comma-separated subset of case ids (default: all)")
-    p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
+    p.add_argument("--variant", default="multi_level", choices=VARIANTS)
     p.add_argument("--model-id", help="model id for the manifest (default: the output folder name)")
     p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")
     p.add_argument("--edes", help="folder of labelled ED/ES frames of more patients: stage 1 (the CNN) "
@@ -524,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="folder of a finished `lvmyoseg loo` run")
     p.add_argument("dataset", help="the dataset the run used")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
+    p.add_argument("--variant", default="multi_level", choices=VARIANTS)
     p.set_defaults(func=cmd_validate_function)
 
     p = sub.add_parser("sunnybrook-dataset", help="convert the Sunnybrook studies into a training dataset")
