@@ -35,8 +35,9 @@ if UNSUPPORTED is None:
     from LVMyoSegLib.errors import InputError, LVMyoSegError
     from LVMyoSegLib.io.dataset import list_cases
     from LVMyoSegLib.model import registry
+    from LVMyoSegLib.model.variants import VARIANTS
     from LVMyoSegLib.progress import ProgressEvent
-VARIANT_CHOICES = list(retraining.VARIANTS) if UNSUPPORTED is None else ["multi_level"]
+VARIANT_CHOICES = list(reversed(VARIANTS)) if UNSUPPORTED is None else ["multi_level"]  # the paper's best first
 
 
 class LVMyoSegTrainer(ScriptedLoadableModule):

@@ -13,7 +13,8 @@ from LVMyoSegLib.errors import ModelError
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.model.bundle import load_ensemble, load_members, read_manifest, verify_bundle, write_bundle
 from LVMyoSegLib.model.ensemble import predict_ensemble
-from LVMyoSegLib.model.networks import VARIANTS, build_cnn, build_model, cnn_from_model
+from LVMyoSegLib.model.networks import build_cnn, build_model, cnn_from_model
+from LVMyoSegLib.model.variants import VARIANTS
 
 PREPROCESSING = {"pixel_mm": 1.0, "crop_size": 32}
 

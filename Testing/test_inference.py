@@ -17,6 +17,7 @@ from LVMyoSegLib.labels import CHANNELS  # noqa: E402
 from LVMyoSegLib.model import networks  # noqa: E402
 from LVMyoSegLib.model.bundle import load_ensemble, write_bundle  # noqa: E402
 from LVMyoSegLib.model.ensemble import Ensemble, EnsemblePredictor, FoldedModel, predict_ensemble  # noqa: E402
+from LVMyoSegLib.model.variants import VARIANTS  # noqa: E402
 
 TOL = 1e-3  # the contract: within 1e-3 of the plain Keras model call
 
@@ -48,7 +49,7 @@ def _bn_layers(model) -> int:
 def small_members():
     """Two members per variant, different seeds, calibrated BN (width 4, 2 units per stage)."""
     frames = _x((16, 1, 32, 32, 1), seed=9)
-    out = {v: [] for v in networks.VARIANTS}
+    out = {v: [] for v in VARIANTS}
     for seed in range(2):
         cnn = networks.build_cnn(width=4, units=2, seed=seed)
         _calibrate(cnn, frames)
@@ -58,7 +59,7 @@ def small_members():
     return out
 
 
-@pytest.mark.parametrize("variant", networks.VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_ensemble_equals_the_mean_of_plain_keras_calls(small_members, variant):
     models = small_members[variant]
     x = _x((3, 4, 32, 32, 1), seed=1)
@@ -140,9 +141,10 @@ def test_product_size_ensemble_on_a_real_study(sunnybrook_root):
     """A ResNet-56 (width 16) multi-level member at the product's 4/3 mm, 96-pixel crop, on real frames."""
     from LVMyoSegLib.io.readers import read_cine
     from LVMyoSegLib.preprocessing import preprocess
+    from LVMyoSegLib.preprocessing.localisation import localise
 
     cine = read_cine(sunnybrook_root / "dicom" / "SCD0000101")
-    transform = preprocess.localise(cine, pixel_mm=4 / 3, crop_size=96)
+    transform = localise(cine, pixel_mm=4 / 3, crop_size=96)
     x = preprocess.to_network(cine, transform)[5:7]            # two mid-ventricular slices
     cnn = networks.build_cnn(width=16, seed=0)
     _calibrate(cnn, x.reshape(-1, 1, 96, 96, 1)[::4], steps=4)

@@ -17,7 +17,7 @@ from LVMyoSegLib.files import sha256_file
 from LVMyoSegLib.io.readers import read_cine
 from LVMyoSegLib.io.volume_files import write_4d
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.model.bundle import MANIFEST_NAME, load_ensemble, verify_bundle, write_bundle
+from LVMyoSegLib.model.bundle import BUNDLE_MANIFEST, load_ensemble, verify_bundle, write_bundle
 from LVMyoSegLib.preprocessing.preprocess import CropTransform
 
 PREPROCESSING = {"pixel_mm": 2.0, "crop_size": 32}
@@ -34,9 +34,9 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _rehash(bundle: Path) -> None:
-    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    manifest = json.loads((bundle / BUNDLE_MANIFEST).read_text())
     manifest["members"][0]["sha256"] = sha256_file(bundle / "member_0.keras")
-    (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (bundle / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_hash_mismatch_shows_both_whole_hashes(tiny, tmp_path) -> None:
@@ -45,7 +45,7 @@ def test_hash_mismatch_shows_both_whole_hashes(tiny, tmp_path) -> None:
     data = bytearray((copy / "member_0.keras").read_bytes())
     data[len(data) // 2] ^= 1
     (copy / "member_0.keras").write_bytes(bytes(data))
-    expected = json.loads((copy / MANIFEST_NAME).read_text())["members"][0]["sha256"]
+    expected = json.loads((copy / BUNDLE_MANIFEST).read_text())["members"][0]["sha256"]
     with pytest.raises(ModelError) as info:
         verify_bundle(copy)
     assert f"expected {expected}, found {sha256_file(copy / 'member_0.keras')}" in str(info.value)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from LVMyoSegLib.model import networks
+from LVMyoSegLib.model.variants import VARIANTS
 
 
 def _layers(model: keras.Model):
@@ -27,7 +28,7 @@ def _layers(model: keras.Model):
 @pytest.mark.parametrize("width", [4, 8, 12, 16])
 def test_no_model_has_a_strided_1x1_convolution(width: int) -> None:
     cnn = networks.build_cnn(32, width=width, units=1)
-    for variant in networks.VARIANTS:
+    for variant in VARIANTS:
         model = networks.build_model(variant, networks.cnn_from_model(cnn))
         strided_1x1 = [layer.name for layer in _layers(model) if isinstance(layer, keras.layers.Conv2D)
                        and tuple(layer.kernel_size) == (1, 1) and tuple(layer.strides) != (1, 1)]

@@ -1,4 +1,4 @@
-"""Tests of LVMyoSegLib.model.networks: shapes, ConvLSTM equations, circular connection, saving, MACs."""
+"""Tests of LVMyoSegLib.model.networks: shapes, ConvLSTM equations, circular connection, saving."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ keras = pytest.importorskip("keras")
 
 from LVMyoSegLib.model import networks  # noqa: E402
 from LVMyoSegLib.model.networks import PeepholeConvLSTM2D  # noqa: E402
+from LVMyoSegLib.model.variants import VARIANTS  # noqa: E402
 
 
 def _x(shape, seed=0):
@@ -22,14 +23,14 @@ def small_cnn():
 
 @pytest.fixture(scope="module")
 def small_models(small_cnn):
-    return {v: networks.build_model(v, small_cnn, seed=5) for v in networks.VARIANTS}
+    return {v: networks.build_model(v, small_cnn, seed=5) for v in VARIANTS}
 
 
 def test_real_size_models_map_cycles_to_two_probability_channels():
     cnn = networks.build_cnn(width=16, seed=0)  # the product's ResNet-56
     assert len([l for l in cnn.layers if isinstance(l, keras.layers.Conv2D)
                 and l.kernel_size == (3, 3)]) == 1 + 3 * 9 * 2
-    models = {v: networks.build_model(v, cnn) for v in networks.VARIANTS}
+    models = {v: networks.build_model(v, cnn) for v in VARIANTS}
     for variant, model in models.items():
         for t in (20, 25):
             spec = model.compute_output_spec(keras.KerasTensor((2, t, 128, 128, 1)))
@@ -166,36 +167,6 @@ def test_seed_makes_initial_weights_reproducible():
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
     assert any(not np.array_equal(wa, wc) for wa, wc in zip(a.get_weights(), c.get_weights()))
-
-
-def _layer_macs(model, t: int) -> int:
-    """MACs of one cycle counted from the built layers' kernels and output shapes."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += _layer_macs(layer, t)
-        elif isinstance(layer, keras.layers.Conv2DTranspose):
-            _, h, w, _ = layer.input.shape
-            total += t * h * w * int(np.prod(layer.kernel.shape))
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, _ = layer.output.shape
-            total += t * h * w * int(np.prod(layer.kernel.shape))
-        elif isinstance(layer, PeepholeConvLSTM2D):
-            _, _, h, w, _ = layer.input.shape
-            total += t * h * w * int(np.prod(layer.kernel_x.shape))
-            total += t * (1 + layer.circular_passes) * h * w * int(np.prod(layer.kernel_h.shape))
-    return total
-
-
-@pytest.mark.parametrize("variant", networks.VARIANTS)
-def test_multiply_accumulates_match_the_layers(variant):
-    cnn = networks.build_cnn(crop_size=32, width=4, seed=0, units=2)
-    model = networks.build_model(variant, cnn)
-    expected = _layer_macs(model, 7)
-    assert networks.multiply_accumulates(variant, 7, 32, 32, width=4, units=2) == expected
-    full = networks.multiply_accumulates("multi_level", 25, 128, 128)
-    assert full > networks.multiply_accumulates("one_level", 25, 128, 128) > \
-        networks.multiply_accumulates("cnn", 25, 128, 128)
 
 
 def test_bad_arguments_are_refused(small_cnn):

@@ -25,10 +25,11 @@ from LVMyoSegLib.errors import InputError, ModelError  # noqa: E402
 from LVMyoSegLib.files import sha256_file  # noqa: E402
 from LVMyoSegLib.labels import CHANNELS  # noqa: E402
 from LVMyoSegLib.model import networks  # noqa: E402
-from LVMyoSegLib.model.bundle import MANIFEST_NAME, add_onnx_members, load_members, verify_bundle, write_bundle  # noqa: E402
+from LVMyoSegLib.model.bundle import BUNDLE_MANIFEST, add_onnx_members, load_members, verify_bundle, write_bundle  # noqa: E402
 from LVMyoSegLib.model.ensemble import predict_ensemble  # noqa: E402
 from LVMyoSegLib.model.onnx_export import to_onnx  # noqa: E402
 from LVMyoSegLib.model.onnx_runtime import execution_providers, load_onnx_ensemble, session  # noqa: E402
+from LVMyoSegLib.model.variants import VARIANTS  # noqa: E402
 from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir  # noqa: E402
 
 TOL = 1e-3  # the contract: within 1e-3 of the Keras model
@@ -60,14 +61,14 @@ def _nontrivial(model, seed: int):
 def small_models():
     """One small model per variant (width 4, 2 units per stage), non-trivial BN and peepholes."""
     out = {}
-    for variant in networks.VARIANTS:
+    for variant in VARIANTS:
         cnn = networks.build_cnn(width=4, units=2, seed=1)
         out[variant] = _nontrivial(networks.build_model(variant, cnn, seed=2), seed=3)
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", networks.VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_onnx_graph_equals_keras_model(small_models, variant) -> None:
     model = small_models[variant]
     sess = session(to_onnx(model).SerializeToString(), "cpu")
@@ -132,9 +133,9 @@ def test_onnx_member_of_another_variant_is_refused(bundle, small_models, tmp_pat
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
     (copy / "member_1.onnx").write_bytes(to_onnx(small_models["one_level"]).SerializeToString())
-    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    manifest = json.loads((copy / BUNDLE_MANIFEST).read_text())
     manifest["members"][1]["onnx_sha256"] = sha256_file(copy / "member_1.onnx")
-    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (copy / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="member_1.onnx is the ONNX graph 'lvmyoseg_one_level', but the "
                                          "manifest declares variant 'multi_level'"):
         load_onnx_ensemble(copy)
@@ -142,13 +143,13 @@ def test_onnx_member_of_another_variant_is_refused(bundle, small_models, tmp_pat
     shutil.copy2(copy / "member_0.keras", copy / "member_1.keras")  # the .keras side is checked too
     manifest["members"][1].update(onnx_sha256=sha256_file(copy / "member_1.onnx"),
                                   sha256=sha256_file(copy / "member_1.keras"))
-    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (copy / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
     load_onnx_ensemble(copy)  # the same variant: accepted
     small_models["one_level"].save(copy / "one.keras")
     (copy / "member_1.keras").unlink()
     (copy / "one.keras").rename(copy / "member_1.keras")
     manifest["members"][1]["sha256"] = sha256_file(copy / "member_1.keras")
-    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (copy / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="member_1.keras is a 'one_level' network"):
         load_onnx_ensemble(copy)
 
@@ -156,11 +157,11 @@ def test_onnx_member_of_another_variant_is_refused(bundle, small_models, tmp_pat
 def test_bundle_without_onnx_members_is_refused_then_converted(bundle, tmp_path: Path) -> None:
     old = tmp_path / "old"
     shutil.copytree(bundle, old)
-    manifest = json.loads((old / MANIFEST_NAME).read_text())
+    manifest = json.loads((old / BUNDLE_MANIFEST).read_text())
     for member in manifest["members"]:
         (old / member.pop("onnx_file")).unlink()
         del member["onnx_sha256"]
-    (old / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (old / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="no ONNX members.*export-onnx"):
         load_onnx_ensemble(old)
     new = tmp_path / "new"
@@ -190,10 +191,11 @@ def test_shipped_bundle_onnx_member_equals_its_keras_member() -> None:
     """The bundled model's ONNX member against its Keras member on the real sample study."""
     from LVMyoSegLib.io.volume_files import read_4d
     from LVMyoSegLib.preprocessing import preprocess
+    from LVMyoSegLib.preprocessing.localisation import localise
 
     manifest, (model,) = load_members(bundled_model_dir())
     cine = read_4d(sample_case_dir() / "cine.nrrd")
-    x = preprocess.to_network(cine, preprocess.localise(cine, **manifest.preprocessing))[:3]
+    x = preprocess.to_network(cine, localise(cine, **manifest.preprocessing))[:3]
     _, ensemble = load_onnx_ensemble(bundled_model_dir(), device="cpu")
     assert np.abs(ensemble.predict(x) - predict_ensemble([model], x)).max() < TOL
 

@@ -12,7 +12,7 @@ from conftest import tree
 from LVMyoSegLib.errors import ModelError
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.model import registry
-from LVMyoSegLib.model.bundle import MANIFEST_NAME, read_manifest, verify_bundle, write_bundle
+from LVMyoSegLib.model.bundle import BUNDLE_MANIFEST, read_manifest, verify_bundle, write_bundle
 from LVMyoSegLib.resources import MODELS_DIR, bundled_model_dir
 
 LOO_METRICS = {"before": {"dsc": {"mean": 0.61, "sd": 0.1, "folds": 3}},
@@ -36,7 +36,7 @@ def test_empty_registry_lists_the_bundled_model_first_and_read_only(tmp_path):
         entries = registry.list_models(folder)
         assert [e.model_id for e in entries] == [registry.BUNDLED_ID]
         assert entries[0].read_only and entries[0].path == bundled_model_dir()
-        installed = (bundled_model_dir() / MANIFEST_NAME).is_file()
+        installed = (bundled_model_dir() / BUNDLE_MANIFEST).is_file()
         assert (entries[0].problem == "") == installed
     assert registry.list_models(tmp_path, include_bundled=False) == []
 
@@ -73,8 +73,8 @@ def test_register_under_another_id_rewrites_only_the_id(bundle, tmp_path):
     entry = registry.register(bundle, reg, model_id="porcine-v2")
     manifest = verify_bundle(entry.path)
     assert manifest.model_id == "porcine-v2"
-    original = json.loads((bundle / MANIFEST_NAME).read_text())
-    copied = json.loads((entry.path / MANIFEST_NAME).read_text())
+    original = json.loads((bundle / BUNDLE_MANIFEST).read_text())
+    copied = json.loads((entry.path / BUNDLE_MANIFEST).read_text())
     assert {k: v for k, v in copied.items() if k != "model_id"} == \
         {k: v for k, v in original.items() if k != "model_id"}
 
@@ -116,7 +116,7 @@ def test_resolve_explains_what_exists(bundle, tmp_path):
     registry.register(bundle, reg)
     with pytest.raises(ModelError, match="tiny-cnn"):
         registry.resolve("no-such-model", reg)
-    if not (bundled_model_dir() / MANIFEST_NAME).is_file():
+    if not (bundled_model_dir() / BUNDLE_MANIFEST).is_file():
         with pytest.raises(ModelError, match="not installed"):
             registry.resolve("bundled", reg)
     else:
@@ -129,7 +129,7 @@ def test_listing_skips_partial_folders_and_flags_unreadable_manifests(bundle, tm
     (reg / ".staging.abc").mkdir()
     (reg / "half-copied").mkdir()
     (reg / "broken").mkdir()
-    (reg / "broken" / MANIFEST_NAME).write_text("{not json")
+    (reg / "broken" / BUNDLE_MANIFEST).write_text("{not json")
     entries = {e.model_id: e for e in registry.list_models(reg, include_bundled=False)}
     assert sorted(entries) == ["broken", "tiny-cnn"]
     assert entries["broken"].problem.startswith("unreadable") and not entries["tiny-cnn"].problem

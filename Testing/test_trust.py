@@ -15,7 +15,7 @@ from LVMyoSegLib import resources
 from LVMyoSegLib.errors import ModelError
 from LVMyoSegLib.files import sha256_file
 from LVMyoSegLib.labels import CHANNELS
-from LVMyoSegLib.model.bundle import MANIFEST_NAME, load_ensemble, load_members, verify_bundle, write_bundle
+from LVMyoSegLib.model.bundle import BUNDLE_MANIFEST, load_ensemble, load_members, verify_bundle, write_bundle
 from LVMyoSegLib.model.networks import build_cnn, build_model
 from LVMyoSegLib.model.registry import list_models, register, resolve
 from LVMyoSegLib.model.trust import BUNDLED_MANIFEST_SHA256, PINS_NAME, bundle_trust
@@ -42,13 +42,13 @@ def _swap_member(bundle: Path, model, index: int = 0) -> None:
     name = f"member_{index}.keras"
     (bundle / name).unlink()
     model.save(bundle / name)
-    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    manifest = json.loads((bundle / BUNDLE_MANIFEST).read_text())
     manifest["members"][index]["sha256"] = sha256_file(bundle / name)
-    (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (bundle / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_shipped_bundle_matches_the_pinned_manifest_hash() -> None:
-    manifest = resources.bundled_model_dir() / MANIFEST_NAME
+    manifest = resources.bundled_model_dir() / BUNDLE_MANIFEST
     assert hashlib.sha256(manifest.read_bytes()).hexdigest() == BUNDLED_MANIFEST_SHA256, (
         "the bundled model changed: update trust.BUNDLED_MANIFEST_SHA256")
     trust = bundle_trust(resources.bundled_model_dir())
@@ -61,12 +61,12 @@ def test_edited_bundled_model_is_refused(tmp_path, monkeypatch, members) -> None
     shutil.copytree(shipped, copy)
     monkeypatch.setattr(resources, "bundled_model_dir", lambda: copy)  # as if installed here
     verify_bundle(copy)  # untouched: accepted
-    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    manifest = json.loads((copy / BUNDLE_MANIFEST).read_text())
     manifest["preprocessing"]["pixel_mm"] = 2.0  # the "EF 29 %" edit
-    (copy / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    (copy / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2))
     with pytest.raises(ModelError, match="not the one this LVMyoSeg version shipped with.*Reinstall"):
         verify_bundle(copy)
-    shutil.copy2(shipped / MANIFEST_NAME, copy / MANIFEST_NAME)
+    shutil.copy2(shipped / BUNDLE_MANIFEST, copy / BUNDLE_MANIFEST)
     _swap_member(copy, members["multi"])  # another network, its hash recomputed in the manifest
     with pytest.raises(ModelError, match="shipped with"):
         load_ensemble(copy)
@@ -91,12 +91,12 @@ def test_member_of_another_variant_or_width_is_refused(tmp_path, members) -> Non
 ])
 def test_bad_preprocessing_block_is_refused_with_a_message(tmp_path, members, block, words) -> None:
     path = _bundle(tmp_path / "b", [members["multi"]])
-    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    manifest = json.loads((path / BUNDLE_MANIFEST).read_text())
     manifest["preprocessing"] = block
-    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (path / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelError) as info:
         verify_bundle(path)
-    assert words in str(info.value) and str(path / MANIFEST_NAME) in str(info.value)
+    assert words in str(info.value) and str(path / BUNDLE_MANIFEST) in str(info.value)
 
 
 def test_registered_versions_are_pinned_and_other_folders_unverified(tmp_path, members) -> None:
@@ -105,14 +105,14 @@ def test_registered_versions_are_pinned_and_other_folders_unverified(tmp_path, m
     registry = tmp_path / "registry"
     register(source, registry)
     pins = json.loads((registry / PINS_NAME).read_text())
-    assert pins == {"mine": hashlib.sha256((registry / "mine" / MANIFEST_NAME).read_bytes()).hexdigest()}
+    assert pins == {"mine": hashlib.sha256((registry / "mine" / BUNDLE_MANIFEST).read_bytes()).hexdigest()}
     path = resolve("mine", registry)
     assert bundle_trust(path).anchor == "registry"
     assert [(e.model_id, e.verified, e.problem) for e in list_models(registry)] == [
         ("bundled", True, ""), ("mine", True, "")]
     (registry / "copied-by-hand").mkdir()  # a version put there without registering: listed as unverified
     shutil.copy2(source / "member_0.keras", registry / "copied-by-hand")
-    shutil.copy2(source / MANIFEST_NAME, registry / "copied-by-hand")
+    shutil.copy2(source / BUNDLE_MANIFEST, registry / "copied-by-hand")
     hand = [e for e in list_models(registry) if e.model_id == "copied-by-hand"][0]
     assert not hand.verified and hand.label().startswith("copied-by-hand (UNVERIFIED")
     _swap_member(path, members["one"])  # tampered with after registration
@@ -134,8 +134,8 @@ def test_registered_versions_carry_and_check_their_onnx_members(tmp_path, member
     onnx.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="member_0.onnx does not match its SHA-256"):
         verify_bundle(path)
-    manifest = json.loads((path / MANIFEST_NAME).read_text())  # the hash recomputed: the pin refuses it
+    manifest = json.loads((path / BUNDLE_MANIFEST).read_text())  # the hash recomputed: the pin refuses it
     manifest["members"][0]["onnx_sha256"] = sha256_file(onnx)
-    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (path / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="was modified after it was registered"):
         verify_bundle(path)

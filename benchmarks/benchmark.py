@@ -38,10 +38,12 @@ except ImportError:
     sys.path.insert(0, str(REPO / "LVMyoSeg"))
 
 import keras  # noqa: E402
+from macs import head_macs, multiply_accumulates  # noqa: E402
 
 from LVMyoSegLib.io.sunnybrook import default_root  # noqa: E402
 from LVMyoSegLib.labels import CHANNELS  # noqa: E402
 from LVMyoSegLib.model import networks  # noqa: E402
+from LVMyoSegLib.model.variants import VARIANTS  # noqa: E402
 
 PRODUCT_PREPROCESSING = {"pixel_mm": 4 / 3, "crop_size": 96}   # the bundled model's settings
 DEFAULT_STUDY = "SCD0000101"
@@ -206,23 +208,11 @@ def machine_info() -> dict[str, Any]:
 
 # ------------------------------------------------------------------ network work
 
-def decoder_macs(h: int, w: int, width: int = 16) -> int:
-    """MACs of one decoder per frame (two 4x4 transposed convolutions), as in networks."""
-    d2 = networks.DECONV_KERNEL ** 2
-    return (h // 4) * (w // 4) * d2 * (4 * width) * (2 * width) + (h // 2) * (w // 2) * d2 * (4 * width) * 2
-
-
-def head_macs(variant: str, t: int, h: int, w: int) -> int:
-    """MACs of an RNN variant's head (ConvLSTMs + decoder) over one cycle of one slice."""
-    backbone = networks.multiply_accumulates("cnn", t, h, w) - t * decoder_macs(h, w)
-    return networks.multiply_accumulates(variant, t, h, w) - backbone
-
-
 def macs_rows(slices: int) -> list[list[Any]]:
     rows = []
     for crop in (96, 128):
-        for v in networks.VARIANTS:
-            per_cycle = networks.multiply_accumulates(v, FRAMES, crop, crop)
+        for v in VARIANTS:
+            per_cycle = multiply_accumulates(v, FRAMES, crop, crop)
             rows.append([v, crop, per_cycle / FRAMES / 1e9, per_cycle * slices / 1e9,
                          5 * per_cycle * slices / 1e12])
     return rows
@@ -245,9 +235,9 @@ def inference_rows(limit: ConvLimit, slices: int, repeats: int) -> tuple[list[li
     crop = PRODUCT_PREPROCESSING["crop_size"]
     x = np.random.default_rng(1).standard_normal((slices, FRAMES, crop, crop, 1), dtype=np.float32)
     rows, raw = [], {}
-    for v in networks.VARIANTS:
+    for v in VARIANTS:
         model = untrained_model(v)
-        macs = networks.multiply_accumulates(v, FRAMES, crop, crop) * slices
+        macs = multiply_accumulates(v, FRAMES, crop, crop) * slices
         frames = slices * FRAMES
         paths: dict[str, Callable[[], Any]] = {
             "before: keras call (eager), 4 slices/call": lambda: [
@@ -297,7 +287,7 @@ def training_rows(limit: ConvLimit, repeats: int, epoch_items: dict[str, float]
     x1 = rng.standard_normal((b1, 1, crop, crop, 1), dtype=np.float32)
     y1 = pack_targets((rng.random((b1, 1, crop, crop, 2)) > 0.8).astype(np.float32),
                       np.ones((b1, 1, 2), bool))
-    macs1 = TRAINING_MAC_FACTOR * networks.multiply_accumulates("cnn", 1, crop, crop) * b1
+    macs1 = TRAINING_MAC_FACTOR * multiply_accumulates("cnn", 1, crop, crop) * b1
     m = measure(lambda: cnn.train_on_batch(x1, y1), macs1, limit, repeats, warmup=2)
     n_items = epoch_items["frames"]
     epoch_s = math.ceil(n_items / b1) * m.median_s
@@ -390,7 +380,7 @@ class BenchBundle:
 
 
 def build_bundles(folder: Path, members: int, given: Path | None,
-                  variants: tuple[str, ...] = networks.VARIANTS) -> dict[str, BenchBundle]:
+                  variants: tuple[str, ...] = VARIANTS) -> dict[str, BenchBundle]:
     """One bundle of ``members`` members per variant.
 
     ``given`` (a trained bundle) serves its own variant; with fewer members than
@@ -544,7 +534,7 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
                 t, result = segment_once(cine, read_s, bundle, n, tmp / "out")
                 lim = 0.5 * (lim_before + limit.rate())
                 crop = result.transform.crop_size
-                macs = n * cine.n_slices * networks.multiply_accumulates(v, cine.n_phases, crop, crop)
+                macs = n * cine.n_slices * multiply_accumulates(v, cine.n_phases, crop, crop)
                 t["efficiency_network"] = macs / (t["network"] * lim)
                 rows.append([v, n, t["read"], t["load_model"], t["preprocess"], t["network"],
                              t["inverse_mapping"], t["write_files"], t["write_report_figures"],
@@ -727,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated parts to run")
     p.add_argument("--repeats", type=int, help="timed repeats per measurement")
     p.add_argument("--slices", type=int, help="use only this many middle slices of the study")
-    p.add_argument("--variants", default=",".join(networks.VARIANTS),
+    p.add_argument("--variants", default=",".join(VARIANTS),
                    help="comma-separated variants for the end-to-end and memory parts")
     p.add_argument("--skip-naive", action="store_true", help="do not time the naive path")
     # child mode (memory check), internal

@@ -1,6 +1,8 @@
-"""Files and folders that appear whole, or not at all.
+"""Files and folders that appear whole, or not at all; JSON files read with a clear refusal.
 
 - :func:`atomic_path`: one file written through a temporary file beside it.
+- :func:`atomic_folder`: a new folder (a model bundle, a dataset case) filled beside its place
+  and renamed into it.
 - :func:`output_folder`: an output folder as a unit. It is checked and locked before any
   work starts, filled in a hidden staging folder beside it and swapped into place with one
   rename. A non-empty folder that is not an untouched earlier LVMyoSeg result is refused
@@ -17,6 +19,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -34,6 +37,7 @@ _OLD = ".lvmyoseg-old."  # the replaced folder, for the moment of a two-rename s
 _LOCK = ".lvmyoseg-lock"
 _LEGACY_PARTIAL = ".partial."  # staging folders of earlier versions: .NAME.partial.XXXX
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def umask() -> int:
@@ -77,13 +81,56 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def write_json_atomic(path: Path, data: Any, indent: int = 1) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file in the same folder."""
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path`` (its parents are made) to fill; when the block
+    succeeds it is renamed to ``path``, which must not exist yet; when it fails it is deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = make_temp_dir(path.parent, f".{path.name}.")
+    try:
+        yield staging
+        os.rename(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=indent), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
+def write_json_atomic(path: Path, data: Any, indent: int = 1, allow_nan: bool = True) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file in the same folder
+    (``allow_nan=False``: refuse NaN and infinities, which strict JSON readers cannot read)."""
+    write_text_atomic(path, json.dumps(data, indent=indent, allow_nan=allow_nan))
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """The JSON value in ``path``; :class:`InputError` naming the file and ``fix`` (what to do)
+    when it is missing, unreadable or not JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problem = "does not exist"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:  # not UTF-8 text, or not JSON
+        problem = f"is not valid JSON ({exc})"
+    raise InputError(f"{path} {problem}. {fix}")
+
+
+def is_folder_name(name: str) -> bool:
+    """Whether ``name`` can name a case or model folder: 1-100 letters, digits, '.', '_' or '-',
+    starting with a letter or digit."""
+    return bool(_FOLDER_NAME.match(name or ""))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -139,7 +186,7 @@ def _previous_result_problem(folder: Path) -> str:
         return f"it holds files added after LVMyoSeg wrote it ({', '.join(extra[:5])})"
     for name, digest in written.items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             return f"{name} was changed or removed after LVMyoSeg wrote it"
     return ""
 
@@ -295,7 +342,7 @@ def output_folder(out: Path, *, overwrite: bool = False, written_by: str = "lvmy
                 raise _output_error(out, "write", exc) from None
             raise
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
-        marker = {"written_by": written_by, "files": {n: _sha256(staging / n) for n in names}}
+        marker = {"written_by": written_by, "files": {n: sha256_file(staging / n) for n in names}}
         try:
             (staging / MARKER_NAME).write_text(json.dumps(marker, indent=1), encoding="utf-8")
             _swap_in(staging, real)
@@ -321,12 +368,3 @@ def _swap_in(staging: Path, real: Path) -> None:
     os.rename(real, old)
     os.rename(staging, real)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

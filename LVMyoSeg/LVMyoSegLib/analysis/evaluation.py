@@ -16,10 +16,10 @@ from ..cine import Geometry
 from ..labels import BLOOD_POOL, CHANNELS, MYOCARDIUM, Labels
 from .metrics import slice_metrics, summarize
 
-MYO_METRICS = ("dsc", "hd_mm", "apd_mm", "apd_endo_mm", "apd_epi_mm")
 TABLE_METRICS = (("dsc", "DSC"), ("hd_mm", "HD (mm)"), ("apd_mm", "APD (mm)"),
                  ("apd_endo_mm", "APD endo (mm)"), ("apd_epi_mm", "APD epi (mm)"),
                  ("pool_dsc_ed", "Blood pool DSC, ED"), ("pool_dsc_es", "Blood pool DSC, ES"))
+MYO_METRICS = tuple(key for key, _ in TABLE_METRICS if not key.startswith("pool_"))
 POSITION_METRICS = TABLE_METRICS[:3]  # DSC, HD, APD: the by-slice-position table
 
 

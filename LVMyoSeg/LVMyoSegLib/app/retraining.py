@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, LVMyoSegError
+from ..files import read_json
+from ..model.variants import VARIANTS
 
-VARIANTS = ("multi_level", "one_level", "cnn")
 INIT_SCRATCH = "scratch"
-TABLE_METRICS = (("dsc", "DSC", ""), ("hd_mm", "HD", "mm"), ("apd_mm", "APD", "mm"))
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,7 @@ def format_eta(seconds: float | None) -> str:
 
 def read_loo_results(path: Path) -> dict[str, Any]:
     """``loo_results.json`` of a leave-one-out run, checked for the entries the table needs."""
-    path = Path(path)
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist; the leave-one-out run wrote no results.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({exc}); run the leave-one-out again.") from None
+    results = read_json(path, "Run the leave-one-out again.")
     if not isinstance(results, dict) or not isinstance(results.get("folds"), list) or \
             not isinstance(results.get("overall"), dict):
         raise InputError(f"{path} lacks 'folds'/'overall'; it is not an lvmyoseg loo results file.")
@@ -162,6 +156,18 @@ def result_names(results: dict[str, Any]) -> list[str]:
     return sorted(names, key=lambda n: order.get(n, 2))
 
 
+def _table_metrics() -> list[tuple[str, str, str]]:
+    """``(key, title, unit)`` of the per-case table's metrics: those of the leave-one-out table by
+    slice position, their labels split ("HD (mm)" -> "HD", "mm")."""
+    from ..analysis.evaluation import POSITION_METRICS
+
+    metrics = []
+    for key, label in POSITION_METRICS:
+        title, _, unit = label.removesuffix(")").partition(" (")
+        metrics.append((key, title, unit))
+    return metrics
+
+
 def loo_table_columns(results: dict[str, Any]) -> tuple[dict[str, list], dict[str, str]]:
     """Columns (name -> values) and units of the per-case table; the last row is the mean over folds.
 
@@ -169,9 +175,10 @@ def loo_table_columns(results: dict[str, Any]) -> tuple[dict[str, list], dict[st
     for every scored model (``"DSC before"``, ``"DSC after"``, ...) and the number of slices.
     """
     names = result_names(results)
+    metrics = _table_metrics()
     columns: dict[str, list] = {"case": [], "slices": []}
     units: dict[str, str] = {"case": "", "slices": ""}
-    for key, title, unit in TABLE_METRICS:
+    for key, title, unit in metrics:
         for name in names:
             columns[f"{title} {name}"] = []
             units[f"{title} {name}"] = unit
@@ -185,13 +192,13 @@ def loo_table_columns(results: dict[str, Any]) -> tuple[dict[str, list], dict[st
         columns["case"].append(str(fold.get("case", "?")))
         first = summary.get(names[0], {}) if names else {}
         columns["slices"].append(float(first.get("dsc", {}).get("n", float("nan"))))
-        for key, title, _ in TABLE_METRICS:
+        for key, title, _ in metrics:
             for name in names:
                 columns[f"{title} {name}"].append(value(summary.get(name, {}).get(key)))
     overall = results.get("overall", {})
     columns["case"].append(f"mean of {len(results['folds'])} folds")
     columns["slices"].append(float(np.nansum(columns["slices"])) if results["folds"] else float("nan"))
-    for key, title, _ in TABLE_METRICS:
+    for key, title, _ in metrics:
         for name in names:
             columns[f"{title} {name}"].append(value(overall.get(name, {}).get(key)))
     return columns, units
@@ -225,13 +232,13 @@ def import_cases(source_dir: Path, dataset_dir: Path, case_ids: Sequence[str] | 
 
     A case whose id exists already, or which fails verification, is left out with the reason.
     """
-    from ..io.dataset import add_case, list_cases, read_case
+    from ..io.dataset import DATASET_MANIFEST, add_case, list_cases, read_case
 
     source_dir, dataset_dir = Path(source_dir), Path(dataset_dir)
     if source_dir.resolve() == dataset_dir.resolve():
         raise InputError(f"{source_dir} is the dataset itself; choose another folder to add cases from.")
     wanted = list(case_ids) if case_ids else list_cases(source_dir)
-    present = set(list_cases(dataset_dir)) if (dataset_dir / "dataset.json").is_file() else set()
+    present = set(list_cases(dataset_dir)) if (dataset_dir / DATASET_MANIFEST).is_file() else set()
     added, skipped = [], []
     for case_id in wanted:
         if case_id in present:
@@ -252,11 +259,11 @@ def import_cases(source_dir: Path, dataset_dir: Path, case_ids: Sequence[str] | 
 
 def unique_case_id(dataset_dir: Path, name: str) -> str:
     """A valid case id made from ``name`` that is not used in ``dataset_dir`` yet."""
-    from ..io.dataset import list_cases
+    from ..io.dataset import DATASET_MANIFEST, list_cases
 
     base = _id_from(name, 80, "case")
     dataset_dir = Path(dataset_dir)
-    existing = set(list_cases(dataset_dir)) if (dataset_dir / "dataset.json").is_file() else set()
+    existing = set(list_cases(dataset_dir)) if (dataset_dir / DATASET_MANIFEST).is_file() else set()
     case_id, n = base, 2
     while case_id in existing or (dataset_dir / "cases" / case_id).exists():
         case_id, n = f"{base}_{n}", n + 1

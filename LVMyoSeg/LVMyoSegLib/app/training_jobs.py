@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InputError, LVMyoSegError, ModelError
-from ..io.dataset import list_cases
+from ..io.dataset import DATASET_MANIFEST, list_cases
 from ..model import registry
 from ..model.bundle import read_manifest
 from . import retraining
@@ -99,7 +99,7 @@ def dataset_cases(folder: Path | None) -> tuple[list[str], str]:
     """The case ids of a dataset folder, and what to tell the user when there are none to list."""
     if folder is None:
         return [], "Pick a dataset folder (a new, empty folder starts a dataset)."
-    if not (Path(folder) / "dataset.json").is_file():
+    if not (Path(folder) / DATASET_MANIFEST).is_file():
         return [], f"{folder} holds no dataset yet; add cases to start one."
     try:
         return list_cases(Path(folder)), ""

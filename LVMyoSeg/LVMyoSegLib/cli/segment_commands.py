@@ -38,7 +38,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from ..io.cine_checks import check_short_axis_cine
     from ..io.readers import read_cine
     from ..model.bundle import verify_bundle
-    from ..preprocessing import preprocess
+    from ..preprocessing.localisation import localise
     from ..reporting.figures import preprocessing_figure
     from ..resources import bundled_model_dir
 
@@ -49,7 +49,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
                        protect=[Path(args.path), model_dir]) as staging:
         cine = read_cine(Path(args.path), series_uid=args.series)
         check_short_axis_cine(cine)
-        transform = preprocess.localise(cine, **manifest.preprocessing)
+        transform = localise(cine, **manifest.preprocessing)
         preprocessing_figure(cine, transform, staging / "preprocessing.png")
         write_json_atomic(staging / "crop_transform.json", transform.to_dict(), indent=2)
     print(f"Wrote {out / 'preprocessing.png'} and {out / 'crop_transform.json'}")
@@ -139,11 +139,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ..model.bundle import BUNDLE_MANIFEST
     from ..resources import bundled_model_dir, sample_case_dir
 
     cine_path = sample_case_dir() / "cine.nrrd"
     out = Path(args.output)
-    if not (bundled_model_dir() / "manifest.json").is_file():
+    if not (bundled_model_dir() / BUNDLE_MANIFEST).is_file():
         raise ModelError(f"The bundled model is missing from {bundled_model_dir()}; restore that folder "
                          "from the LVMyoSeg repository or extension package.")
     ns = argparse.Namespace(path=cine_path, series=None, output=out, model=None, members=None,

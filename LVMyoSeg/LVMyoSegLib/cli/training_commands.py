@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..model.variants import VARIANTS
 from .model_commands import init_bundle, registry_dir
 from .printing import add_progress_option, training_printer
 
@@ -16,8 +17,8 @@ from .printing import add_progress_option, training_printer
 def _check_training_args(args: argparse.Namespace, variants: tuple[str, ...]) -> None:
     """Refuse bad ``loo``/``train``/``cv`` arguments before any training starts (fills in the
     default network grid where --pixel-mm or --crop-size is not given)."""
-    from ..preprocessing.preprocess import DEFAULT_PREPROCESSING, preprocessing_problem
-    from ..training.experiments import VARIANTS
+    from ..preprocessing.localisation import preprocessing_problem
+    from ..preprocessing.preprocess import DEFAULT_PREPROCESSING
 
     args.pixel_mm = DEFAULT_PREPROCESSING["pixel_mm"] if args.pixel_mm is None else args.pixel_mm
     args.crop_size = DEFAULT_PREPROCESSING["crop_size"] if args.crop_size is None else args.crop_size
@@ -68,7 +69,7 @@ def _check_new_folder(path: Path, what: str, may_exist: bool) -> None:
 
 
 def _experiment_config(args: argparse.Namespace):
-    from ..training.experiments import VARIANTS, ExperimentConfig
+    from ..training.experiments import ExperimentConfig
     from ..training.loop import TrainConfig
 
     variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
@@ -173,7 +174,7 @@ def add_training_options(p: argparse.ArgumentParser, default_members: int) -> No
                         "bundle folder (fine-tuning)")
     p.add_argument("--registry", help="model-version registry folder (default: $LVMYOSEG_REGISTRY or "
                                       "~/.lvmyoseg/models)")
-    p.add_argument("--variants", help="comma-separated: cnn,one_level,multi_level (default: all three)")
+    p.add_argument("--variants", help=f"comma-separated: {','.join(VARIANTS)} (default: all three)")
     p.add_argument("--members", type=int, default=default_members, help="ensemble members")
     p.add_argument("--cnn-epochs", type=int, default=60, help="stage 1 epochs")
     p.add_argument("--rnn-epochs", type=int, default=20, help="stage 2 epochs")
@@ -220,7 +221,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "(default: <dataset name>-<date-time>)")
     p.add_argument("--run-dir", required=True, help="checkpoint folder (resumes when it exists)")
     p.add_argument("--cases", help="comma-separated subset of case ids (default: all)")
-    p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
+    p.add_argument("--variant", default="multi_level", choices=VARIANTS)
     p.add_argument("--model-id", help="model id for the manifest (default: the output folder name)")
     p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")
     p.add_argument("--edes", help="folder of labelled ED/ES frames of more patients: stage 1 (the CNN) "
@@ -233,7 +234,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="folder of a finished `lvmyoseg loo` run")
     p.add_argument("dataset", help="the dataset the run used")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--variant", default="multi_level", choices=("cnn", "one_level", "multi_level"))
+    p.add_argument("--variant", default="multi_level", choices=VARIANTS)
     p.set_defaults(func=cmd_validate_function)
 
     p = sub.add_parser("sunnybrook-dataset", help="convert the Sunnybrook studies into a training dataset")

@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
-import json
-import os
-import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,14 +28,13 @@ import numpy as np
 
 from ..cine import Cine
 from ..errors import InputError, LabelError
-from ..files import make_temp_dir, sha256_file, write_json_atomic
+from ..files import atomic_folder, is_folder_name, read_json, sha256_file, write_json_atomic
 from ..labels import CHANNELS, Labels
 
 DATASET_FORMAT = "lvmyoseg-dataset"
 DATASET_FORMAT_VERSION = 1
-MANIFEST_NAME = "dataset.json"
+DATASET_MANIFEST = "dataset.json"  # a dataset folder's manifest
 CASE_FILES = ("cine.nrrd", "labels.nrrd", "case.json")
-_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -53,13 +48,10 @@ class Case:
 
 
 def _read_manifest(dataset_dir: Path) -> dict[str, Any]:
-    path = dataset_dir / MANIFEST_NAME
+    path = dataset_dir / DATASET_MANIFEST
     if not path.is_file():
         return {"format": DATASET_FORMAT, "format_version": DATASET_FORMAT_VERSION, "cases": []}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({exc}); the dataset manifest is damaged.") from None
+    data = read_json(path, "The dataset manifest is damaged; export the dataset again.")
     if data.get("format") != DATASET_FORMAT or data.get("format_version") != DATASET_FORMAT_VERSION:
         raise InputError(f"{path} is not an LVMyoSeg dataset manifest of version "
                          f"{DATASET_FORMAT_VERSION}; pick a folder made by LVMyoSeg's export.")
@@ -86,16 +78,15 @@ def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, sou
     """
     from .volume_files import write_4d
 
-    if not _CASE_ID.match(case_id):
+    if not is_folder_name(case_id):
         raise InputError(f"Case id {case_id!r} must be letters, digits, '.', '_' or '-' (max 100).")
     validate_case(cine, labels)
     dataset_dir = Path(dataset_dir)
-    (dataset_dir / "cases").mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(dataset_dir)
     case_dir = dataset_dir / "cases" / case_id
     listed = any(c["case_id"] == case_id for c in manifest["cases"])
     if case_dir.exists() and not listed:
-        raise InputError(f"{case_dir} exists but {dataset_dir / MANIFEST_NAME} does not list it: an earlier "
+        raise InputError(f"{case_dir} exists but {dataset_dir / DATASET_MANIFEST} does not list it: an earlier "
                          "export was interrupted. Delete that folder and add the case again.")
     if listed or case_dir.exists():
         raise InputError(f"Case {case_id} already exists in {dataset_dir}; cases are never "
@@ -111,28 +102,23 @@ def add_case(dataset_dir: Path, case_id: str, cine: Cine, labels: Labels, *, sou
         "notes": notes,
         "complete_stacks": bool(complete_stacks),
     }
-    staging = make_temp_dir(dataset_dir / "cases", f".{case_id}.")
-    try:
+    with atomic_folder(case_dir) as staging:
         write_4d(staging / "cine.nrrd", cine.frames, cine.geometry, cine.trigger_times_ms, kind="image")
         write_4d(staging / "labels.nrrd", labels.label_map, cine.geometry, cine.trigger_times_ms,
                  kind="labels")
-        (staging / "case.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        write_json_atomic(staging / "case.json", info, indent=2)
         hashes = {name: sha256_file(staging / name) for name in CASE_FILES}
-        os.replace(staging, case_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     manifest["cases"].append({k: info[k] for k in ("case_id", "source", "exported_by", "exported_at")}
                              | {"files": hashes})
-    write_json_atomic(dataset_dir / MANIFEST_NAME, manifest, indent=2)
+    write_json_atomic(dataset_dir / DATASET_MANIFEST, manifest, indent=2)
     return case_dir
 
 
 def list_cases(dataset_dir: Path) -> list[str]:
     """Case ids of a dataset, in the order they were added."""
     dataset_dir = Path(dataset_dir)
-    if not (dataset_dir / MANIFEST_NAME).is_file():
-        raise InputError(f"{dataset_dir} has no {MANIFEST_NAME}: it is not an LVMyoSeg training "
+    if not (dataset_dir / DATASET_MANIFEST).is_file():
+        raise InputError(f"{dataset_dir} has no {DATASET_MANIFEST}: it is not an LVMyoSeg training "
                          "dataset. Create one with `lvmyoseg sunnybrook-dataset` or the LV Myocardium Trainer module's Export for training.")
     return [c["case_id"] for c in _read_manifest(dataset_dir)["cases"]]
 
@@ -144,14 +130,14 @@ def read_case(dataset_dir: Path, case_id: str) -> Case:
     dataset_dir = Path(dataset_dir)
     entry = next((c for c in _read_manifest(dataset_dir)["cases"] if c["case_id"] == case_id), None)
     if entry is None:
-        raise InputError(f"Case {case_id} is not listed in {dataset_dir / MANIFEST_NAME}.")
+        raise InputError(f"Case {case_id} is not listed in {dataset_dir / DATASET_MANIFEST}.")
     case_dir = dataset_dir / "cases" / case_id
     for name, digest in entry["files"].items():
         path = case_dir / name
         if not path.is_file() or sha256_file(path) != digest:
-            raise InputError(f"{path} is missing or differs from its SHA-256 in {MANIFEST_NAME}; the "
+            raise InputError(f"{path} is missing or differs from its SHA-256 in {DATASET_MANIFEST}; the "
                              "case was damaged or edited outside LVMyoSeg. Export it again.")
-    info = json.loads((case_dir / "case.json").read_text(encoding="utf-8"))
+    info = read_json(case_dir / "case.json", "Export the case again.")
     cine = read_4d(case_dir / "cine.nrrd")
     label_map = read_labels_4d(case_dir / "labels.nrrd", cine)
     labels = Labels(label_map, np.asarray(info["known"], dtype=bool), source=str(case_dir))
@@ -161,4 +147,4 @@ def read_case(dataset_dir: Path, case_id: str) -> Case:
 
 def dataset_hash(dataset_dir: Path) -> str:
     """SHA-256 of the dataset manifest (identifies exactly which cases a model was trained on)."""
-    return sha256_file(Path(dataset_dir) / MANIFEST_NAME)
+    return sha256_file(Path(dataset_dir) / DATASET_MANIFEST)

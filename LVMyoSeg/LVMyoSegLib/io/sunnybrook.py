@@ -195,9 +195,9 @@ def sunnybrook_to_dataset(root: Path | str | None, dataset_dir: Path) -> list[Pa
     """Add every Sunnybrook study under ``root`` to the LVMyoSeg dataset ``dataset_dir``
     (case id = DICOM patient id); returns the new case folders. Studies already in the dataset
     are kept as they are and skipped, so an interrupted conversion is completed by running it again."""
-    from .dataset import MANIFEST_NAME, add_case, list_cases
+    from .dataset import DATASET_MANIFEST, add_case, list_cases
 
-    present = set(list_cases(dataset_dir)) if (Path(dataset_dir) / MANIFEST_NAME).is_file() else set()
+    present = set(list_cases(dataset_dir)) if (Path(dataset_dir) / DATASET_MANIFEST).is_file() else set()
     added = []
     for study in list_studies(root):
         if study.patient_id in present:

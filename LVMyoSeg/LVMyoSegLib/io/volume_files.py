@@ -24,17 +24,15 @@ Writing (:func:`write_4d`) picks the format by extension:
   (toffset = first time, pixdim[4] = mean step in ms).
 Multi-channel arrays ``[T, Z, Y, X, C]`` are written as one 4D file per channel,
 ``<name>_<channel><ext>`` (e.g. ``probabilities_myocardium.nii.gz``): every viewer
-opens a 4D scalar file, few open 5D ones. Writes are atomic (temporary file in the
-same folder, then ``os.replace``).
+opens a 4D scalar file, few open 5D ones. Writes are atomic (:func:`LVMyoSegLib.files.atomic_path`).
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import re
-import tempfile
 import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -44,7 +42,7 @@ import SimpleITK as sitk
 
 from ..cine import Cine, Geometry
 from ..errors import GeometryError, InputError
-from ..files import default_mode
+from ..files import atomic_path
 from ..labels import CHANNELS, checked_label_map
 
 TRIGGER_TIMES_KEY = "LVMyoSeg_trigger_times_ms"
@@ -380,20 +378,12 @@ def write_4d(path: Path, array: np.ndarray, geometry: Geometry, trigger_times_ms
         if target.is_dir():
             raise InputError(f"Cannot write {target}: a folder of that name is in the way.")
     writer = _write_nifti if suffix.startswith(".nii") else _write_nrrd
-    temps: list[Path] = []
     try:
-        for target, data in prepared:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
-            os.close(fd)
-            temps.append(Path(tmp))
-            writer(Path(tmp), data, geometry, times, kind)
-        for (target, _), tmp in zip(prepared, temps):
-            os.chmod(tmp, default_mode())  # mkstemp made it 0600; outputs follow the umask
-            os.replace(tmp, target)
+        with ExitStack() as files:  # every file is written before any replaces its target
+            for target, data in prepared:
+                writer(files.enter_context(atomic_path(target, suffix=f".partial{suffix}")), data, geometry,
+                       times, kind)
     except (OSError, RuntimeError) as exc:
         raise InputError(f"Writing {path} failed: {exc}. Nothing was written; check the folder and "
                          "free disk space.") from None
-    finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
     return [target for target, _ in prepared]

@@ -20,7 +20,6 @@ import dataclasses
 import datetime as _dt
 import io
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -32,12 +31,12 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ModelError
-from ..files import make_temp_dir, sha256_file
+from ..files import atomic_folder, sha256_file, write_json_atomic
 from .ensemble import Ensemble, architecture
 
 BUNDLE_FORMAT = "lvmyoseg-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
+BUNDLE_MANIFEST = "manifest.json"  # a bundle folder's manifest
 _WEIGHTS_ENTRY = "model.weights.h5"  # where a .keras archive keeps its weights
 _MEMBER_FILES = (("file", "sha256"), ("onnx_file", "onnx_sha256"))  # a member's files and their hashes
 
@@ -97,7 +96,7 @@ class Manifest:
                              "Re-copy it from its source.") from None
         if not manifest.members:
             raise ModelError(f"{where} lists no member files; the bundle is empty.")
-        from ..preprocessing.preprocess import preprocessing_problem
+        from ..preprocessing.localisation import preprocessing_problem
 
         problem = preprocessing_problem(manifest.preprocessing)
         if problem:
@@ -109,9 +108,9 @@ class Manifest:
 def read_manifest(bundle_dir: Path) -> Manifest:
     """Parse and check a bundle's manifest (hashes are checked by :func:`verify_bundle`)."""
     bundle_dir = Path(bundle_dir)
-    path = bundle_dir / MANIFEST_NAME
+    path = bundle_dir / BUNDLE_MANIFEST
     if not path.is_file():
-        raise ModelError(f"{bundle_dir} has no {MANIFEST_NAME}: it is not an LVMyoSeg model bundle. "
+        raise ModelError(f"{bundle_dir} has no {BUNDLE_MANIFEST}: it is not an LVMyoSeg model bundle. "
                          "Pick the folder that holds manifest.json and the member .keras files.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -140,7 +139,7 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
         for name, expected in member_files(member):
             path = bundle_dir / name
             if Path(name).name != name:
-                raise ModelError(f"{bundle_dir / MANIFEST_NAME} names member {name!r} outside "
+                raise ModelError(f"{bundle_dir / BUNDLE_MANIFEST} names member {name!r} outside "
                                  "the bundle folder; refusing it.")
             if not path.is_file():
                 raise ModelError(f"Member file {path} listed in the manifest is missing; re-copy the bundle.")
@@ -342,9 +341,7 @@ def write_bundle(bundle_dir: Path, models: list, *, model_id: str, variant: str,
     if bundle_dir.exists():
         raise ModelError(f"{bundle_dir} already exists; model bundles are never overwritten. "
                          "Choose a new folder name.")
-    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(bundle_dir.parent, f".{bundle_dir.name}.")
-    try:
+    with atomic_folder(bundle_dir) as tmp:
         entries = []
         for i, model in enumerate(models):
             name = f"member_{i}.keras"
@@ -356,11 +353,7 @@ def write_bundle(bundle_dir: Path, models: list, *, model_id: str, variant: str,
                             preprocessing=preprocessing, members=tuple(entries),
                             training=training or {}, metrics=metrics or {}, parent=parent,
                             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
-        os.replace(tmp, bundle_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json_atomic(tmp / BUNDLE_MANIFEST, manifest.to_dict(), indent=2)
     return manifest
 
 
@@ -383,19 +376,13 @@ def add_onnx_members(source_dir: Path, bundle_dir: Path) -> Manifest:
         raise ModelError(f"{bundle_dir} already exists; model bundles are never overwritten. "
                          "Choose a new folder name.")
     manifest, models = load_members(source_dir)
-    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.", dir=bundle_dir.parent))
-    try:
+    with atomic_folder(bundle_dir) as tmp:
         entries = []
         for member, model in zip(manifest.members, models):
             shutil.copyfile(source_dir / member["file"], tmp / member["file"])
             onnx_name = Path(member["file"]).with_suffix(".onnx").name
             entries.append({**member, **_write_onnx_member(model, tmp, onnx_name)})
         manifest = dataclasses.replace(manifest, members=tuple(entries))
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+        write_json_atomic(tmp / BUNDLE_MANIFEST, manifest.to_dict(), indent=2)
         verify_bundle(tmp)
-        os.replace(tmp, bundle_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

@@ -38,7 +38,8 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 import keras  # noqa: E402
 from keras import ops
 
-VARIANTS: tuple[str, ...] = ("cnn", "one_level", "multi_level")
+from .variants import check_variant
+
 UNITS_PER_STAGE = 9
 DECONV_KERNEL = 4
 _PACKAGE = "LVMyoSeg"
@@ -269,7 +270,7 @@ def cnn_feature_model(cnn: keras.Model) -> keras.Model:
 def build_rnn_head(variant: str, width: int, crop_size: int | None = None, seed: int = 0,
                    circular_passes: int = 1) -> keras.Model:
     """RNN block + decoder: ``[f_half, f_quarter] -> [B, T, H, W, 2]``."""
-    _check_variant(variant)
+    check_variant(variant)
     if variant == "cnn":
         raise ValueError("The 'cnn' variant has no RNN head.")
     seeds = _Seeds(seed + 7919)
@@ -292,7 +293,7 @@ def build_rnn_head(variant: str, width: int, crop_size: int | None = None, seed:
 
 def build_model(variant: str, cnn: keras.Model, *, seed: int = 0, circular_passes: int = 1,
                 init_decoder_from_cnn: bool = True) -> keras.Model:
-    """One of :data:`VARIANTS` on top of ``cnn`` (a model made by :func:`build_cnn`).
+    """One of :data:`~LVMyoSegLib.model.variants.VARIANTS` on top of ``cnn`` (a model made by :func:`build_cnn`).
 
     ``"cnn"`` returns ``cnn`` itself. The RNN variants embed the CNN feature
     extractor frozen (``trainable=False``, BatchNorm in inference mode) and a new
@@ -301,7 +302,7 @@ def build_model(variant: str, cnn: keras.Model, *, seed: int = 0, circular_passe
     With ``init_decoder_from_cnn`` the head's decoder starts from the CNN
     decoder's weights (same shapes), a warm start for stage 2.
     """
-    _check_variant(variant)
+    check_variant(variant)
     if variant == "cnn":
         return cnn
     width = cnn_width(cnn)
@@ -359,47 +360,5 @@ def model_parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:
 
 def model_variant(model: keras.Model) -> str:
     """The variant name of a model built here (its Keras name)."""
-    _check_variant(model.name)
+    check_variant(model.name)
     return model.name
-
-
-def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown network variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
-
-
-def multiply_accumulates(variant: str, T: int, H: int, W: int, width: int = 16,
-                         circular_passes: int = 1, units: int = UNITS_PER_STAGE) -> int:
-    """Multiply-accumulates of one cardiac cycle of one slice (convolutions only).
-
-    Counts every convolution / transposed convolution (k*k*C_in*C_out per output
-    pixel, resp. per input pixel for a transposed one). BatchNorm, activations,
-    additions and the ConvLSTM's element-wise gate products are not counted.
-    The ConvLSTM's W_h convolution runs ``T * (1 + circular_passes)`` times, its
-    W_x convolution T times.
-    """
-    _check_variant(variant)
-    if H % 4 or W % 4:
-        raise ValueError(f"H, W = {H}, {W} must be multiples of 4.")
-    w = width
-    p1, p2, p4 = H * W, (H // 2) * (W // 2), (H // 4) * (W // 4)
-    k2 = 9
-    cnn = p1 * k2 * 1 * w                                   # stem
-    cnn += units * 2 * p1 * k2 * w * w             # stage 1
-    for pix, cin, cout in ((p2, w, 2 * w), (p4, 2 * w, 4 * w)):  # stages 2, 3
-        cnn += pix * k2 * cin * cout + pix * cin * cout      # first conv (stride 2) + 1x1 projection
-        cnn += pix * k2 * cout * cout                         # second conv of unit 1
-        cnn += (units - 1) * 2 * pix * k2 * cout * cout
-    d2 = DECONV_KERNEL ** 2
-    decoder = p4 * d2 * (4 * w) * (2 * w) + p2 * d2 * (4 * w) * 2
-    per_frame = cnn + decoder
-    total = T * per_frame
-
-    def lstm(pix: int, cin: int, f: int) -> int:
-        return T * pix * k2 * cin * 4 * f + T * (1 + circular_passes) * pix * k2 * f * 4 * f
-
-    if variant in ("one_level", "multi_level"):
-        total += lstm(p4, 4 * w, 4 * w)
-    if variant == "multi_level":
-        total += lstm(p2, 2 * w, 2 * w)
-    return int(total)

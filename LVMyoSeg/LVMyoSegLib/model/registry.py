@@ -15,23 +15,21 @@ or ``~/.lvmyoseg/models``).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
-from ..files import make_temp_dir
+from ..files import atomic_folder, is_folder_name, read_json, write_json_atomic
 from ..resources import MODELS_DIR, bundled_model_dir
-from .bundle import MANIFEST_NAME, Manifest, member_files, read_manifest, verify_bundle
+from .bundle import BUNDLE_MANIFEST, Manifest, member_files, read_manifest, verify_bundle
 from .trust import bundle_trust, pin
+from .variants import VARIANTS
 
 ENV_REGISTRY = "LVMYOSEG_REGISTRY"
 BUNDLED_ID = "bundled"
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ def default_registry_dir() -> Path:
 
 def check_model_id(model_id: str) -> str:
     """Return ``model_id`` if it can name a registry folder, else raise :class:`ModelError`."""
-    if not _MODEL_ID.match(model_id or ""):
+    if not is_folder_name(model_id):
         raise ModelError(f"Model id {model_id!r} must be 1-100 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit.")
     if model_id == BUNDLED_ID:
@@ -97,7 +95,7 @@ def metrics_summary(metrics: dict[str, Any]) -> str:
     if dsc(metrics.get("after")) is not None:
         before = dsc(metrics.get("before"))
         return f"LOO DSC {dsc(metrics['after']):.3f}" + (f" (before {before:.3f})" if before is not None else "")
-    for name in ("multi_level", "one_level", "cnn"):
+    for name in reversed(VARIANTS):  # the paper's best first
         if dsc(metrics.get(name)) is not None:
             return f"LOO DSC {dsc(metrics[name]):.3f} ({name})"
     return f"DSC {dsc(metrics):.3f}" if dsc(metrics) is not None else ""
@@ -122,7 +120,7 @@ def bundled_entry() -> ModelEntry:
     try:
         return _entry(path, read_manifest(path), read_only=True, model_id=BUNDLED_ID)
     except ModelError as exc:
-        problem = "not installed" if not (path / MANIFEST_NAME).is_file() else f"unreadable: {exc}"
+        problem = "not installed" if not (path / BUNDLE_MANIFEST).is_file() else f"unreadable: {exc}"
         return ModelEntry(BUNDLED_ID, path, read_only=True, problem=problem)
 
 
@@ -139,7 +137,7 @@ def list_models(registry_dir: Path | None, *, include_bundled: bool = True) -> l
         return entries
     found = []
     for folder in sorted(registry_dir.iterdir()):
-        if folder.name.startswith(".") or not (folder / MANIFEST_NAME).is_file():
+        if folder.name.startswith(".") or not (folder / BUNDLE_MANIFEST).is_file():
             continue
         try:
             found.append(_entry(folder, read_manifest(folder), read_only=False, model_id=folder.name))
@@ -158,18 +156,18 @@ def resolve(model: str | Path | None, registry_dir: Path | None) -> Path:
     text = "" if model is None else str(model).strip()
     if text in ("", BUNDLED_ID):
         path = bundled_model_dir()
-        if not (path / MANIFEST_NAME).is_file():
+        if not (path / BUNDLE_MANIFEST).is_file():
             raise ModelError(f"The bundled model is not installed at {path}; reinstall the extension or "
                              "give a registered model id or a model bundle folder.")
         return path
-    if registry_dir is not None and _MODEL_ID.match(text) and (Path(registry_dir) / text / MANIFEST_NAME).is_file():
+    if registry_dir is not None and is_folder_name(text) and (Path(registry_dir) / text / BUNDLE_MANIFEST).is_file():
         return Path(registry_dir) / text
     path = Path(text).expanduser()
-    if (path / MANIFEST_NAME).is_file():
+    if (path / BUNDLE_MANIFEST).is_file():
         return path
     known = [e.model_id for e in list_models(registry_dir) if not e.problem]
     raise ModelError(f"No model {text!r}: it is neither a registered version in {registry_dir} nor a folder "
-                     f"holding {MANIFEST_NAME}. Available: {', '.join(known) or 'none'}.")
+                     f"holding {BUNDLE_MANIFEST}. Available: {', '.join(known) or 'none'}.")
 
 
 def new_model_dir(registry_dir: Path, model_id: str) -> Path:
@@ -210,22 +208,16 @@ def register(bundle_dir: Path, registry_dir: Path, *, model_id: str | None = Non
     manifest = verify_bundle(bundle_dir)
     model_id = model_id or manifest.model_id
     target = new_model_dir(registry_dir, model_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_temp_dir(target.parent, f".{model_id}.")
-    try:
+    with atomic_folder(target) as staging:
         for member in manifest.members:
             for name, _ in member_files(member):
                 shutil.copy2(bundle_dir / name, staging / name)
-        data = json.loads((bundle_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        data = read_json(bundle_dir / BUNDLE_MANIFEST, "Register the model again from its source.")
         data["model_id"] = model_id
-        (staging / MANIFEST_NAME).write_text(json.dumps(data, indent=2), encoding="utf-8")
+        write_json_atomic(staging / BUNDLE_MANIFEST, data, indent=2)
         copied = verify_bundle(staging)
         if target.exists():
             raise ModelError(f"Model version {model_id!r} appeared in {registry_dir} while copying; "
                              "it was not overwritten. Choose another model id.")
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     pin(registry_dir, model_id, target)
     return _entry(target, copied, read_only=False, model_id=model_id)

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
+from ..files import write_json_atomic
+from .bundle import BUNDLE_MANIFEST
 
 # SHA-256 of Resources/Models/sunnybrook-multilevel/manifest.json. Update it (only here) when the
 # bundled model is replaced; Testing/test_trust.py checks that the shipped bundle matches it.
 BUNDLED_MANIFEST_SHA256 = "d6baf96f1c931954b3296fdf3242d2624ba34671273b2843ddddde9f54377d25"
 
 PINS_NAME = "pins.json"  # in a registry folder: {model_id: manifest SHA-256}
-_MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Trust:
 
 def manifest_sha256(bundle_dir: Path) -> str:
     """SHA-256 of a bundle's ``manifest.json`` bytes."""
-    path = Path(bundle_dir) / _MANIFEST
+    path = Path(bundle_dir) / BUNDLE_MANIFEST
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as exc:
@@ -67,8 +68,6 @@ def read_pins(registry_dir: Path) -> dict[str, str]:
 
 def pin(registry_dir: Path, model_id: str, bundle_dir: Path) -> None:
     """Record the manifest SHA-256 of ``bundle_dir`` as the pin of ``model_id`` in ``registry_dir``."""
-    from ..files import write_json_atomic
-
     pins = read_pins(registry_dir)
     pins[model_id] = manifest_sha256(bundle_dir)
     write_json_atomic(Path(registry_dir) / PINS_NAME, pins, indent=1)
@@ -82,7 +81,7 @@ def bundle_trust(bundle_dir: Path) -> Trust:
     actual = manifest_sha256(bundle_dir)
     if _same(bundle_dir, bundled_model_dir()):
         if actual != BUNDLED_MANIFEST_SHA256:
-            raise ModelError(f"The bundled model's manifest {bundle_dir / _MANIFEST} is not the one this "
+            raise ModelError(f"The bundled model's manifest {bundle_dir / BUNDLE_MANIFEST} is not the one this "
                              f"LVMyoSeg version shipped with (SHA-256 {actual}, expected "
                              f"{BUNDLED_MANIFEST_SHA256}): it was modified. Reinstall LVMyoSeg.")
         return Trust(True, "bundled", "the bundled model, pinned in this LVMyoSeg version")

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..analysis.cardiac_function import CardiacFunction
+from ..analysis.evaluation import POSITION_METRICS
 from ..cine import Cine
 from ..errors import InputError
 from ..files import atomic_path
@@ -234,7 +235,7 @@ def loo_scores_figure(fold_summaries: dict[str, dict[str, dict]], titles: dict[s
     fig = Figure(figsize=(max(6.0, 1.6 * len(cases) + 2.0), 3.6))
     width = 0.8 / len(names)
     x = np.arange(len(cases))
-    for k, (key, label) in enumerate((("dsc", "myocardium DSC"), ("hd_mm", "HD (mm)"))):
+    for k, (key, label) in enumerate(POSITION_METRICS[:2]):  # DSC, HD
         ax = fig.add_subplot(1, 2, k + 1)
         for i, name in enumerate(names):
             stats = [fold_summaries[c][name][key] for c in cases]
@@ -242,7 +243,7 @@ def loo_scores_figure(fold_summaries: dict[str, dict[str, dict]], titles: dict[s
                    yerr=[s["sd"] if np.isfinite(s["sd"]) else 0.0 for s in stats],
                    capsize=2, label=titles[name])
         ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel(label)
+        ax.set_ylabel(f"myocardium {label}")
         if key == "dsc":
             ax.set_ylim(0.0, 1.0)
         ax.legend(fontsize=7)

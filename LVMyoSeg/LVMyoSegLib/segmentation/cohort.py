@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError
-from ..files import atomic_path, sha256_file, write_json_atomic
+from ..files import atomic_path, read_json, sha256_file, write_json_atomic
 from ..io.volume_files import VOLUME_SUFFIXES, volume_suffix
-from ..model.bundle import MANIFEST_NAME
+from ..model.bundle import BUNDLE_MANIFEST
 
 TABLE_CSV = "cohort.csv"
 TABLE_JSON = "cohort.json"
@@ -131,7 +131,7 @@ def input_sha256(path: Path) -> str:
 
 def model_sha256(bundle_dir: Path) -> str:
     """SHA-256 of a bundle's manifest, which holds every member file's SHA-256."""
-    return sha256_file(Path(bundle_dir) / MANIFEST_NAME)
+    return sha256_file(Path(bundle_dir) / BUNDLE_MANIFEST)
 
 
 def output_complete(folder: Path) -> bool:
@@ -188,7 +188,7 @@ def study_row(study: Study, out: Path, **identity: Any) -> dict[str, Any]:
     """The ``ok`` row of a study ``segment`` wrote into ``out`` (from its ``report.json``). Withheld
     function values (``function_withheld``: the reason) leave the function columns empty and
     make the status ``ok (function withheld)``."""
-    report = json.loads((Path(out) / "report.json").read_text(encoding="utf-8"))
+    report = read_json(Path(out) / "report.json", "Segment the study again.")
     row = base_row(study, "ok", **identity)
     info, function = report["input"], report.get("cardiac_function") or {}
     sx, sy, sz = info["spacing_mm_xyz"]
@@ -225,9 +225,10 @@ class CohortTable:
         self.previous: dict[str, dict[str, Any]] = {}
         path = self.out / TABLE_JSON
         if path.is_file():
+            table = read_json(path, "Move it away to start the batch afresh.")
             try:
-                self.previous = {r["id"]: r for r in json.loads(path.read_text(encoding="utf-8"))["studies"]}
-            except (ValueError, KeyError, TypeError) as exc:
+                self.previous = {r["id"]: r for r in table["studies"]}
+            except (KeyError, TypeError) as exc:
                 raise InputError(f"{path} is not a cohort table ({exc}); move it away to start the "
                                  "batch afresh.") from None
 

@@ -20,6 +20,7 @@ from ..model.bundle import Manifest
 from ..model.onnx_runtime import OnnxEnsemble, load_onnx_ensemble
 from ..model.trust import bundle_trust
 from ..preprocessing import preprocess
+from ..preprocessing.localisation import localise
 from ..progress import CancelFn, ProgressEvent, ProgressFn
 
 
@@ -65,7 +66,7 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    transform = preprocess.localise(cine, **manifest.preprocessing)
+    transform = localise(cine, **manifest.preprocessing)
     x = preprocess.to_network(cine, transform)
     timings["preprocess"] = time.perf_counter() - t0
 

@@ -22,26 +22,25 @@ epoch, and a fold whose ``fold_<k>.json`` exists is not run again. Outputs in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..analysis.evaluation import case_summary, format_cell
+from ..analysis.evaluation import POSITION_METRICS, case_summary, format_cell
 from ..analysis.metrics import slice_metrics
 from ..errors import InputError
-from ..files import write_json_atomic
+from ..files import read_json, write_json_atomic, write_text_atomic
 from ..io.dataset import dataset_hash, list_cases, read_case
 from ..labels import BLOOD_POOL, MYOCARDIUM, labels_from_probabilities
 from ..model.ensemble import predict_ensemble
 from ..progress import ProgressFn, part
 from . import edes
-from .experiments import WALL_TIME_FILE, ExperimentConfig, RunClock, prepare_case
+from .experiments import WALL_TIME_FILE, ExperimentConfig, RunClock, check_settings, prepare_case
 from .loop import fit_cnn
 from .patient_split import stratified_folds
 from .stage_one_frames import stage_one_arrays
 
-CV_COLUMNS = (("dsc", "Myo DSC"), ("hd_mm", "Myo HD (mm)"), ("apd_mm", "Myo APD (mm)"),
+CV_COLUMNS = (*((key, f"Myo {label}") for key, label in POSITION_METRICS),
               ("pool_dsc_ed", "Pool DSC ED"), ("pool_dsc_es", "Pool DSC ES"))
 
 
@@ -81,7 +80,7 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
                 "folds": folds, "groups": groups, "excluded": excluded, "cnn": config.cnn.to_dict(),
                 "preprocessing": config.preprocessing, "threshold": config.threshold}
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are read and checked
-    _check_settings(out_dir / "settings.json", settings)
+    check_settings(out_dir / "settings.json", settings)
     cines = {cid: prepare_case(read_case(cine_dataset, cid), config.preprocessing) for cid in cine_ids}
     for k, fold in enumerate(folds):
         if (folds_to_run is not None and k not in folds_to_run) or (out_dir / f"fold_{k}.json").is_file():
@@ -103,20 +102,11 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
     return summarise_cv(out_dir)
 
 
-def _check_settings(path: Path, settings: dict[str, Any]) -> None:
-    if path.is_file():
-        if json.loads(path.read_text(encoding="utf-8")) != json.loads(json.dumps(settings)):
-            raise InputError(f"{path.parent} holds a run with other settings ({path}); resume it with the "
-                             "same settings or choose a new output folder.")
-    else:
-        write_json_atomic(path, settings)
-
-
 def summarise_cv(out_dir: Path) -> dict[str, Any]:
     """Collect the finished folds into ``cv_results.json`` and ``cv_table.md``."""
     out_dir = Path(out_dir)
-    settings = json.loads((out_dir / "settings.json").read_text(encoding="utf-8"))
-    folds = [json.loads((out_dir / f"fold_{k}.json").read_text(encoding="utf-8"))
+    settings = read_json(out_dir / "settings.json", "Give the folder `lvmyoseg cv -o` wrote.")
+    folds = [read_json(out_dir / f"fold_{k}.json", "Delete it to run that fold again.")
              for k in range(len(settings["folds"])) if (out_dir / f"fold_{k}.json").is_file()]
     records = [r for f in folds for r in f["records"]]
     by_group = {g: case_summary([r for r in records if r["group"] == g])
@@ -141,5 +131,5 @@ def summarise_cv(out_dir: Path) -> dict[str, Any]:
     for g, summary in by_group.items():
         lines.append(row(f"group {g}", len({r['case'] for r in records if r['group'] == g}), summary))
     lines.append(row("all", len({r["case"] for r in records}), results["overall"]))
-    (out_dir / "cv_table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(out_dir / "cv_table.md", "\n".join(lines) + "\n")
     return results

@@ -22,7 +22,7 @@ It is a plausibility check: masks moved onto other bright tissue pass it.
 Network space (:func:`patient_frames`): the frames have no geometry, so the
 nominal :data:`NOMINAL_SPACING_MM` is used; each slice's crop box is centred on a
 straight line fitted through the patient's per-slice cavity centres against the
-slice index (the way :func:`LVMyoSegLib.preprocessing.preprocess.localise` centres a cine's
+slice index (the way :func:`LVMyoSegLib.preprocessing.localisation.localise` centres a cine's
 boxes on a fitted LV axis), and each slice's frames are normalised together, as
 a cine's cycle is. Scale augmentation (±15%) covers the unknown true spacing.
 """

@@ -23,20 +23,21 @@ import numpy as np
 from ..analysis.evaluation import (average_over_folds, case_summary, evaluate_case, markdown_table,
                                    position_summary, position_table)
 from ..errors import InputError
-from ..files import write_json_atomic
+from ..files import atomic_path, read_json, write_json_atomic, write_text_atomic
 from ..io.dataset import Case, dataset_hash, list_cases, read_case
 from ..labels import CHANNELS, labels_from_probabilities
 from ..model.bundle import load_keras_file, load_members, write_bundle
 from ..model.ensemble import predict_ensemble
-from ..model.networks import VARIANTS
+from ..model.variants import VARIANT_TITLES, VARIANTS
 from ..preprocessing import preprocess
+from ..preprocessing.localisation import localise
 from ..progress import ProgressEvent, ProgressFn, part
 from .edes import read_edes, usable_patients
+from .loo_run import LooRun
 from .loop import TrainConfig, fit_cnn, fit_rnn
 from .outside_lv import with_known_empty_above_base
 from .stage_one_frames import fold_cnn_path, stage_one_arrays
 
-VARIANT_TITLES = {"cnn": "CNN", "one_level": "One-level ConvLSTM", "multi_level": "Multi-level ConvLSTM"}
 WALL_TIME_FILE = "wall_time.json"  # in a run folder: seconds of all its invocations
 
 
@@ -101,13 +102,22 @@ class RunClock:
         return track
 
 
+def check_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Write a new run's ``settings`` to ``path``; refuse to resume a run whose settings differ."""
+    if not path.is_file():
+        write_json_atomic(path, settings)
+    elif read_json(path, "Choose a new output folder.") != json.loads(json.dumps(settings)):
+        raise InputError(f"{path.parent} holds a run with other settings ({path}); resume it with the "
+                         "same settings or choose a new output folder.")
+
+
 def prepare_case(case: Case, preprocessing: dict[str, Any]) -> PreparedCase:
     """Localise the LV and map a case's cine and labels into network space.
 
     A case whose expert labelled every LV slice of its labelled frames (``complete_stacks``
     in its case.json) also gets known-empty labels above the base (:mod:`LVMyoSegLib.training.outside_lv`).
     """
-    transform = preprocess.localise(case.cine, **preprocessing)
+    transform = localise(case.cine, **preprocessing)
     x = preprocess.to_network(case.cine, transform)
     labels = with_known_empty_above_base(case.labels) if case.info.get("complete_stacks") else case.labels
     y, known = preprocess.labels_to_network(labels, transform)
@@ -192,7 +202,7 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             init_bundle: Path | None = None, cases: Sequence[str] | None = None,
             stage_one: Path | None = None,
             progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Leave-one-case-out over ``dataset_dir``; writes ``loo_results.json`` and ``loo_table.md``.
+    """Leave-one-case-out over ``dataset_dir`` into the run folder ``out_dir`` (:class:`LooRun`).
 
     With ``stage_one`` (a cross-validation run folder, :func:`LVMyoSegLib.training.cross_validation.run_cv`)
     each fold's CNN is the cross-validation fold's CNN that held the same patient out (trained
@@ -202,8 +212,8 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
     variant only) and the held-out case is also scored with the starting model
     ("before"), so the table shows before vs after.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run = LooRun(Path(out_dir))
+    run.folder.mkdir(parents=True, exist_ok=True)
     case_ids = list(cases) if cases else list_cases(dataset_dir)
     if len(case_ids) < 2:
         raise InputError(f"Leave-one-out needs at least 2 cases; {dataset_dir} has {len(case_ids)}.")
@@ -222,19 +232,11 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
                 "cases": case_ids, "init": Path(init_bundle).name if init_bundle else "scratch",
                 **({"stage_one": Path(stage_one).name} if stage_one is not None else {}),
                 **config.to_dict()}
-    settings_path = out_dir / "settings.json"
-    if settings_path.is_file():
-        previous = json.loads(settings_path.read_text())
-        if previous != json.loads(json.dumps(settings)):
-            raise InputError(f"{out_dir} holds a run with other settings ({settings_path}); resume it "
-                             "with the same settings or choose a new output folder.")
-    else:
-        write_json_atomic(settings_path, settings)
+    check_settings(run.settings, settings)
     t_start = time.perf_counter()
     prepared = {cid: prepare_case(read_case(dataset_dir, cid), config.preprocessing) for cid in case_ids}
     for k, held_out in enumerate(case_ids):
-        fold_path = out_dir / f"fold_{held_out}.json"
-        if fold_path.is_file():
+        if run.fold_record(held_out).is_file():
             continue
         cnns = None
         if stage_one is not None:
@@ -242,11 +244,11 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             if not cnn_path.is_file():  # its cross-validation fold has not finished: a later run does it
                 continue
             cnns = [load_keras_file(cnn_path)]
-        clock = RunClock(out_dir / f"fold_{held_out}" / WALL_TIME_FILE)
+        clock = RunClock(run.fold_dir(held_out) / WALL_TIME_FILE)
         fold_progress = part(progress, k / len(case_ids), 1 / len(case_ids),
                              f"fold {k + 1}/{len(case_ids)} ({held_out})", fold=k, folds=len(case_ids), case=held_out)
         train = [prepared[c] for c in case_ids if c != held_out]
-        models = train_variants(train, out_dir / f"fold_{held_out}", config, initial=initial_models,
+        models = train_variants(train, run.fold_dir(held_out), config, initial=initial_models,
                                 cnns=cnns, progress=clock.tracking(fold_progress), cancel=cancel)
         test = prepared[held_out]
         fold: dict[str, Any] = {"case": held_out, "records": {}, "summary": {}}
@@ -258,22 +260,21 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             records = evaluate_case(label_map, test.case.labels, test.case.cine.geometry, held_out)
             fold["records"][name] = records
             fold["summary"][name] = case_summary(records)
-            np.savez_compressed(out_dir / f"fold_{held_out}" / f"labels_{name}.npz", label_map=label_map,
-                                probabilities=probabilities.astype(np.float16))  # for QC in validate-function
+            with atomic_path(run.predictions(held_out, name), suffix=".npz") as tmp:
+                np.savez_compressed(tmp, label_map=label_map,
+                                    probabilities=probabilities.astype(np.float16))  # for QC in validate-function
         fold["wall_time_s"] = clock.save()  # summed over the invocations that worked on this fold
-        write_json_atomic(fold_path, fold)
-    results = summarise_loo(out_dir, wall_time_s=time.perf_counter() - t_start)
-    loo_examples_figure(out_dir, dataset_dir, out_dir / "loo_examples.png")
+        write_json_atomic(run.fold_record(held_out), fold)
+    results = summarise_loo(run.folder, wall_time_s=time.perf_counter() - t_start)
+    loo_examples_figure(run.folder, dataset_dir, run.examples_figure)
     return results
 
 
 def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, Any]:
-    """Collect the fold files of a LOO run into ``loo_results.json``, ``loo_table.md`` and the
-    per-case plot ``loo_scores.png``."""
-    out_dir = Path(out_dir)
-    settings = json.loads((out_dir / "settings.json").read_text())
-    folds = [json.loads((out_dir / f"fold_{c}.json").read_text()) for c in settings["cases"]
-             if (out_dir / f"fold_{c}.json").is_file()]
+    """Collect the fold files of a LOO run into its results, table and per-case plot (:class:`LooRun`)."""
+    run = LooRun(Path(out_dir))
+    settings = run.read_settings()
+    folds = run.read_folds(settings["cases"])
     names = list(folds[0]["summary"]) if folds else []
     overall = {n: average_over_folds(f["summary"][n] for f in folds) for n in names}
     by_position = {n: position_summary([r for f in folds for r in f["records"][n]]) for n in names}
@@ -282,7 +283,7 @@ def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, 
                "fold_wall_time_s": {f["case"]: round(f["wall_time_s"], 1) for f in folds}}
     if wall_time_s is not None:
         results["last_invocation_wall_time_s"] = round(wall_time_s, 1)
-    write_json_atomic(out_dir / "loo_results.json", results)
+    write_json_atomic(run.results, results)
     titles = {n: VARIANT_TITLES.get(n, n) for n in names}
     lines = [f"Leave-one-case-out over {len(folds)} of {len(settings['cases'])} folds "
              f"({settings['members']} member(s) per ensemble), slice-wise mean (sd) averaged over folds.", "",
@@ -292,11 +293,11 @@ def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, 
              position_table({titles[n]: by_position[n] for n in names}), ""]
     for f in folds:
         lines += [f"Fold {f['case']}:", "", markdown_table({titles[n]: f["summary"][n] for n in names}), ""]
-    (out_dir / "loo_table.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(run.table, "\n".join(lines))
     if folds:
         from ..reporting.figures import loo_scores_figure
 
-        loo_scores_figure({f["case"]: f["summary"] for f in folds}, titles, out_dir / "loo_scores.png")
+        loo_scores_figure({f["case"]: f["summary"] for f in folds}, titles, run.scores_figure)
     return results
 
 
@@ -305,14 +306,10 @@ def loo_examples_figure(out_dir: Path, dataset_dir: Path, path: Path, n_examples
     where the models disagree most (largest spread of myocardium DSC between them)."""
     from ..reporting.figures import consecutive_frames_figure
 
-    out_dir = Path(out_dir)
-    settings = json.loads((out_dir / "settings.json").read_text())
+    run = LooRun(Path(out_dir))
     candidates = []
-    for case_id in settings["cases"]:
-        fold_path = out_dir / f"fold_{case_id}.json"
-        if not fold_path.is_file():
-            continue
-        fold = json.loads(fold_path.read_text())
+    for fold in run.read_folds(run.read_settings()["cases"]):
+        case_id = fold["case"]
         by_slice: dict[tuple[int, int], list[float]] = {}
         for name, records in fold["records"].items():
             for r in records:
@@ -327,9 +324,7 @@ def loo_examples_figure(out_dir: Path, dataset_dir: Path, path: Path, n_examples
     # one figure per case keeps the images of a case together; stack them in one PNG
     first_case = chosen[0][1]
     case = read_case(dataset_dir, first_case)
-    fold_dir = out_dir / f"fold_{first_case}"
-    predictions = {p.stem.removeprefix("labels_"): np.load(p)["label_map"]
-                   for p in sorted(fold_dir.glob("labels_*.npz"))}
+    predictions = {name: np.load(p)["label_map"] for name, p in run.saved_predictions(first_case).items()}
     known = (*VARIANTS, "before", "after")  # the paper's order; a fine-tuning run: start model first
     order = [v for v in known if v in predictions] + [v for v in predictions if v not in known]
     examples = [(t, z) for _, cid, t, z in chosen if cid == first_case]

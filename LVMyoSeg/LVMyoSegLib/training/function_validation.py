@@ -22,12 +22,11 @@ Over all patients, the worst 10% of these slices by DSC (at least one) are compa
 (a) the "review these frames first" lists, (b) the top 10% by QC score among the expert's
 slices; and the Spearman correlation of QC score with DSC (negative: worse slices score
 higher). QC uses the probabilities when the run saved them (``probabilities`` in the
-fold's ``labels_<variant>.npz``), else its other signals only.
+fold's predictions, :class:`~LVMyoSegLib.training.loo_run.LooRun`), else its other signals only.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,11 @@ from ..analysis.function_report import assess
 from ..analysis.metrics import dice
 from ..analysis.qc import score_array
 from ..errors import InputError
+from ..files import write_json_atomic, write_text_atomic
 from ..io.dataset import read_case
 from ..io.sunnybrook import cardiac_phases
 from ..labels import CHANNELS, MYOCARDIUM, Labels
+from .loo_run import LooRun
 
 QUANTITIES = (("edv_ml", "EDV (mL)"), ("esv_ml", "ESV (mL)"), ("sv_ml", "SV (mL)"),
               ("ef_percent", "EF (points)"), ("lv_mass_g", "LV mass (g)"))
@@ -170,16 +171,11 @@ def validate_loo_run(run_dir: Path, dataset_dir: Path, out_dir: Path,
     """Compare expert and product function for every finished fold; write JSON, Markdown, PNG."""
     from ..reporting.figures import bland_altman_figure
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    settings_path = run_dir / "settings.json"
-    if not settings_path.is_file():
-        raise InputError(f"{run_dir} is not a leave-one-out run folder (no settings.json); give the "
-                         "folder `lvmyoseg loo -o` wrote.")
-    settings = json.loads(settings_path.read_text())
+    run, out_dir = LooRun(Path(run_dir)), Path(out_dir)
     rows = []
-    for case_id in settings["cases"]:
-        pred = run_dir / f"fold_{case_id}" / f"labels_{variant}.npz"
-        if not (run_dir / f"fold_{case_id}.json").is_file() or not pred.is_file():
+    for case_id in run.read_settings()["cases"]:
+        pred = run.predictions(case_id, variant)
+        if not run.fold_record(case_id).is_file() or not pred.is_file():
             continue
         case = read_case(dataset_dir, case_id)
         with np.load(pred) as saved:
@@ -188,7 +184,7 @@ def validate_loo_run(run_dir: Path, dataset_dir: Path, out_dir: Path,
         rows.append(compare_case(case.labels, label_map, case.cine.geometry, case_id,
                                  trigger_times_ms=case.cine.trigger_times_ms, probabilities=probabilities))
     if not rows:
-        raise InputError(f"{run_dir} has no finished fold with {variant} predictions.")
+        raise InputError(f"{run.folder} has no finished fold with {variant} predictions.")
     stats = {which: {k: bland_altman([r["expert"][k] for r in rows], [r[which][k] for r in rows])
                      for k in _KEYS} for which in ("own", "expert_slices")}
 
@@ -200,10 +196,10 @@ def validate_loo_run(run_dir: Path, dataset_dir: Path, out_dir: Path,
                                   and abs(r["own"]["ef_percent"] - r["expert"]["ef_percent"]) <= 5.0),
                "edv_within_10pct": within("edv_ml", 10.0), "esv_within_10pct": within("esv_ml", 10.0),
                "withheld": sum(1 for r in rows if r["withheld"])}
-    result = {"run": str(run_dir), "variant": variant, "cases": rows, "bland_altman": stats,
+    result = {"run": str(run.folder), "variant": variant, "cases": rows, "bland_altman": stats,
               "targets": targets, "qc_check": qc_check(rows)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "function_validation.json").write_text(json.dumps(result, indent=1, allow_nan=False))
-    (out_dir / "function_validation.md").write_text(markdown(result))
+    write_json_atomic(out_dir / "function_validation.json", result, allow_nan=False)
+    write_text_atomic(out_dir / "function_validation.md", markdown(result))
     bland_altman_figure(rows, stats, out_dir / "bland_altman.png")
     return result

@@ -11,7 +11,6 @@ run's fold CNNs serve as stage 1 of the leave-one-out runs (:func:`fold_cnn_path
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import read_json
 from . import edes
 from .patient_split import check_disjoint
 
@@ -53,7 +53,7 @@ def stage_one_arrays(train_ids: Sequence[str], patients: dict[str, edes.Patient]
 def fold_cnn_path(cv_dir: Path, patient: str) -> Path:
     """Where the cross-validation run ``cv_dir`` keeps the stage-1 model of the fold that holds
     ``patient`` out (it never saw that patient); the file exists once that fold has finished."""
-    settings = json.loads((Path(cv_dir) / "settings.json").read_text(encoding="utf-8"))
+    settings = read_json(Path(cv_dir) / "settings.json", "Give the folder `lvmyoseg cv -o` wrote (--stage-one).")
     for k, fold in enumerate(settings["folds"]):
         if patient in fold:
             return Path(cv_dir) / f"fold_{k}" / "cnn" / "model.keras"
