@@ -215,7 +215,10 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     tiny = TrainConfig(epochs=1, width=4, units=1, augment=False)
     config = experiments.ExperimentConfig(variants=("cnn", "one_level"), cnn=tiny, rnn=tiny,
                                           preprocessing={"pixel_mm": 2.0, "crop_size": 64})
-    cv = run_cv(root, tmp_path / "cv", config, cine_dataset=cines, n_folds=3)
+    events = []
+    cv = run_cv(root, tmp_path / "cv", config, cine_dataset=cines, n_folds=3, progress=events.append)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     folds = cv["settings"]["folds"]
     assert cv["folds_done"] == 3 and [sum(p in f for p in ids[:2]) for f in folds] == [1, 1, 0]
     n_cine_frames = {pid: int(dataset.read_case(cines, pid).labels.known.any(axis=2).sum()) for pid in ids[:2]}
@@ -234,6 +237,9 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     assert (tmp_path / "cv" / "fold_0.json").stat().st_mtime_ns == stamp
     with pytest.raises(InputError, match="other settings"):
         run_cv(root, tmp_path / "cv", config, cine_dataset=cines, n_folds=2)
+    events.clear()  # `cv --fold 2`: its progress (and ETA) is that of the one fold it runs
+    run_cv(root, tmp_path / "cv_one", config, cine_dataset=cines, n_folds=3, folds_to_run=[2], progress=events.append)
+    assert events[0].fraction <= 0.5 and events[-1].fraction == pytest.approx(1.0)  # all 3 folds: >= 2/3
     with pytest.raises(InputError, match="no fold"):
         fold_cnn_path(tmp_path / "cv", "SCD0009999")
 

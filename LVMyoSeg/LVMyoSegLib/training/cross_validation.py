@@ -82,14 +82,15 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are read and checked
     check_settings(out_dir / "settings.json", settings)
     cines = {cid: prepare_case(read_case(cine_dataset, cid), config.preprocessing) for cid in cine_ids}
-    for k, fold in enumerate(folds):
-        if (folds_to_run is not None and k not in folds_to_run) or (out_dir / f"fold_{k}.json").is_file():
-            continue
+    todo = [k for k in range(len(folds)) if (folds_to_run is None or k in folds_to_run)
+            and not (out_dir / f"fold_{k}.json").is_file()]
+    for i, k in enumerate(todo):  # progress and its ETA: this command's folds, not all of them
+        fold = folds[k]
         train_ids = [p for j, f in enumerate(folds) if j != k for p in f if p not in excluded]
         test_ids = [p for p in fold if p not in excluded]
         x, y, known, ids = stage_one_arrays(train_ids, patients, cines, config.preprocessing, test_ids=fold)
         clock = RunClock(out_dir / f"fold_{k}" / WALL_TIME_FILE)
-        tagged = part(progress, k / n_folds, 1 / n_folds, f"fold {k + 1}/{n_folds} ({len(fold)} patients)",
+        tagged = part(progress, i / len(todo), 1 / len(todo), f"fold {k + 1}/{n_folds} ({len(fold)} patients)",
                       fold=k, folds=n_folds, case=f"{len(fold)} patients")
         fit = fit_cnn(x, y, known, out_dir / f"fold_{k}" / "cnn", config.cnn, groups=ids,
                       progress=clock.tracking(tagged), cancel=cancel)
