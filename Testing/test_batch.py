@@ -336,10 +336,11 @@ def test_a_study_folder_is_an_output_unit_foreign_files_refused_old_results_repl
     """OUT/<id> follows `segment`'s rules: a folder of the user's is refused and left alone; an
     earlier LVMyoSeg result (the batch redoes only out-of-date ones) is replaced whole."""
     from LVMyoSegLib.files import MARKER_NAME
+    from LVMyoSegLib.model.trust import manifest_sha256
     from LVMyoSegLib.segmentation.batch import BatchSettings, ModelCache, segment_study
-    from LVMyoSegLib.segmentation.cohort import Study, model_sha256
+    from LVMyoSegLib.segmentation.cohort import Study
 
-    settings = BatchSettings(tmp_path / "out", tiny_bundle, 1, "tiny-untrained", model_sha256(tiny_bundle))
+    settings = BatchSettings(tmp_path / "out", tiny_bundle, 1, "tiny-untrained", manifest_sha256(tiny_bundle))
     cache = ModelCache(tiny_bundle, 1)
     cache.setup()
     study = Study("sample", SAMPLE)

@@ -54,7 +54,7 @@ from .metrics import ring_cavity
 
 MIN_COVERAGE = 0.5
 ATRIAL_R = -0.3
-_APEX_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)
+APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)  # left, anterior, inferior: the usual apex side
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def _geometry_apex_is_low_k(geometry: Geometry) -> bool:
     d = geometry.direction
     n = np.cross(d[:, 0], d[:, 1])
     n = n / np.linalg.norm(n)
-    towards_apex = n if float(n @ _APEX_LPS) >= 0 else -n
+    towards_apex = n if float(n @ APEX_DIRECTION_LPS) >= 0 else -n
     return float(d[:, 2] @ towards_apex) < 0  # slice index grows away from the apex
 
 

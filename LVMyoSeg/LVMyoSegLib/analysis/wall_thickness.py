@@ -35,9 +35,8 @@ from ..cine import Geometry
 from ..errors import InputError
 from ..labels import BLOOD_POOL, MYOCARDIUM
 from .metrics import ring_cavity
-from .slice_selection import SliceDecisions
+from .slice_selection import APEX_DIRECTION_LPS, SliceDecisions
 
-_APEX_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)
 _LEVELS = ("basal", "mid", "apical")
 
 
@@ -79,7 +78,7 @@ def _apex_axis(geometry: Geometry) -> tuple[int, float]:
     d = geometry.direction
     n = np.cross(d[:, 0], d[:, 1])
     n /= np.linalg.norm(n)
-    c = float(n @ _APEX_LPS)
+    c = float(n @ APEX_DIRECTION_LPS)
     return (1 if c >= 0 else -1), abs(c)
 
 

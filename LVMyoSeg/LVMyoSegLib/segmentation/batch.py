@@ -169,9 +169,9 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
     out, model_dir = Path(out).resolve(), Path(model_dir).resolve()
     manifest = verify_bundle(model_dir)
     n_members = member_count(model_dir, manifest, members)
-    from .cohort import model_sha256
+    from ..model.trust import manifest_sha256
 
-    settings = BatchSettings(out, model_dir, n_members, manifest.model_id, model_sha256(model_dir))
+    settings = BatchSettings(out, model_dir, n_members, manifest.model_id, manifest_sha256(model_dir))
     studies = list_studies(Path(inputs), exclude=out)
     table = CohortTable(out, studies, {
         "inputs": str(Path(inputs).resolve()), "output": str(out), "model_dir": str(model_dir),

@@ -2,7 +2,7 @@
 
 - :func:`list_studies`: the studies of a folder (each sub-folder or 4D volume file one study)
   or of a CSV with a ``path`` column and optional ``id`` and ``rv_insertion`` columns;
-- :func:`input_sha256` / :func:`model_sha256`: what a finished row is checked against on a rerun;
+- :func:`input_sha256` / :func:`LVMyoSegLib.model.trust.manifest_sha256`: what a finished row is checked against on a rerun;
 - :func:`study_row`: one table row from the ``report.json`` ``segment`` wrote for a study;
 - :class:`CohortTable`: ``cohort.csv`` and ``cohort.json``, rewritten atomically after every
   study, and which earlier rows are still up to date.
@@ -21,7 +21,6 @@ from typing import Any, Sequence
 from ..errors import InputError
 from ..files import atomic_path, read_json, sha256_file, write_json_atomic
 from ..io.volume_files import VOLUME_SUFFIXES, volume_suffix
-from ..model.bundle import BUNDLE_MANIFEST
 
 TABLE_CSV = "cohort.csv"
 TABLE_JSON = "cohort.json"
@@ -127,11 +126,6 @@ def input_sha256(path: Path) -> str:
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)):
         digest.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode())
     return digest.hexdigest()
-
-
-def model_sha256(bundle_dir: Path) -> str:
-    """SHA-256 of a bundle's manifest, which holds every member file's SHA-256."""
-    return sha256_file(Path(bundle_dir) / BUNDLE_MANIFEST)
 
 
 def output_complete(folder: Path) -> bool:
