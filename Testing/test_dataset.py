@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,20 @@ def test_round_trip_and_no_overwrite(tmp_path: Path, synthetic_case) -> None:
     add_case(tmp_path, "b", cine, labels)
     assert list_cases(tmp_path) == ["a", "b"]
     assert dataset_hash(tmp_path) != first_hash
+
+
+def test_hash_is_of_the_training_content_not_of_who_exported_it_when(tmp_path: Path, synthetic_case) -> None:
+    cine, labels = synthetic_case
+    for name in ("monday", "tuesday"):
+        add_case(tmp_path / name, "a", cine, labels)
+    info_path = tmp_path / "tuesday" / "cases" / "a" / "case.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "exported_by": "someone else", "exported_at": "2031-01-01T00:00:00"}))
+    assert dataset_hash(tmp_path / "tuesday") == dataset_hash(tmp_path / "monday")  # a re-export resumes a run
+    known = np.asarray(info["known"])
+    known[0, 0, 0] = 1 - known[0, 0, 0]
+    info_path.write_text(json.dumps({**info, "known": known.tolist()}))
+    assert dataset_hash(tmp_path / "tuesday") != dataset_hash(tmp_path / "monday")  # which frames train does count
 
 
 def test_bad_cases_are_refused_and_leave_nothing(tmp_path: Path, synthetic_case) -> None:

@@ -33,7 +33,7 @@ STEP = r"""
 import json, sys, time
 import numpy as np
 import keras
-from LVMyoSegLib.model import networks
+from LVMyoSegLib.model import losses, networks
 from LVMyoSegLib.training import loop as training
 if sys.argv[1] == "bf16":
     keras.mixed_precision.set_global_policy("mixed_bfloat16")

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,19 @@ def read_case(dataset_dir: Path, case_id: str) -> Case:
     return Case(case_id, cine, labels, info)
 
 
+PROVENANCE_FIELDS = ("exported_by", "exported_at")  # who wrote a case and when: not what trains
+
+
 def dataset_hash(dataset_dir: Path) -> str:
-    """SHA-256 of the dataset manifest (identifies exactly which cases a model was trained on)."""
-    return sha256_file(Path(dataset_dir) / DATASET_MANIFEST)
+    """SHA-256 of what a model trains on: each case's id, cine and labels files and ``case.json``
+    without its provenance. The same cases exported again (another day, another user) hash alike,
+    so a run resumes on them; any change to an image, a label or which frames are known does not."""
+    dataset_dir = Path(dataset_dir)
+    content = []
+    for case_id in list_cases(dataset_dir):
+        case_dir = dataset_dir / "cases" / case_id
+        info = {k: v for k, v in read_json(case_dir / "case.json", "Export the case again.").items()
+                if k not in PROVENANCE_FIELDS}
+        content.append({"case_id": case_id, "cine.nrrd": sha256_file(case_dir / "cine.nrrd"),
+                        "labels.nrrd": sha256_file(case_dir / "labels.nrrd"), "case.json": info})
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
