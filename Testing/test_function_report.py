@@ -81,8 +81,17 @@ def test_function_report_is_strict_json_and_ranks_frames() -> None:
     report = assess(lm, GEOMETRY, [0, 100, 200, 300, 400], probabilities=probs)
     assert report.withheld is None and report.function.ef_percent > 20
     d = strict(report.to_dict())
-    assert d["qc"]["review_first"][0]["frame"] == 3 and d["qc"]["review_first"][0]["slice"] == 2
-    assert "uncertain" in d["qc"]["review_first"][0]["why"]
+    review = d["qc"]["review_first"]
+    doubted = [r for r in review if (r["frame"], r["slice"]) == (3, 2)]
+    assert doubted and "uncertain" in doubted[0]["why"]
+    assert doubted[0]["score"] == max(r["score"] for r in review if r["frame"] not in (0, 2))
+    # ranked by consequence: the ED (0) and ES (2) frames' slices count double, so they lead the list
+    assert [r["priority"] for r in review] == sorted((r["priority"] for r in review), reverse=True)
+    assert all(r["priority"] == pytest.approx(2 * r["score"], abs=1e-3) for r in review if r["frame"] in (0, 2))
+    assert review[0]["frame"] in (0, 2)
+    # the base (slice 5) and apex (slice 0) of the figures' frames are among the first to review
+    ends = {(r["frame"], r["slice"]) for r in review if "stack end" in r["why"]}
+    assert {(0, 0), (0, 5), (2, 0), (2, 5)} <= ends
     rows = d["cardiac_function"]["slices"]["rows"]
     assert len(rows) == lm.shape[0] * lm.shape[1] and all(r["counted"] for r in rows)
 

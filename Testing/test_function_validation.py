@@ -100,7 +100,13 @@ def test_validate_function_on_a_loo_run_layout(tmp_path: Path, capsys) -> None:
     assert row["own_slices"] == {"ed": "1-9", "es": "1-9"}
     assert row["own"]["edv_ml"] > row["expert"]["edv_ml"]
     assert result["targets"]["withheld"] == 0
-    assert result["qc_check"]["n_slices"] == 9 and result["qc_check"]["n_worst"] == 1
+    q = result["qc_check"]
+    assert q["n_slices"] == 9 and q["n_worst"] == 1
+    assert q["caught_by_review_list_within_1_frame"] >= q["caught_by_review_list"]
+    recs = row["qc"]
+    assert q["review_list_share_of_slices"] == pytest.approx(np.mean([r["in_review"] for r in recs]))
+    # the figures' frames lead the review list, with the stack's ends: the ED base and apex are on it
+    assert {(ed, 1), (ed, 9)} <= {(r["frame"], r["slice"]) for r in recs if r["in_review"]}
     assert result["bland_altman"]["own"]["ef_percent"]["n"] == 1
     assert (out / "bland_altman.png").stat().st_size > 0
     # not a run folder: one clear error

@@ -18,11 +18,17 @@ Signals, each scaled to 0..1 (1: clearly suspicious); the score of a frame-slice
   on to its slices, in proportion to each slice's share of the area change.
 - ``localisation_fallback``: 0.5 on every frame of a slice whose LV localisation found no
   circle of its own (the crop box came from the study's LV axis).
+- ``stack_end``: 0.5 on the basal-most and the apical-most counted slice of each frame. At
+  the base the myocardium thins out into the outflow tract and the slice decision is made;
+  at the apex the wall is cut obliquely (partial volume). Both are where the SCMR guidelines
+  see most of the variability between readers, and where the model's DSC is lowest.
 
 Only counted slices (those in the volumes) are ranked. ``review_first`` lists up to
-``n_review`` frame-slices with a score of at least ``min_review_score``, worst first, at
-most ``per_slice_max`` per slice (so one bad slice does not fill the list), each with the
-signals above 0.3 as its reason. A frame-slice is *flagged* at a score >= 1.
+``n_review`` frame-slices with a score of at least ``min_review_score``, at most
+``per_slice_max`` per slice (so one bad slice does not fill the list), each with the
+signals above 0.3 as its reason. It ranks by consequence: a frame-slice of the ED or the ES
+frame, whose error changes EDV, ESV, EF and LV mass, counts with twice its score (``priority``);
+elsewhere an error changes only the volume curve. A frame-slice is *flagged* at a score >= 1.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ import numpy as np
 from .cardiac_function import CardiacFunction
 
 SIGNALS = ("uncertain", "open_ring", "cycle_jump", "stack_jump", "myocardium_volume",
-           "localisation_fallback")
+           "localisation_fallback", "stack_end")
 FLAG_SCORE = 1.0
+FIGURE_FRAMES_WEIGHT = 2.0  # review priority of the ED and ES frames' slices (module docstring)
 
 
 def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -98,6 +105,11 @@ def quality_control(label_map: np.ndarray, function: CardiacFunction,
         fb = np.asarray(localisation_fallback, bool).reshape(-1)
         if fb.size == n_z:
             sig["localisation_fallback"] = 0.5 * np.broadcast_to(fb, (n_t, n_z)) * lv
+    order = np.asarray(decisions.base_to_apex, int)
+    for t in range(n_t):
+        along = order[counted[t, order]]
+        if along.size:
+            sig["stack_end"][t, [along[0], along[-1]]] = 0.5
 
     score = sum(sig.values())
     score = np.where(lv, score, 0.0)
@@ -108,13 +120,16 @@ def quality_control(label_map: np.ndarray, function: CardiacFunction,
                 rows.append({"frame": t, "slice": z, "counted": bool(counted[t, z]),
                              "score": round(float(score[t, z]), 3),
                              "signals": {k: round(float(v[t, z]), 3) for k, v in sig.items()}})
+    figure_frames = {function.ed_frame, function.es_frame}
+    for r in rows:
+        r["priority"] = round(r["score"] * (FIGURE_FRAMES_WEIGHT if r["frame"] in figure_frames else 1.0), 3)
     ranked, per_slice = [], {}
     for r in sorted((r for r in rows if r["counted"] and r["score"] >= min_review_score),
-                    key=lambda r: -r["score"]):
+                    key=lambda r: -r["priority"]):
         if per_slice.get(r["slice"], 0) < per_slice_max and len(ranked) < n_review:
             ranked.append(r)
             per_slice[r["slice"]] = per_slice.get(r["slice"], 0) + 1
-    review = [{"frame": r["frame"], "slice": r["slice"], "score": r["score"],
+    review = [{"frame": r["frame"], "slice": r["slice"], "score": r["score"], "priority": r["priority"],
                "why": ", ".join(k.replace("_", " ") for k, v in
                                 sorted(r["signals"].items(), key=lambda kv: -kv[1]) if v >= 0.3)}
               for r in ranked]
