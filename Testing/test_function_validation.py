@@ -102,7 +102,7 @@ def test_validate_function_on_a_loo_run_layout(tmp_path: Path, capsys) -> None:
     assert result["targets"]["withheld"] == 0
     q = result["qc_check"]
     assert q["n_slices"] == 9 and q["n_worst"] == 1
-    assert q["caught_by_review_list_within_1_frame"] >= q["caught_by_review_list"]
+    assert q["caught_by_review_list_same_phase"] >= q["caught_by_review_list"]
     recs = row["qc"]
     assert q["review_list_share_of_slices"] == pytest.approx(np.mean([r["in_review"] for r in recs]))
     # the figures' frames lead the review list, with the stack's ends: the ED base and apex are on it

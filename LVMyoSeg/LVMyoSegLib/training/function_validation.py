@@ -19,9 +19,9 @@ within 5 points for every patient, EDV and ESV within 10%.
 **QC check**: on every frame-slice where the expert drew myocardium, the automatic
 myocardium's DSC against the expert's and the frame-slice's QC score (:mod:`LVMyoSegLib.analysis.qc`).
 Over all patients, the worst 10% of these slices by DSC (at least one) are compared with
-(a) the "review these frames first" lists: the same frame and slice, and the same slice
-within one frame (the product's ED and ES frames are often the expert's next frame; a reader
-steps through the neighbouring phases), (b) the top 10% by QC score among the expert's
+(a) the "review these frames first" lists: the same frame and slice, and the same slice in
+the same phase (the list names it at the product's own ED or ES frame, which is often one or
+two frames from the expert's), (b) the top 10% by QC score among the expert's
 slices; and the Spearman correlation of QC score with DSC (negative: worse slices score
 higher). The chance level of (a) is the lists' share of the expert's frame-slices. QC uses the probabilities when the run saved them (``probabilities`` in the
 fold's predictions, :class:`~LVMyoSegLib.training.loo_run.LooRun`), else its other signals only.
@@ -76,13 +76,13 @@ def compare_case(expert: Labels, auto: np.ndarray, geometry, case_id: str, *,
     if own.qc is not None:
         scores = score_array(own.qc, auto.shape[:2])
         review = {(r["frame"], r["slice"]) for r in own.qc["review_first"]}
-        n_t = auto.shape[0]
+        same_phase = {} if f is None else {ed: f.ed_frame, es: f.es_frame}
         for t, z in zip(*np.nonzero(expert.known[:, :, CHANNELS.index("myocardium")])):
-            near = {((int(t) + d) % n_t, int(z)) for d in (-1, 0, 1)}
+            near = {(int(t), int(z)), (same_phase.get(int(t), int(t)), int(z))}
             qc_records.append({"frame": int(t), "slice": int(z),
                                "dsc": dice(auto[t, z] == MYOCARDIUM, expert.label_map[t, z] == MYOCARDIUM),
                                "qc_score": float(scores[t, z]), "in_review": (int(t), int(z)) in review,
-                               "in_review_within_1_frame": bool(near & review)})
+                               "in_review_same_phase": bool(near & review)})
     return {"case": case_id, "ed_frame": ed, "es_frame": es, "slices": slices.tolist(),
             "expert": _values(e), "own": _values(f), "expert_slices": _values(a),
             "own_frames": None if f is None else {"ed": f.ed_frame, "es": f.es_frame},
@@ -119,8 +119,7 @@ def qc_check(rows: list[dict]) -> dict[str, Any]:
     return {"n_slices": len(recs), "n_worst": n_worst,
             "worst_dsc_max": float(dsc[worst].max()),
             "caught_by_review_list": float(np.mean([recs[i]["in_review"] for i in worst])),
-            "caught_by_review_list_within_1_frame": float(np.mean([recs[i]["in_review_within_1_frame"]
-                                                                   for i in worst])),
+            "caught_by_review_list_same_phase": float(np.mean([recs[i]["in_review_same_phase"] for i in worst])),
             "review_list_share_of_slices": float(np.mean([r["in_review"] for r in recs])),
             "caught_by_top10_qc": float(np.mean([i in top for i in worst])),
             "spearman_qc_vs_dsc": None if not math.isfinite(rho) else float(rho)}
@@ -169,8 +168,8 @@ def markdown(result: dict) -> str:
     if q.get("n_slices"):
         lines += [f"QC check on {q['n_slices']} expert-contoured slices: of the worst {q['n_worst']} by "
                   f"myocardium DSC (DSC <= {q['worst_dsc_max']:.3f}), {100 * q['caught_by_review_list']:.0f}% "
-                  f"are on the review lists ({100 * q['caught_by_review_list_within_1_frame']:.0f}% within one "
-                  f"frame; the lists hold {100 * q['review_list_share_of_slices']:.0f}% of these slices) and "
+                  f"are on the review lists ({100 * q['caught_by_review_list_same_phase']:.0f}% in the same "
+                  f"phase; the lists hold {100 * q['review_list_share_of_slices']:.0f}% of these slices) and "
                   f"{100 * q['caught_by_top10_qc']:.0f}% in the top 10% by QC score; Spearman rho (QC score "
                   f"vs DSC) {_fmt(q['spearman_qc_vs_dsc'], '+.2f')}."]
     return "\n".join(lines) + "\n"
