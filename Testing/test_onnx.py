@@ -1,5 +1,6 @@
-"""ONNX members: the exported graphs equal the Keras models, bundles carry and check them, and
-segmentation runs in ONNX Runtime in a process where TensorFlow and Keras cannot be imported."""
+"""ONNX members: the exported graphs equal the Keras models (int16 kernels included), bundles carry
+compact members and check them, and segmentation runs in ONNX Runtime in a process where TensorFlow
+and Keras cannot be imported."""
 
 from __future__ import annotations
 
@@ -25,7 +26,14 @@ from LVMyoSegLib.errors import InputError, ModelError  # noqa: E402
 from LVMyoSegLib.files import sha256_file  # noqa: E402
 from LVMyoSegLib.labels import CHANNELS  # noqa: E402
 from LVMyoSegLib.model import networks  # noqa: E402
-from LVMyoSegLib.model.bundle import BUNDLE_MANIFEST, add_onnx_members, load_members, verify_bundle, write_bundle  # noqa: E402
+from LVMyoSegLib.model.bundle import (  # noqa: E402
+    BUNDLE_MANIFEST,
+    add_onnx_members,
+    load_members,
+    stored_copy,
+    verify_bundle,
+    write_bundle,
+)
 from LVMyoSegLib.model.ensemble import predict_ensemble  # noqa: E402
 from LVMyoSegLib.model.onnx_export import to_onnx  # noqa: E402
 from LVMyoSegLib.model.onnx_runtime import execution_providers, load_onnx_ensemble, session  # noqa: E402
@@ -154,26 +162,63 @@ def test_onnx_member_of_another_variant_is_refused(bundle, small_models, tmp_pat
         load_onnx_ensemble(copy)
 
 
-def test_bundle_without_onnx_members_is_refused_then_converted(bundle, tmp_path: Path) -> None:
+def test_bundle_without_onnx_members_is_refused_then_converted(bundle, small_models, tmp_path: Path) -> None:
+    """A bundle from before ONNX and compact members: member_0 a float32 .keras file with optimizer state
+    (as Keras saves a compiled model), member_1 already compact; both come out compact."""
     old = tmp_path / "old"
     shutil.copytree(bundle, old)
+    original = small_models["multi_level"]
+    trained = keras.models.clone_model(original)
+    trained.set_weights(original.get_weights())
+    trained.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy")
+    trained.optimizer.build(trained.trainable_variables)
+    trained.save(old / "member_0.keras")
     manifest = json.loads((old / BUNDLE_MANIFEST).read_text())
+    manifest["members"][0]["sha256"] = sha256_file(old / "member_0.keras")
     for member in manifest["members"]:
         (old / member.pop("onnx_file")).unlink()
-        del member["onnx_sha256"]
+        del member["onnx_sha256"], member["weight_storage"]
     (old / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="no ONNX members.*export-onnx"):
         load_onnx_ensemble(old)
     new = tmp_path / "new"
     add_onnx_members(old, new)
-    for name in ("member_0.keras", "member_1.keras"):
-        assert (new / name).read_bytes() == (old / name).read_bytes()
+    assert (new / "member_0.keras").stat().st_size < 0.6 * (old / "member_0.keras").stat().st_size
+    _, (before_0, before_1) = load_members(old)
+    _, (after_0, after_1) = load_members(new)
+    for expected, got in ((stored_copy(before_0), after_0), (before_1, after_1)):  # compact twice: the same
+        assert all(np.array_equal(a, b) for a, b in zip(expected.get_weights(), got.get_weights()))
     x = _x((1, 20, 32, 32, 1))
-    a = load_onnx_ensemble(new)[1].predict(x)
-    b = load_onnx_ensemble(bundle)[1].predict(x)
-    assert np.array_equal(a, b)
+    _, ensemble = load_onnx_ensemble(new)  # verifies the new bundle, as segmentation does
+    assert np.abs(ensemble.first(1).predict(x) - np.asarray(original(x, training=False))).max() < TOL
+    run = lambda path: session(path.read_bytes(), "cpu").run(None, {"cine": x})[0]  # noqa: E731
+    assert np.array_equal(run(new / "member_1.onnx"), run(bundle / "member_1.onnx"))
     with pytest.raises(ModelError, match="already exists"):
         add_onnx_members(old, new)
+
+
+def test_onnx_kernels_are_stored_as_int16_and_computed_in_float32() -> None:
+    """The product's width (16): int16 kernels + a float32 step per channel, float32 everywhere else,
+    about half the float32 export, within the tolerance of the Keras model."""
+    from onnx import TensorProto
+
+    model = _nontrivial(networks.build_model("multi_level", networks.build_cnn(width=16, units=1, seed=11),
+                                             seed=12), seed=13)
+    compact, full = to_onnx(model), to_onnx(model, "float32")
+    types = {t.data_type for t in compact.graph.initializer}
+    assert TensorProto.INT16 in types and TensorProto.FLOAT16 not in types
+    assert {t.data_type for t in full.graph.initializer} == {TensorProto.FLOAT, TensorProto.INT64}
+    graph = compact.graph
+    assert [i.type.tensor_type.elem_type for i in (*graph.input, *graph.output)] == [TensorProto.FLOAT] * 2
+    casts = [n for n in graph.node if n.op_type == "Cast"]
+    assert casts and all(a.i == TensorProto.FLOAT for n in casts for a in n.attribute if a.name == "to")
+    compact_bytes = compact.SerializeToString()
+    assert len(compact_bytes) < 0.6 * len(full.SerializeToString())
+    x = _x((2, 20, 32, 32, 1), seed=14)
+    got = session(compact_bytes, "cpu").run(None, {"cine": x})[0]
+    assert got.dtype == np.float32 and np.abs(got - np.asarray(model(x, training=False))).max() < TOL
+    with pytest.raises(ModelError, match="Unknown ONNX weight storage 'float16'"):
+        to_onnx(model, "float16")
 
 
 def test_execution_provider_choice() -> None:
@@ -186,16 +231,41 @@ def test_execution_provider_choice() -> None:
             execution_providers("cuda")
 
 
-@pytest.mark.slow
-def test_shipped_bundle_onnx_member_equals_its_keras_member() -> None:
-    """The bundled model's ONNX member against its Keras member on the real sample study."""
+def _sample_network_input(preprocessing: dict) -> np.ndarray:
+    """The bundled sample study as the network sees it: ``[slices, frames, H, W, 1]``."""
     from LVMyoSegLib.io.volume_files import read_4d
     from LVMyoSegLib.preprocessing import preprocess
     from LVMyoSegLib.preprocessing.localisation import localise
 
-    manifest, (model,) = load_members(bundled_model_dir())
     cine = read_4d(sample_case_dir() / "cine.nrrd")
-    x = preprocess.to_network(cine, localise(cine, **manifest.preprocessing))[:3]
+    return preprocess.to_network(cine, localise(cine, **preprocessing))
+
+
+@pytest.mark.slow
+def test_shipped_model_written_compact_stays_within_tolerance(tmp_path: Path) -> None:
+    """The bundled (trained, float32) model re-written as bundles are now written: both files shrink,
+    and on the sample study its ONNX and Keras members stay within 1e-3 of the model as shipped."""
+    manifest, (model,) = load_members(bundled_model_dir())
+    compact = tmp_path / "compact"
+    write_bundle(compact, [model], model_id="compact", variant=manifest.variant, channels=manifest.channels,
+                 preprocessing=manifest.preprocessing)
+    old = bundled_model_dir()
+    assert (compact / "member_0.keras").stat().st_size < 0.4 * (old / "member_0.keras").stat().st_size
+    float32_onnx = len(to_onnx(model, "float32").SerializeToString())
+    assert (compact / "member_0.onnx").stat().st_size < 0.6 * float32_onnx
+    x = _sample_network_input(manifest.preprocessing)[:4]
+    expected = predict_ensemble([model], x)
+    _, ensemble = load_onnx_ensemble(compact, device="cpu")
+    assert np.abs(ensemble.predict(x) - expected).max() < TOL
+    assert np.abs(predict_ensemble(load_members(compact)[1], x) - expected).max() < TOL
+
+
+@pytest.mark.slow
+def test_shipped_bundle_onnx_member_equals_its_keras_member() -> None:
+    """The bundled model's ONNX member (float32, an older bundle) against its Keras member on the real
+    sample study."""
+    manifest, (model,) = load_members(bundled_model_dir())
+    x = _sample_network_input(manifest.preprocessing)[:3]
     _, ensemble = load_onnx_ensemble(bundled_model_dir(), device="cpu")
     assert np.abs(ensemble.predict(x) - predict_ensemble([model], x)).max() < TOL
 

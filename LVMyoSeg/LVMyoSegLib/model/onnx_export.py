@@ -16,6 +16,14 @@ B, T and H, W multiples of 4. Inside it works channels-first on ``B*T`` frames:
   ``Scan`` that returns every H_t: the circular connection and the peepholes of
   eqs. (1)-(5), exactly as in Keras.
 
+Weight storage (``weights``): ``"int16"`` (the default, what bundles hold) keeps every
+kernel of at least :data:`~LVMyoSegLib.model.bundle.FIXED_POINT_MIN_SIZE` values as 16-bit
+fixed point per output channel (:func:`~LVMyoSegLib.model.bundle.fixed_point16`): an int16
+initializer, ``Cast`` to float32 and ``Mul`` by a float32 step per channel, about half the
+file (the step is each row's largest magnitude / 32767, applied after BatchNorm folding).
+Every op still computes in float32 and the interface stays float32; ONNX Runtime folds the
+casts into float32 weights when it loads the model. ``"float32"`` stores every weight as it is.
+
 Only training needs this module (it needs Keras and ``onnx``); segmentation runs the
 result with ONNX Runtime (:mod:`LVMyoSegLib.model.onnx_runtime`).
 """
@@ -27,32 +35,44 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
+from .bundle import fixed_point16
 
 OPSET = 17  # ONNX Runtime >= 1.14 runs it
 IR_VERSION = 8
 INPUT_NAME = "cine"
 OUTPUT_NAME = "probabilities"
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "linear": None}
+WEIGHT_STORAGE = ("int16", "float32")  # how to_onnx can store the float32 weights
 
 
 class _Graph:
     """Nodes, initializers and fresh names of one ONNX graph under construction."""
 
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", fixed_point: bool = False) -> None:
         self.nodes: list = []
         self.initializers: list = []
         self._prefix = prefix
         self._count = 0
+        self._fixed_point = fixed_point  # store kernels as int16 + a step per output channel
 
     def name(self, hint: str) -> str:
         self._count += 1
         return f"{self._prefix}{hint}_{self._count}"
 
     def const(self, hint: str, array) -> str:
-        from onnx import numpy_helper
+        """The name of a float32 value ``array``: an initializer, or with fixed-point storage (and a
+        kernel :func:`fixed_point16` takes, its output channels on axis 0) ``Cast(q) * step``."""
+        from onnx import TensorProto, numpy_helper
 
-        name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        name, array = self.name(hint), np.asarray(array)
+        fixed = fixed_point16(array, axis=0) if self._fixed_point else None
+        if fixed is None:
+            self.initializers.append(numpy_helper.from_array(array, name))
+            return name
+        q, step = fixed
+        self.initializers += [numpy_helper.from_array(q, f"{name}_q"),
+                              numpy_helper.from_array(step, f"{name}_step")]
+        self.op("Mul", [self.op("Cast", [f"{name}_q"], to=TensorProto.FLOAT), f"{name}_step"], [name])
         return name
 
     def op(self, op_type: str, inputs: list[str], outputs: int | list[str] = 1, **attrs):
@@ -208,16 +228,18 @@ def _float_tensor(value: float):
     return helper.make_tensor("value", TensorProto.FLOAT, [1], [value])
 
 
-def to_onnx(model):
-    """The ONNX model (``onnx.ModelProto``, float32 weights) of a Keras model built by
-    :mod:`LVMyoSegLib.model.networks`."""
+def to_onnx(model, weights: str = "int16"):
+    """The ONNX model (``onnx.ModelProto``) of a Keras model built by :mod:`LVMyoSegLib.model.networks`,
+    its kernels stored as ``weights`` (one of :data:`WEIGHT_STORAGE`; computed in float32 either way)."""
     import onnx
     from onnx import TensorProto, helper
 
     from .networks import model_parts, model_variant
 
+    if weights not in WEIGHT_STORAGE:
+        raise ModelError(f"Unknown ONNX weight storage {weights!r}; choose one of {', '.join(WEIGHT_STORAGE)}.")
     variant = model_variant(model)
-    g = _Graph()
+    g = _Graph(fixed_point=weights == "int16")
     cine_shape = g.op("Shape", [INPUT_NAME])
     frames_shape = g.op("Slice", [cine_shape, g.const("i0", np.array([0])), g.const("i2", np.array([2]))])
     x = g.op("Reshape", [INPUT_NAME, g.const("frames", np.array([-1, 1, 0, 0]))])  # [B*T, 1, H, W]
@@ -250,5 +272,5 @@ def to_onnx(model):
 
 
 def write_onnx(model, path: Path) -> None:
-    """Write the ONNX model of ``model`` to ``path``."""
+    """Write the ONNX model of ``model`` to ``path`` (int16 kernels, :func:`to_onnx`)."""
     Path(path).write_bytes(to_onnx(model).SerializeToString())
