@@ -26,7 +26,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from ..model.bundle import add_onnx_members
 
     add_onnx_members(Path(args.bundle), Path(args.output))
-    print(f"wrote model bundle {args.output} (the Keras members of {args.bundle} and their ONNX members)")
+    print(f"wrote model bundle {args.output} (the members of {args.bundle}, stored compact, and their ONNX members)")
     return 0
 
 
