@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from LVMyoSegLib.analysis.evaluation import (
-    average_over_folds,
-    case_summary,
-    evaluate_case,
-    position_summary,
-    position_table,
-)
+from LVMyoSegLib.analysis.evaluation import (average_over_folds, case_summary, evaluate_case, position_summary,
+                                             position_table)
 from LVMyoSegLib.labels import MYOCARDIUM
 
 

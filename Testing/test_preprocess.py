@@ -14,16 +14,9 @@ from LVMyoSegLib.errors import GeometryError, InputError
 from LVMyoSegLib.io.sunnybrook import cardiac_phases, list_studies, load_study, study_contours
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.preprocessing.localisation import localise
-from LVMyoSegLib.preprocessing.preprocess import (
-    CropTransform,
-    crop_transform,
-    interpolation_matrix,
-    labels_to_network,
-    resample_to_network,
-    suppress_outliers,
-    to_input,
-    to_network,
-)
+from LVMyoSegLib.preprocessing.preprocess import (CropTransform, crop_transform, interpolation_matrix,
+                                                  labels_to_network, resample_to_network, suppress_outliers,
+                                                  to_input, to_network)
 from LVMyoSegLib.reporting.figures import preprocessing_figure
 
 

@@ -20,14 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.evaluation import (
-    average_over_folds,
-    case_summary,
-    evaluate_case,
-    markdown_table,
-    position_summary,
-    position_table,
-)
+from ..analysis.evaluation import (average_over_folds, case_summary, evaluate_case, markdown_table,
+                                   position_summary, position_table)
 from ..errors import InputError
 from ..files import atomic_path, read_json, write_json_atomic, write_text_atomic
 from ..io.dataset import Case, dataset_hash, list_cases, read_case
