@@ -20,8 +20,8 @@ Signals, each scaled to 0..1 (1: clearly suspicious); the score of a frame-slice
   circle of its own (the crop box came from the study's LV axis).
 - ``stack_end``: 0.5 on the basal-most and the apical-most counted slice of each frame. At
   the base the myocardium thins out into the outflow tract and the slice decision is made;
-  at the apex the wall is cut obliquely (partial volume). Both are where the SCMR guidelines
-  see most of the variability between readers, and where the model's DSC is lowest.
+  at the apex the wall is cut obliquely (partial volume). Both are where the model's DSC is
+  lowest (the base/apex rows of the leave-one-out and cross-validation tables, docs/RESULTS.md).
 
 Only counted slices (those in the volumes) are ranked. ``review_first`` lists up to
 ``n_review`` frame-slices with a score of at least ``min_review_score``, at most

@@ -153,7 +153,7 @@ PROVENANCE_FIELDS = ("exported_by", "exported_at")  # who wrote a case and when:
 def dataset_hash(dataset_dir: Path) -> str:
     """SHA-256 of what a model trains on: each case's id, cine and labels files and ``case.json``
     without its provenance. The same cases exported again (another day, another user) hash alike,
-    so a run resumes on them; any change to an image, a label or which frames are known does not."""
+    so a run resumes on them; a changed image, label or set of known frames gives another hash."""
     dataset_dir = Path(dataset_dir)
     content = []
     for case_id in list_cases(dataset_dir):
