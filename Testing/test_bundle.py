@@ -15,9 +15,7 @@ from conftest import copy_with_flipped_byte
 from LVMyoSegLib.errors import ModelError
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.model.bundle import (
-    FIXED_POINT_MIN_SIZE,
     WEIGHT_STORAGE,
-    fixed_point16,
     load_ensemble,
     load_members,
     read_manifest,
@@ -28,6 +26,7 @@ from LVMyoSegLib.model.bundle import (
 from LVMyoSegLib.model.ensemble import predict_ensemble
 from LVMyoSegLib.model.networks import build_cnn, build_model, cnn_from_model
 from LVMyoSegLib.model.variants import VARIANTS
+from LVMyoSegLib.model.weight_storage import FIXED_POINT_MIN_SIZE, fixed_point16
 
 PREPROCESSING = {"pixel_mm": 1.0, "crop_size": 32}
 TOL = 1e-3  # the contract: compact storage moves predictions by less than this

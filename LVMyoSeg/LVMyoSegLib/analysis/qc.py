@@ -121,15 +121,17 @@ def quality_control(label_map: np.ndarray, function: CardiacFunction,
                              "score": round(float(score[t, z]), 3),
                              "signals": {k: round(float(v[t, z]), 3) for k, v in sig.items()}})
     figure_frames = {function.ed_frame, function.es_frame}
-    for r in rows:
-        r["priority"] = round(r["score"] * (FIGURE_FRAMES_WEIGHT if r["frame"] in figure_frames else 1.0), 3)
+
+    def priority(r: dict) -> float:
+        return round(r["score"] * (FIGURE_FRAMES_WEIGHT if r["frame"] in figure_frames else 1.0), 3)
+
     ranked, per_slice = [], {}
     for r in sorted((r for r in rows if r["counted"] and r["score"] >= min_review_score),
-                    key=lambda r: -r["priority"]):
+                    key=lambda r: -priority(r)):
         if per_slice.get(r["slice"], 0) < per_slice_max and len(ranked) < n_review:
             ranked.append(r)
             per_slice[r["slice"]] = per_slice.get(r["slice"], 0) + 1
-    review = [{"frame": r["frame"], "slice": r["slice"], "score": r["score"], "priority": r["priority"],
+    review = [{"frame": r["frame"], "slice": r["slice"], "score": r["score"], "priority": priority(r),
                "why": ", ".join(k.replace("_", " ") for k, v in
                                 sorted(r["signals"].items(), key=lambda kv: -kv[1]) if v >= 0.3)}
               for r in ranked]

@@ -15,12 +15,12 @@ weights. :func:`write_bundle` writes both files of every member.
 
 Members are written compact (manifest entry ``"weight_storage": "16-bit per channel"``; the
 bundled model's member: 3.2 + 2.6 MB instead of 9.1 + 5.1 MB): every weight tensor of at least
-:data:`FIXED_POINT_MIN_SIZE` values (the convolution kernels) is rounded once to 16-bit fixed
-point per channel (:func:`fixed_point16`, :func:`stored_copy`). The ``.keras`` file holds that
-uncompiled copy (no optimizer state: fine-tuning starts a new optimizer) in a deflated archive
-whose weights compress because of the rounding; the ``.onnx`` file, exported from the same copy,
-keeps those kernels as int16 with a float32 step per channel
-(:mod:`LVMyoSegLib.model.onnx_export`). Both compute in float32. On the sample study the
+:data:`~LVMyoSegLib.model.weight_storage.FIXED_POINT_MIN_SIZE` values (the convolution kernels)
+is rounded once to 16-bit fixed point per channel (:mod:`LVMyoSegLib.model.weight_storage`,
+:func:`stored_copy`). The ``.keras`` file holds that uncompiled copy (no optimizer state:
+fine-tuning starts a new optimizer) in a deflated archive whose weights compress because of
+the rounding; the ``.onnx`` file, exported from the same copy, keeps those kernels as int16
+with a float32 step per channel (:mod:`LVMyoSegLib.model.onnx_export`). Both compute in float32. On the sample study the
 bundled model's probabilities moved by at most 4e-4 (Keras and ONNX); float16 storage moved
 them by up to 1e-2. Bundles written before (float32 weights, a ``.keras`` file with optimizer
 state) load the same way.
@@ -44,6 +44,7 @@ from .. import __version__
 from ..errors import ModelError
 from ..files import atomic_folder, sha256_file, write_json_atomic
 from .ensemble import Ensemble, architecture
+from .weight_storage import FIXED_POINT_MIN_SIZE, fixed_point16
 
 BUNDLE_FORMAT = "lvmyoseg-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -51,11 +52,6 @@ BUNDLE_MANIFEST = "manifest.json"  # a bundle folder's manifest
 _WEIGHTS_ENTRY = "model.weights.h5"  # where a .keras archive keeps its weights
 _MEMBER_FILES = (("file", "sha256"), ("onnx_file", "onnx_sha256"))  # a member's files and their hashes
 WEIGHT_STORAGE = "16-bit per channel"  # how write_bundle stores the members' kernels (manifest "weight_storage")
-# Smaller weight tensors (biases, BatchNorm, the stem kernel) stay float32: a few percent of the
-# file, and the most sensitive (at float16 the 144-value stem kernel alone moved the bundled
-# model's probabilities by 7e-3).
-FIXED_POINT_MIN_SIZE = 1024
-_INT16_MAX = 32767
 
 
 @dataclass(frozen=True)
@@ -347,30 +343,6 @@ def _read_weights(path: Path, paths: list[str], like: tuple) -> tuple:
             raise ModelError(f"{path}: weight {p} has shape {a.shape}, the first member's has {ref.shape}; "
                              "the members do not share one architecture. Re-export the bundle.")
     return arrays
-
-
-def fixed_point16(array: np.ndarray, axis: int, power_of_two: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray] | None:
-    """A float32 kernel as 16-bit fixed point per channel: ``(q, step)``, int16 ``q`` and a float32
-    ``step`` per index of ``axis`` (broadcastable), with ``q * step`` the rounded kernel.
-
-    Each channel's largest magnitude becomes 32767 steps; with ``power_of_two`` the step is the
-    power of two at or above that, so ``q * step`` is exact in float32 (and compresses), and
-    rounding again gives the same values. None (keep the array as it is) unless ``array`` is a
-    finite float32 tensor of two or more dimensions and at least :data:`FIXED_POINT_MIN_SIZE` values.
-    """
-    array = np.asarray(array)
-    if (array.dtype != np.float32 or array.ndim < 2 or array.size < FIXED_POINT_MIN_SIZE
-            or not np.isfinite(array).all()):
-        return None
-    others = tuple(i for i in range(array.ndim) if i != axis % array.ndim)
-    step = np.abs(array).max(axis=others, keepdims=True).astype(np.float64) / _INT16_MAX
-    if power_of_two:
-        step = np.exp2(np.ceil(np.log2(np.where(step > 0, step, 1.0))))
-    step = step.astype(np.float32)
-    step[step == 0] = 1  # an all-zero channel (or one too small for a float32 step)
-    q = np.clip(np.round(array / step), -_INT16_MAX, _INT16_MAX).astype(np.int16)
-    return q, step
 
 
 def stored_copy(model):

@@ -17,8 +17,8 @@ B, T and H, W multiples of 4. Inside it works channels-first on ``B*T`` frames:
   eqs. (1)-(5), exactly as in Keras.
 
 Weight storage (``weights``): ``"int16"`` (the default, what bundles hold) keeps every
-kernel of at least :data:`~LVMyoSegLib.model.bundle.FIXED_POINT_MIN_SIZE` values as 16-bit
-fixed point per output channel (:func:`~LVMyoSegLib.model.bundle.fixed_point16`): an int16
+kernel of at least :data:`~LVMyoSegLib.model.weight_storage.FIXED_POINT_MIN_SIZE` values as 16-bit
+fixed point per output channel (:func:`~LVMyoSegLib.model.weight_storage.fixed_point16`): an int16
 initializer, ``Cast`` to float32 and ``Mul`` by a float32 step per channel, about half the
 file (the step is each row's largest magnitude / 32767, applied after BatchNorm folding).
 Every op still computes in float32 and the interface stays float32; ONNX Runtime folds the
@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .bundle import fixed_point16
+from .weight_storage import fixed_point16
 
 OPSET = 17  # ONNX Runtime >= 1.14 runs it
 IR_VERSION = 8
 INPUT_NAME = "cine"
 OUTPUT_NAME = "probabilities"
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "linear": None}
-WEIGHT_STORAGE = ("int16", "float32")  # how to_onnx can store the float32 weights
+WEIGHT_FORMATS = ("int16", "float32")  # how to_onnx can store the float32 weights
 
 
 class _Graph:
@@ -230,14 +230,14 @@ def _float_tensor(value: float):
 
 def to_onnx(model, weights: str = "int16"):
     """The ONNX model (``onnx.ModelProto``) of a Keras model built by :mod:`LVMyoSegLib.model.networks`,
-    its kernels stored as ``weights`` (one of :data:`WEIGHT_STORAGE`; computed in float32 either way)."""
+    its kernels stored as ``weights`` (one of :data:`WEIGHT_FORMATS`; computed in float32 either way)."""
     import onnx
     from onnx import TensorProto, helper
 
     from .networks import model_parts, model_variant
 
-    if weights not in WEIGHT_STORAGE:
-        raise ModelError(f"Unknown ONNX weight storage {weights!r}; choose one of {', '.join(WEIGHT_STORAGE)}.")
+    if weights not in WEIGHT_FORMATS:
+        raise ModelError(f"Unknown ONNX weight storage {weights!r}; choose one of {', '.join(WEIGHT_FORMATS)}.")
     variant = model_variant(model)
     g = _Graph(fixed_point=weights == "int16")
     cine_shape = g.op("Shape", [INPUT_NAME])

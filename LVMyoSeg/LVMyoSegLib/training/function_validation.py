@@ -21,10 +21,11 @@ myocardium's DSC against the expert's and the frame-slice's QC score (:mod:`LVMy
 Over all patients, the worst 10% of these slices by DSC (at least one) are compared with
 (a) the "review these frames first" lists: the same frame and slice, and the same slice in
 the same phase (the list names it at the product's own ED or ES frame, which is often one or
-two frames from the expert's), (b) the top 10% by QC score among the expert's
-slices; and the Spearman correlation of QC score with DSC (negative: worse slices score
-higher). The chance level of (a) is the lists' share of the expert's frame-slices. QC uses the probabilities when the run saved them (``probabilities`` in the
-fold's predictions, :class:`~LVMyoSegLib.training.loo_run.LooRun`), else its other signals only.
+two frames from the expert's), (b) the top 10% by QC score among the expert's slices; and
+the Spearman correlation of QC score with DSC (negative: worse slices score higher). The
+chance level of (a) is the lists' share of the expert's frame-slices. QC uses the
+probabilities when the run saved them (``probabilities`` in the fold's predictions,
+:class:`~LVMyoSegLib.training.loo_run.LooRun`), else its other signals only.
 """
 
 from __future__ import annotations
