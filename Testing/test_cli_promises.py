@@ -4,6 +4,7 @@ left behind; two runs never mix in one folder; Ctrl-C ends with exit code 130 an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -239,7 +240,7 @@ def test_two_concurrent_segment_runs_never_mix(tmp_path, tiny_bundle) -> None:
     codes = sorted(code for code, _ in results)
     assert codes in ([0, 2], [2, 3]), results  # the winner: 0, or 3 when the untrained model's function is withheld
     assert "Another LVMyoSeg run is writing to" in [err for code, err in results if code == 2][0]
-    written = __import__("json").loads((out / MARKER_NAME).read_text())["files"]
+    written = json.loads((out / MARKER_NAME).read_text())["files"]
     assert sorted(written) == sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME)
     assert leftovers(tmp_path) == []
 
@@ -261,7 +262,7 @@ def test_ctrl_c_ends_with_130_and_no_traceback(tmp_path, tiny_bundle, signum, co
 
 
 @pytest.mark.slow
-def test_train_register_pins_the_new_version(tmp_path) -> None:
+def test_train_register_pins_the_new_version(tmp_path, capsys) -> None:
     from LVMyoSegLib.cli.main import main
     from LVMyoSegLib.io import dataset, phantom
     from LVMyoSegLib.model.registry import list_models
@@ -270,9 +271,21 @@ def test_train_register_pins_the_new_version(tmp_path) -> None:
     for seed in range(2):
         cine, labels = phantom.make_synthetic_cine(n_phases=4, n_slices=2, size=64, seed=seed)
         dataset.add_case(tmp_path / "ds", f"phantom{seed}", cine, labels)
-    assert main(["train", str(tmp_path / "ds"), "--register", "--registry", str(tmp_path / "models"),
-                 "--model-id", "v1", "--run-dir", str(tmp_path / "run"), "--variant", "cnn", "--members", "1",
-                 "--cnn-epochs", "1", "--width", "2", "--crop-size", "32", "--pixel-mm", "2"]) == 0
+    train = ["train", str(tmp_path / "ds"), "--register", "--registry", str(tmp_path / "models"),
+             "--run-dir", str(tmp_path / "run"), "--variant", "cnn", "--members", "1",
+             "--cnn-epochs", "1", "--width", "2", "--crop-size", "32", "--pixel-mm", "2"]
+    (tmp_path / "loo_results.json").write_text('{"settings": {}}')  # no "overall": not a LOO result
+    assert main([*train, "--model-id", "v0", "--loo-results", str(tmp_path / "loo_results.json")]) == 2
+    assert "is not a results file of `lvmyoseg loo`" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "models").exists()
+    cv = LIB.parent / "docs" / "results" / "cv36_v1" / "cv_results.json"  # the committed 36-heart CV
+    assert main([*train, "--model-id", "v1", "--cv-results", str(cv)]) == 0
     assert (tmp_path / "models" / PINS_NAME).is_file()
     assert bundle_trust(tmp_path / "models" / "v1").anchor == "registry"
-    assert [(e.model_id, e.verified) for e in list_models(tmp_path / "models")][1] == ("v1", True)
+    entries = list_models(tmp_path / "models")
+    assert [(e.model_id, e.verified) for e in entries][1] == ("v1", True)
+    summary = json.loads(cv.read_text())
+    carried = json.loads((tmp_path / "models" / "v1" / "manifest.json").read_text())["metrics"]
+    assert carried == {"cross_validation": {k: summary[k] for k in ("overall", "by_group", "folds_done",
+                                                                    "folds_total")}}
+    assert entries[1].metrics == f"CV DSC {summary['overall']['dsc']['mean']:.3f}"

@@ -146,6 +146,10 @@ def test_metrics_summary_forms():
     assert registry.metrics_summary({}) == ""
     assert registry.metrics_summary({"multi_level": {"dsc": {"mean": 0.8}}}) == "LOO DSC 0.800 (multi_level)"
     assert registry.metrics_summary({"dsc": {"mean": float("nan")}}) == ""
+    cv = {"cross_validation": {"overall": {"dsc": {"mean": 0.8031}}}}
+    assert registry.metrics_summary(cv) == "CV DSC 0.803"
+    assert registry.metrics_summary({"multi_level": {"dsc": {"mean": 0.812}}, **cv}) == \
+        "LOO DSC 0.812 (multi_level); CV DSC 0.803"
 
 
 def test_command_line_init_resolves_registered_ids(bundle, tmp_path):

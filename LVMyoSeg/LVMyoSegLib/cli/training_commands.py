@@ -116,19 +116,30 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifest_metrics(loo_results: str | None, cv_results: str | None) -> dict | None:
+    """The manifest's metrics: a LOO run's overall block, with a CV run's summary under ``cross_validation``."""
+    def read(path: str, option: str, command: str, keys: tuple[str, ...]) -> dict:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return {k: data[k] for k in keys}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{option} {path} is not a results file of {command} ({type(exc).__name__}: "
+                             f"{exc}). Give the file that command wrote, or leave the option out.") from None
+
+    metrics = read(loo_results, "--loo-results", "`lvmyoseg loo`", ("overall",))["overall"] if loo_results else {}
+    if cv_results:
+        metrics["cross_validation"] = read(cv_results, "--cv-results", "`lvmyoseg cv`",
+                                           ("overall", "by_group", "folds_done", "folds_total"))
+    return metrics or None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..model.registry import new_model_dir
     from ..model.trust import pin
     from ..training.experiments import train_final
 
     config = _experiment_config(args)
-    metrics = None
-    if args.loo_results:
-        try:
-            metrics = json.loads(Path(args.loo_results).read_text(encoding="utf-8"))["overall"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"--loo-results {args.loo_results} is not a loo_results.json of `lvmyoseg loo` "
-                             f"({type(exc).__name__}: {exc}). Give that file, or leave the option out.") from None
+    metrics = _manifest_metrics(args.loo_results, args.cv_results)
     registry = registry_dir(args)
     if args.register:  # the new version is written straight into the registry
         model_id = args.model_id or f"{Path(args.dataset).resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -224,6 +235,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="multi_level", choices=VARIANTS)
     p.add_argument("--model-id", help="model id for the manifest (default: the output folder name)")
     p.add_argument("--loo-results", help="loo_results.json whose metrics go into the manifest")
+    p.add_argument("--cv-results", help="cv_results.json of `lvmyoseg cv`: its summary goes into the manifest "
+                                        "too (metrics.cross_validation)")
     p.add_argument("--edes", help="folder of labelled ED/ES frames of more patients: stage 1 (the CNN) "
                                   "also trains on them")
     add_training_options(p, default_members=5)

@@ -85,20 +85,28 @@ def check_model_id(model_id: str) -> str:
 
 
 def metrics_summary(metrics: dict[str, Any]) -> str:
-    """Short text of a manifest's LOO metrics: ``"LOO DSC 0.842 (before 0.801)"`` or ``""``."""
+    """Short text of a manifest's metrics: ``"LOO DSC 0.842 (before 0.801)"``, with ``"; CV DSC 0.803"``
+    when it carries a cross-validation summary, or ``""``."""
     def dsc(block: Any) -> float | None:
         value = block.get("dsc", {}).get("mean") if isinstance(block, dict) else None
         return float(value) if isinstance(value, (int, float)) and value == value else None
 
     if not isinstance(metrics, dict) or not metrics:
         return ""
+    cv = metrics.get("cross_validation")
+    cv_dsc = dsc(cv.get("overall")) if isinstance(cv, dict) else None
+    cv_text = "" if cv_dsc is None else f"CV DSC {cv_dsc:.3f}"
+    loo = ""
     if dsc(metrics.get("after")) is not None:
         before = dsc(metrics.get("before"))
-        return f"LOO DSC {dsc(metrics['after']):.3f}" + (f" (before {before:.3f})" if before is not None else "")
-    for name in reversed(VARIANTS):  # the paper's best first
-        if dsc(metrics.get(name)) is not None:
-            return f"LOO DSC {dsc(metrics[name]):.3f} ({name})"
-    return f"DSC {dsc(metrics):.3f}" if dsc(metrics) is not None else ""
+        loo = f"LOO DSC {dsc(metrics['after']):.3f}" + (f" (before {before:.3f})" if before is not None else "")
+    else:
+        best = next((name for name in reversed(VARIANTS) if dsc(metrics.get(name)) is not None), None)  # paper's best first
+        if best is not None:
+            loo = f"LOO DSC {dsc(metrics[best]):.3f} ({best})"
+        elif dsc(metrics) is not None:
+            loo = f"DSC {dsc(metrics):.3f}"
+    return "; ".join(t for t in (loo, cv_text) if t)
 
 
 def _entry(path: Path, manifest: Manifest, read_only: bool, model_id: str | None = None) -> ModelEntry:
