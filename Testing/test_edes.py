@@ -243,6 +243,22 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     with pytest.raises(InputError, match="no fold"):
         fold_cnn_path(tmp_path / "cv", "SCD0009999")
 
+    # an ensemble of 2 on fold 0, its member 0 copied from the 1-member run: not trained again
+    (tmp_path / "cv_x2" / "fold_0").mkdir(parents=True)
+    shutil.copytree(tmp_path / "cv" / "fold_0" / "cnn", tmp_path / "cv_x2" / "fold_0" / "cnn")
+    state = tmp_path / "cv_x2" / "fold_0" / "cnn" / "checkpoint" / "state.json"  # rewritten by every epoch
+    stamp = state.stat().st_mtime_ns
+    pair = run_cv(root, tmp_path / "cv_x2", dataclasses.replace(config, members=2), cine_dataset=cines, n_folds=3,
+                  folds_to_run=[0])
+    assert state.stat().st_mtime_ns == stamp
+    assert (tmp_path / "cv_x2" / "fold_0" / "cnn_1" / "model.keras").is_file()
+    one, two = (json.loads((tmp_path / d / "fold_0.json").read_text()) for d in ("cv", "cv_x2"))
+    assert two["records_member_0"] == one["records"]  # the same member 0, scored alone
+    assert two["records"] != one["records"]  # the ensemble's own scores
+    assert pair["settings"]["members"] == 2 and "members" not in cv["settings"]
+    assert pair["ensemble_gain"]["member_0"] == one["summary"] and pair["ensemble_gain"]["ensemble"] == two["summary"]
+    assert "| all, member 0 alone |" in (tmp_path / "cv_x2" / "cv_table.md").read_text()
+
     unfinished = fold_cnn_path(tmp_path / "cv", ids[1])
     unfinished.rename(unfinished.with_suffix(".away"))  # as while its CV fold is still training
     results = experiments.run_loo(cines, tmp_path / "loo", config, stage_one=tmp_path / "cv")

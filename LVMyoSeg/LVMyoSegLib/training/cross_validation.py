@@ -14,14 +14,22 @@ which are the same expert frames: no frame counts twice. The held-out patients'
 ED/ES frames are scored on their own 256x256 grids at the nominal spacing:
 myocardium at ED, blood pool at ED and ES (:func:`LVMyoSegLib.analysis.metrics.slice_metrics`).
 
+With ``members`` > 1 each fold trains an ensemble (member ``i`` with seed ``seed + i``) and
+scores it as the product predicts (mean probabilities, :func:`~LVMyoSegLib.model.ensemble.predict_ensemble`),
+and member 0 alone beside it: the ensemble's gain on held-out patients (issue 14, item 4).
+Member 0 is the CNN a 1-member run of the same settings trains, so a 1-member fold's
+``cnn`` folder may be copied in to save its training.
+
 Resumable as :func:`~LVMyoSegLib.training.experiments.run_loo`: stage 1 checkpoints every
 epoch, and a fold whose ``fold_<k>.json`` exists is not run again. Outputs in
-``out_dir``: ``settings.json``, ``fold_<k>/cnn/model.keras``, ``fold_<k>.json``
-(every per-slice record), ``cv_results.json`` and ``cv_table.md``.
+``out_dir``: ``settings.json``, ``fold_<k>/cnn/model.keras`` (member 0; member ``i`` in
+``fold_<k>/cnn_<i>``), ``fold_<k>.json`` (every per-slice record; with members, member 0's
+under ``records_member_0``), ``cv_results.json`` and ``cv_table.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,7 +86,8 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
     settings = {"edes": Path(edes_root).name, "cine_dataset": None if cine_dataset is None else Path(cine_dataset).name,
                 "cine_dataset_sha256": None if cine_dataset is None else dataset_hash(cine_dataset),
                 "folds": folds, "groups": groups, "excluded": excluded, "cnn": config.cnn.to_dict(),
-                "preprocessing": config.preprocessing, "threshold": config.threshold}
+                "preprocessing": config.preprocessing, "threshold": config.threshold,
+                **({"members": config.members} if config.members > 1 else {})}  # 1-member runs: as before
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are read and checked
     check_settings(out_dir / "settings.json", settings)
     cines = {cid: prepare_case(read_case(cine_dataset, cid), config.preprocessing) for cid in cine_ids}
@@ -92,14 +101,21 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
         clock = RunClock(out_dir / f"fold_{k}" / WALL_TIME_FILE)
         tagged = part(progress, i / len(todo), 1 / len(todo), f"fold {k + 1}/{n_folds} ({len(fold)} patients)",
                       fold=k, folds=n_folds, case=f"{len(fold)} patients")
-        fit = fit_cnn(x, y, known, out_dir / f"fold_{k}" / "cnn", config.cnn, groups=ids,
-                      progress=clock.tracking(tagged), cancel=cancel)
+        fits = [fit_cnn(x, y, known, out_dir / f"fold_{k}" / ("cnn" if m == 0 else f"cnn_{m}"),
+                        dataclasses.replace(config.cnn, seed=config.cnn.seed + m), groups=ids,
+                        progress=part(clock.tracking(tagged), m / config.members, 1 / config.members,
+                                      f"member {m + 1}/{config.members}", member=m, members=config.members),
+                        cancel=cancel) for m in range(config.members)]
         test = edes.concat_frames([edes.patient_frames(patients[p], config.preprocessing["pixel_mm"],
                                                        config.preprocessing["crop_size"]) for p in test_ids])
-        records = score_frames([fit.model], test, config.threshold, groups)
+        records = score_frames([f.model for f in fits], test, config.threshold, groups)
+        alone = {}
+        if config.members > 1:
+            single = score_frames([fits[0].model], test, config.threshold, groups)
+            alone = {"records_member_0": single, "summary_member_0": case_summary(single)}
         write_json_atomic(out_dir / f"fold_{k}.json", {
-            "fold": k, "patients": test_ids, "train_frames": int(len(x)), "best_epoch": fit.best_epoch,
-            "records": records, "summary": case_summary(records), "wall_time_s": round(clock.save(), 1)})
+            "fold": k, "patients": test_ids, "train_frames": len(x), "best_epoch": fits[0].best_epoch,
+            "records": records, "summary": case_summary(records), **alone, "wall_time_s": round(clock.save(), 1)})
     return summarise_cv(out_dir)
 
 
@@ -116,6 +132,11 @@ def summarise_cv(out_dir: Path) -> dict[str, Any]:
                "overall": case_summary(records), "by_group": by_group,
                "by_fold": {f["fold"]: f["summary"] for f in folds},
                "fold_wall_time_s": {f["fold"]: f["wall_time_s"] for f in folds}}
+    members = int(settings.get("members", 1))
+    if members > 1:  # the same folds' patients, member 0 alone and the ensemble
+        single = [r for f in folds for r in f["records_member_0"]]
+        results["ensemble_gain"] = {"members": members, "member_0": case_summary(single),
+                                    "ensemble": results["overall"]}
     write_json_atomic(out_dir / "cv_results.json", results)
     header = "| | patients | " + " | ".join(label for _, label in CV_COLUMNS) + " |"
     lines = [f"Patient-level cross-validation of the CNN: {len(folds)} of {len(settings['folds'])} folds, "
@@ -132,5 +153,9 @@ def summarise_cv(out_dir: Path) -> dict[str, Any]:
     for g, summary in by_group.items():
         lines.append(row(f"group {g}", len({r['case'] for r in records if r['group'] == g}), summary))
     lines.append(row("all", len({r["case"] for r in records}), results["overall"]))
+    if members > 1:
+        lines[0] += f" Every fold: an ensemble of {members} CNNs; member 0 alone in the last row."
+        lines.append(row("all, member 0 alone", len({r["case"] for r in records}),
+                         results["ensemble_gain"]["member_0"]))
     write_text_atomic(out_dir / "cv_table.md", "\n".join(lines) + "\n")
     return results
