@@ -94,6 +94,14 @@ def test_function_report_is_strict_json_and_ranks_frames() -> None:
     assert {(0, 0), (0, 5), (2, 0), (2, 5)} <= ends
     rows = d["cardiac_function"]["slices"]["rows"]
     assert len(rows) == lm.shape[0] * lm.shape[1] and all(r["counted"] for r in rows)
+    # small sections: the LV area as a share of the frame's largest, 0 at half of it, 1 at a fifth
+    area = (lm > 0).sum(axis=(2, 3)).astype(float)
+    share = area / area.max(axis=1, keepdims=True)
+    small = {(r["frame"], r["slice"]): r["signals"]["small_section"] for r in d["qc"]["slices"]}
+    for (t, z), got in small.items():
+        assert got == pytest.approx(float(np.clip((0.5 - share[t, z]) / 0.3, 0, 1)), abs=0.02)
+    assert small[(0, 0)] > 0.5 and small[(0, 5)] == 0.0  # the tapered apex, the widest slice
+    assert "small section" in next(r["why"] for r in review if (r["frame"], r["slice"]) == (0, 0))
 
 
 @pytest.mark.parametrize("case", ["no_myocardium_at_ed", "zero_step", "all_flagged", "fallback",

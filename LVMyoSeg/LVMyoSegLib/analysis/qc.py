@@ -18,6 +18,12 @@ Signals, each scaled to 0..1 (1: clearly suspicious); the score of a frame-slice
   on to its slices, in proportion to each slice's share of the area change.
 - ``localisation_fallback``: 0.5 on every frame of a slice whose LV localisation found no
   circle of its own (the crop box came from the study's LV axis).
+- ``small_section``: the slice's LV area (myocardium + blood pool) as a share of the frame's
+  largest counted slice; 0 at a share of 0.5, 1 at 0.2. Near the apex the wall is cut
+  obliquely and a small section turns a pixel of boundary error into a large DSC loss. Set on
+  the cross-validation of the 30 ED/ES patients without a cine (``tools/qc_section_study.py``):
+  ED slices whose expert section was under half the largest were 19% of the slices and 69% of
+  the worst 10% by DSC.
 - ``stack_end``: 0.5 on the basal-most and the apical-most counted slice of each frame. At
   the base the myocardium thins out into the outflow tract and the slice decision is made;
   at the apex the wall is cut obliquely (partial volume). Both are where the model's DSC is
@@ -40,7 +46,7 @@ import numpy as np
 from .cardiac_function import CardiacFunction
 
 SIGNALS = ("uncertain", "open_ring", "cycle_jump", "stack_jump", "myocardium_volume",
-           "localisation_fallback", "stack_end")
+           "localisation_fallback", "small_section", "stack_end")
 FLAG_SCORE = 1.0
 FIGURE_FRAMES_WEIGHT = 2.0  # review priority of the ED and ES frames' slices (module docstring)
 
@@ -105,6 +111,10 @@ def quality_control(label_map: np.ndarray, function: CardiacFunction,
         fb = np.asarray(localisation_fallback, bool).reshape(-1)
         if fb.size == n_z:
             sig["localisation_fallback"] = 0.5 * np.broadcast_to(fb, (n_t, n_z)) * lv
+    section = pool_a + myo_a
+    largest = np.where(counted, section, 0.0).max(axis=1, keepdims=True)
+    share = np.divide(section, largest, out=np.ones_like(section), where=largest > 0)
+    sig["small_section"] = _ramp(0.5 - share, 0.0, 0.3) * lv
     order = np.asarray(decisions.base_to_apex, int)
     for t in range(n_t):
         along = order[counted[t, order]]
