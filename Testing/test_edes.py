@@ -203,7 +203,7 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     from LVMyoSegLib.training import experiments
     from LVMyoSegLib.training.cross_validation import run_cv
     from LVMyoSegLib.training.loop import TrainConfig
-    from LVMyoSegLib.training.stage_one_frames import fold_cnn_path
+    from LVMyoSegLib.training.stage_one_frames import fold_cnn_paths
 
     ids = ("SCD0002001", "SCD0002101", "SCD0002201")
     root = _small_copy(edes_root, tmp_path / "frames", ids)
@@ -241,7 +241,7 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     run_cv(root, tmp_path / "cv_one", config, cine_dataset=cines, n_folds=3, folds_to_run=[2], progress=events.append)
     assert events[0].fraction <= 0.5 and events[-1].fraction == pytest.approx(1.0)  # all 3 folds: >= 2/3
     with pytest.raises(InputError, match="no fold"):
-        fold_cnn_path(tmp_path / "cv", "SCD0009999")
+        fold_cnn_paths(tmp_path / "cv", "SCD0009999")
 
     # an ensemble of 2 on fold 0, its member 0 copied from the 1-member run: not trained again
     (tmp_path / "cv_x2" / "fold_0").mkdir(parents=True)
@@ -259,7 +259,7 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     assert pair["ensemble_gain"]["member_0"] == one["summary"] and pair["ensemble_gain"]["ensemble"] == two["summary"]
     assert "| all, member 0 alone |" in (tmp_path / "cv_x2" / "cv_table.md").read_text()
 
-    unfinished = fold_cnn_path(tmp_path / "cv", ids[1])
+    unfinished = fold_cnn_paths(tmp_path / "cv", ids[1])[0]
     unfinished.rename(unfinished.with_suffix(".away"))  # as while its CV fold is still training
     results = experiments.run_loo(cines, tmp_path / "loo", config, stage_one=tmp_path / "cv")
     assert results["folds_done"] == 1 and not (tmp_path / "loo" / f"fold_{ids[1]}.json").exists()
@@ -270,12 +270,27 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
         fold_dir = tmp_path / "loo" / f"fold_{pid}"
         assert not (fold_dir / "member_0" / "cnn").exists()  # stage 1 came from the CV fold
         assert (fold_dir / "member_0" / "rnn_one_level" / "model.keras").is_file()
-        cnn = load_keras_file(fold_cnn_path(tmp_path / "cv", pid))
+        cnn = load_keras_file(fold_cnn_paths(tmp_path / "cv", pid)[0])
         prepared = experiments.prepare_case(dataset.read_case(cines, pid), config.preprocessing)
         expected = experiments.predict_case([cnn], prepared, 0.5)[1]
         stored = np.load(fold_dir / "labels_cnn.npz")["label_map"]
         assert np.array_equal(stored, expected)
         assert predict_ensemble([cnn], prepared.x).shape[-1] == 2
+
+    # the 2-member CV fold gives the leave-one-out fold of its cine patient 2 stage-1 members
+    with pytest.raises(InputError, match="trains 2 CNN"):
+        experiments.run_loo(cines, tmp_path / "loo_x3", dataclasses.replace(config, members=3),
+                            stage_one=tmp_path / "cv_x2")
+    assert not (tmp_path / "loo_x3").exists()
+    pid = next(p for p in ids[:2] if p in folds[0])
+    pair = experiments.run_loo(cines, tmp_path / "loo_x2", dataclasses.replace(config, members=2),
+                               stage_one=tmp_path / "cv_x2")
+    assert pair["folds_done"] == 1 and (tmp_path / "loo_x2" / f"fold_{pid}.json").is_file()  # fold 0's only
+    cnns = [load_keras_file(p) for p in fold_cnn_paths(tmp_path / "cv_x2", pid, 2)]
+    prepared = experiments.prepare_case(dataset.read_case(cines, pid), config.preprocessing)
+    stored = np.load(tmp_path / "loo_x2" / f"fold_{pid}" / "labels_cnn.npz")["label_map"]
+    assert np.array_equal(stored, experiments.predict_case(cnns, prepared, 0.5)[1])
+    assert (tmp_path / "loo_x2" / f"fold_{pid}" / "member_1" / "rnn_one_level" / "model.keras").is_file()
 
 
 @pytest.mark.slow

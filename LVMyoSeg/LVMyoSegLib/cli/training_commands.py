@@ -207,8 +207,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help="LVMyoSeg training dataset folder")
     p.add_argument("-o", "--output", required=True, help="run folder (resumes when it exists)")
     p.add_argument("--cases", help="comma-separated subset of case ids")
-    p.add_argument("--stage-one", help="a `lvmyoseg cv` run folder: each fold's CNN is the one of the "
-                                       "cross-validation fold that held the same patient out")
+    p.add_argument("--stage-one", help="a `lvmyoseg cv` run folder: each fold's CNNs are those of the "
+                                       "cross-validation fold that held the same patient out (as many "
+                                       "members as that run trained per fold)")
     add_training_options(p, default_members=1)
     p.set_defaults(func=cmd_loo)
 

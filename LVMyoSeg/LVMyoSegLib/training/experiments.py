@@ -36,7 +36,7 @@ from .edes import read_edes, usable_patients
 from .loo_run import LooRun
 from .loop import TrainConfig, fit_cnn, fit_rnn
 from .outside_lv import with_known_empty_above_base
-from .stage_one_frames import fold_cnn_path, stage_one_arrays
+from .stage_one_frames import fold_cnn_paths, stage_one_arrays
 
 WALL_TIME_FILE = "wall_time.json"  # in a run folder: seconds of all its invocations
 
@@ -205,15 +205,14 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
     """Leave-one-case-out over ``dataset_dir`` into the run folder ``out_dir`` (:class:`LooRun`).
 
     With ``stage_one`` (a cross-validation run folder, :func:`LVMyoSegLib.training.cross_validation.run_cv`)
-    each fold's CNN is the cross-validation fold's CNN that held the same patient out (trained
-    on many more hearts than the dataset's other cases); only stage 2 is trained here.
+    each fold's CNN members are the cross-validation fold's that held the same patient out
+    (trained on many more hearts than the dataset's other cases); only stage 2 is trained here.
 
     With ``init_bundle`` every fold fine-tunes that bundle's members (its own
     variant only) and the held-out case is also scored with the starting model
     ("before"), so the table shows before vs after.
     """
     run = LooRun(Path(out_dir))
-    run.folder.mkdir(parents=True, exist_ok=True)
     case_ids = list(cases) if cases else list_cases(dataset_dir)
     if len(case_ids) < 2:
         raise InputError(f"Leave-one-out needs at least 2 cases; {dataset_dir} has {len(case_ids)}.")
@@ -225,13 +224,13 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
         manifest, members = load_members(init_bundle, config.members)
         config = dataclasses.replace(config, variants=(manifest.variant,), preprocessing=manifest.preprocessing)
         initial_models = {manifest.variant: members}
-    if stage_one is not None and config.members != 1:
-        raise InputError(f"A cross-validation run gives one stage-1 CNN per fold; use --members 1 with "
-                         f"--stage-one (got {config.members}).")
+    stage_one_paths = {} if stage_one is None else {c: fold_cnn_paths(stage_one, c, config.members)
+                                                    for c in case_ids}
     settings = {"dataset": Path(dataset_dir).name, "dataset_sha256": dataset_hash(dataset_dir),
                 "cases": case_ids, "init": Path(init_bundle).name if init_bundle else "scratch",
                 **({"stage_one": Path(stage_one).name} if stage_one is not None else {}),
                 **config.to_dict()}
+    run.folder.mkdir(parents=True, exist_ok=True)  # only once the inputs are read and checked
     check_settings(run.settings, settings)
     t_start = time.perf_counter()
     prepared = {cid: prepare_case(read_case(dataset_dir, cid), config.preprocessing) for cid in case_ids}
@@ -240,10 +239,9 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
             continue
         cnns = None
         if stage_one is not None:
-            cnn_path = fold_cnn_path(stage_one, held_out)
-            if not cnn_path.is_file():  # its cross-validation fold has not finished: a later run does it
-                continue
-            cnns = [load_keras_file(cnn_path)]
+            if not all(p.is_file() for p in stage_one_paths[held_out]):  # its CV fold has not finished:
+                continue                                                 # a later run does it
+            cnns = [load_keras_file(p) for p in stage_one_paths[held_out]]
         clock = RunClock(run.fold_dir(held_out) / WALL_TIME_FILE)
         fold_progress = part(progress, k / len(case_ids), 1 / len(case_ids),
                              f"fold {k + 1}/{len(case_ids)} ({held_out})", fold=k, folds=len(case_ids), case=held_out)

@@ -6,7 +6,7 @@ included); a patient without one contributes its ED/ES frames
 (:mod:`LVMyoSegLib.training.edes`). The 5 Sunnybrook cine patients' ED/ES frames are the
 same expert frames as their cines' labelled frames, so using both would count
 them twice. Used by the cross-validation and by final training on every patient. A cross-validation
-run's fold CNNs serve as stage 1 of the leave-one-out runs (:func:`fold_cnn_path`).
+run's fold CNNs serve as stage 1 of the leave-one-out runs (:func:`fold_cnn_paths`).
 """
 
 from __future__ import annotations
@@ -50,11 +50,18 @@ def stage_one_arrays(train_ids: Sequence[str], patients: dict[str, edes.Patient]
             np.array([i for part in ids for i in part]))
 
 
-def fold_cnn_path(cv_dir: Path, patient: str) -> Path:
-    """Where the cross-validation run ``cv_dir`` keeps the stage-1 model of the fold that holds
-    ``patient`` out (it never saw that patient); the file exists once that fold has finished."""
+def fold_cnn_paths(cv_dir: Path, patient: str, members: int = 1) -> list[Path]:
+    """Where the cross-validation run ``cv_dir`` keeps the stage-1 models (members 0 ..
+    ``members`` - 1) of the fold that holds ``patient`` out (they never saw that patient); the
+    files exist once that fold has finished."""
     settings = read_json(Path(cv_dir) / "settings.json", "Give the folder `lvmyoseg cv -o` wrote (--stage-one).")
+    trained = int(settings.get("members", 1))
+    if members > trained:
+        raise InputError(f"The cross-validation run {cv_dir} trains {trained} CNN(s) per fold; {members} "
+                         f"members need as many. Run `lvmyoseg cv --members {members}` into a new folder, "
+                         f"or use --members {trained}.")
     for k, fold in enumerate(settings["folds"]):
         if patient in fold:
-            return Path(cv_dir) / f"fold_{k}" / "cnn" / "model.keras"
+            return [Path(cv_dir) / f"fold_{k}" / ("cnn" if m == 0 else f"cnn_{m}") / "model.keras"
+                    for m in range(members)]
     raise InputError(f"Patient {patient} is in no fold of {cv_dir}.")
