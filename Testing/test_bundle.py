@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import copy_with_flipped_byte
 
-from LVMyoSegLib.errors import ModelError
+from LVMyoSegLib.errors import InputError, ModelError
 from LVMyoSegLib.labels import CHANNELS
 from LVMyoSegLib.model.bundle import (
     WEIGHT_STORAGE,
@@ -87,6 +87,27 @@ def test_unknown_or_broken_manifests_are_refused(bundle, tmp_path: Path) -> None
         read_manifest(copy)
     with pytest.raises(ModelError, match="never overwritten"):
         write_bundle(path, [], model_id="x", variant="cnn", channels=CHANNELS, preprocessing={})
+
+
+def test_inference_rotations_are_the_bundles_and_checked(bundle, tmp_path: Path) -> None:
+    import shutil
+
+    path, _ = bundle
+    assert read_manifest(path).inference == {"rotations": 1} and read_manifest(path).rotations == 1
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["inference"]  # a bundle written before the setting: evaluated without rotations
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert read_manifest(copy).rotations == 1
+    manifest["inference"] = {"rotations": 3}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="inference.rotations 3 is not one of 1, 2, 4"):
+        read_manifest(copy)
+    with pytest.raises(InputError, match="rotations 3: choose 1"):
+        write_bundle(tmp_path / "new", [], model_id="x", variant="cnn", channels=CHANNELS,
+                     preprocessing=PREPROCESSING, rotations=3)
+    assert not (tmp_path / "new").exists()
 
 
 def test_member_outside_bundle_is_refused(bundle, tmp_path: Path) -> None:

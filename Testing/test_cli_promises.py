@@ -31,6 +31,7 @@ TRAINING_REFUSALS = [
     (["--cnn-epochs", "0", "--rnn-epochs", "0"], "training from scratch needs at least 1 epoch"),
     (["--pixel-mm", "0"], "pixel_mm 0"),
     (["--variants", "foo"], "unknown variant(s) foo; choose from cnn, one_level, multi_level"),
+    (["--rotations", "3"], "--rotations 3: choose 1 (no rotation), 2 (upright and half-turned) or 4"),
 ]
 
 

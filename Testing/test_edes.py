@@ -272,7 +272,7 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
         assert (fold_dir / "member_0" / "rnn_one_level" / "model.keras").is_file()
         cnn = load_keras_file(fold_cnn_paths(tmp_path / "cv", pid)[0])
         prepared = experiments.prepare_case(dataset.read_case(cines, pid), config.preprocessing)
-        expected = experiments.predict_case([cnn], prepared, 0.5)[1]
+        expected = experiments.predict_case([cnn], prepared, 0.5, config.rotations)[1]
         stored = np.load(fold_dir / "labels_cnn.npz")["label_map"]
         assert np.array_equal(stored, expected)
         assert predict_ensemble([cnn], prepared.x).shape[-1] == 2
@@ -289,7 +289,7 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     cnns = [load_keras_file(p) for p in fold_cnn_paths(tmp_path / "cv_x2", pid, 2)]
     prepared = experiments.prepare_case(dataset.read_case(cines, pid), config.preprocessing)
     stored = np.load(tmp_path / "loo_x2" / f"fold_{pid}" / "labels_cnn.npz")["label_map"]
-    assert np.array_equal(stored, experiments.predict_case(cnns, prepared, 0.5)[1])
+    assert np.array_equal(stored, experiments.predict_case(cnns, prepared, 0.5, config.rotations)[1])
     assert (tmp_path / "loo_x2" / f"fold_{pid}" / "member_1" / "rnn_one_level" / "model.keras").is_file()
 
 
@@ -311,5 +311,6 @@ def test_training_on_every_patient_records_who_was_used_and_set_apart(edes_root,
     bundle = experiments.train_final(cines, tmp_path / "bundle", tmp_path / "run", config, variant="one_level",
                                      model_id="t", edes_root=root)
     training = read_manifest(bundle).training
+    assert read_manifest(bundle).rotations == config.rotations == 4  # the views its scoring averages
     assert training["edes"] == "frames" and training["edes_patients"] == list(ids)
     assert training["edes_excluded"] == {}

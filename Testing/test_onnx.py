@@ -124,6 +124,12 @@ def test_bundle_members_carry_hashed_onnx_files_that_predict_like_keras(bundle) 
     for per_batch in (1, 2, 3):
         assert np.abs(ensemble.predict(x, slices_per_batch=per_batch) - expected).max() < TOL
     assert np.abs(ensemble.first(1).predict(x) - predict_ensemble(models[:1], x)).max() < TOL
+    # 4 views: the mean of the turned copies' predictions, each turned back; ONNX and Keras alike
+    by_hand = np.mean([np.rot90(ensemble.predict(np.rot90(x, k, axes=(2, 3))), -k, axes=(2, 3))
+                       for k in range(4)], axis=0)
+    averaged = ensemble.predict(x, rotations=4)
+    assert np.abs(averaged - by_hand).max() < 1e-6 and np.abs(averaged - ensemble.predict(x)).max() > 1e-3
+    assert np.abs(predict_ensemble(models, x, rotations=4) - averaged).max() < TOL
 
 
 def test_damaged_or_missing_onnx_members_are_refused(bundle, tmp_path: Path) -> None:
@@ -304,9 +310,10 @@ def test_segment_runs_where_tensorflow_cannot_be_imported(bundle, tmp_path: Path
     assert imports.returncode == 0, imports.stderr
     out = tmp_path / "seg"
     run = subprocess.run([sys.executable, "-m", "LVMyoSegLib.cli", "segment", str(sample_case_dir() / "cine.nrrd"),
-                          "-o", str(out), "--model", str(bundle), "--device", "cpu", "--no-overlay"],
-                         env=env, capture_output=True, text=True, timeout=300)
+                          "-o", str(out), "--model", str(bundle), "--device", "cpu", "--no-overlay",
+                          "--rotations", "2"], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode in (0, 3), run.stderr  # 3: the untrained model's function values withheld
     report = json.loads((out / "report.json").read_text())
     assert report["execution_provider"] == "CPUExecutionProvider" and report["device"] == "CPU"
     assert report["model"]["members_used"] == 2 and (out / "labels.nrrd").is_file()
+    assert report["model"]["rotations"] == 2  # --rotations overrides the bundle's 1

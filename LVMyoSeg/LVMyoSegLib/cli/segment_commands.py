@@ -60,6 +60,7 @@ def _check_segment_args(args: argparse.Namespace) -> Path:
     """Refuse bad ``segment`` arguments before any work; returns the model folder (checked)."""
     from ..model.bundle import verify_bundle
     from ..model.onnx_runtime import execution_providers
+    from ..model.rotations import check_rotations
     from ..resources import bundled_model_dir
 
     if not 0.0 < args.threshold < 1.0:
@@ -70,6 +71,8 @@ def _check_segment_args(args: argparse.Namespace) -> Path:
     if args.members is not None and not 1 <= args.members <= len(manifest.members):
         raise InputError(f"--members {args.members}: the model {model_dir} has {len(manifest.members)} "
                          f"member(s); give a number from 1 to {len(manifest.members)}, or leave it out to use all.")
+    if args.rotations is not None:
+        check_rotations(args.rotations)
     return model_dir
 
 
@@ -94,7 +97,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
         progress = progress_printer(args.progress_lines)
         result = segment_cine(cine, model_dir, members=args.members, threshold=args.threshold,
-                              progress=progress, device=args.device)
+                              progress=progress, device=args.device, rotations=args.rotations)
         written, withheld = write_segmentation_outputs(staging, cine, result, model_dir=model_dir,
                                                        file_format=_output_format(input_path, args.format),
                                                        read_seconds=read_s, overlay=not args.no_overlay,
@@ -149,7 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          "from the LVMyoSeg repository or extension package.")
     ns = argparse.Namespace(path=cine_path, series=None, output=out, model=None, members=None,
                             threshold=0.5, progress_lines=False, format="nrrd", no_overlay=False,
-                            rv_insertion=None, overwrite=args.overwrite, device="auto")
+                            rv_insertion=None, overwrite=args.overwrite, device="auto", rotations=None)
     code = cmd_segment(ns)
     print(f"Demo outputs are in {out.resolve()}")
     return code
@@ -189,6 +192,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model bundle folder (default: the bundled model)")
     p.add_argument("--members", type=int, help="ensemble members to use (default: all)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--rotations", type=int,
+                   help="views averaged: 1, 2 or 4 quarter-turned copies of the study (default: the model's "
+                        "own, inference.rotations in its manifest; 4 is more accurate and 4x the network time)")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="ONNX Runtime execution provider (default auto: CUDA or DirectML when present, "
                         "else the CPU); report.json names the one used")

@@ -69,6 +69,7 @@ def _check_new_folder(path: Path, what: str, may_exist: bool) -> None:
 
 
 def _experiment_config(args: argparse.Namespace):
+    from ..model.rotations import check_rotations
     from ..training.experiments import ExperimentConfig
     from ..training.loop import TrainConfig
 
@@ -79,7 +80,7 @@ def _experiment_config(args: argparse.Namespace):
                       learning_rate=args.learning_rate, jit_compile=args.jit)
     rnn = TrainConfig(epochs=args.rnn_epochs, seed=args.seed, width=args.width,
                       learning_rate=args.learning_rate, augment=args.rnn_augment)
-    kwargs = {"members": args.members, "cnn": cnn, "rnn": rnn,
+    kwargs = {"members": args.members, "cnn": cnn, "rnn": rnn, "rotations": check_rotations(args.rotations),
               "preprocessing": {"pixel_mm": args.pixel_mm, "crop_size": args.crop_size}}
     if variants:
         kwargs["variants"] = variants
@@ -195,6 +196,9 @@ def add_training_options(p: argparse.ArgumentParser, default_members: int) -> No
                    help="in-plane pixel size of the network (mm; default 4/3, the acquisitions' own)")
     p.add_argument("--crop-size", type=int, help="crop box side in pixels (default 96: 128 mm)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rotations", type=int, default=4,
+                   help="quarter-turned views averaged when scoring held-out patients, and the trained "
+                        "bundle's inference setting: 1, 2 or 4 (default 4)")
     p.add_argument("--jit", action="store_true", help="XLA-compile the stage 1 training step")
     p.add_argument("--rnn-augment", action="store_true",
                    help="augment stage 2 too (slower: the frozen CNN then runs in every step "

@@ -44,6 +44,7 @@ from .. import __version__
 from ..errors import ModelError
 from ..files import atomic_folder, sha256_file, write_json_atomic
 from .ensemble import Ensemble, architecture
+from .rotations import ROTATIONS, check_rotations
 from .weight_storage import FIXED_POINT_MIN_SIZE, fixed_point16
 
 BUNDLE_FORMAT = "lvmyoseg-model-bundle"
@@ -68,6 +69,12 @@ class Manifest:
     parent: str | None = None
     created: str = ""
     package_version: str = __version__
+    inference: dict[str, Any] = field(default_factory=dict)  # {"rotations": n}: how it was evaluated
+
+    @property
+    def rotations(self) -> int:
+        """Quarter-turned views to average at inference (:mod:`LVMyoSegLib.model.rotations`); 1 when unnamed."""
+        return int(self.inference.get("rotations", 1))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +84,7 @@ class Manifest:
             "variant": self.variant,
             "channels": list(self.channels),
             "preprocessing": self.preprocessing,
+            "inference": self.inference,
             "members": [dict(m) for m in self.members],
             "training": self.training,
             "metrics": self.metrics,
@@ -103,12 +111,16 @@ class Manifest:
                            members=members, training=dict(data.get("training", {})),
                            metrics=dict(data.get("metrics", {})), parent=data.get("parent"),
                            created=str(data.get("created", "")),
-                           package_version=str(data.get("package_version", "")))
+                           package_version=str(data.get("package_version", "")),
+                           inference=dict(data.get("inference", {})))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{where} lacks or garbles the entry {exc}; the bundle is damaged. "
                              "Re-copy it from its source.") from None
         if not manifest.members:
             raise ModelError(f"{where} lists no member files; the bundle is empty.")
+        if manifest.inference.get("rotations", 1) not in ROTATIONS:
+            raise ModelError(f"{where}: inference.rotations {manifest.inference['rotations']!r} is not one of "
+                             f"{', '.join(map(str, ROTATIONS))}; re-copy the bundle from its source.")
         from ..preprocessing.localisation import preprocessing_problem
 
         problem = preprocessing_problem(manifest.preprocessing)
@@ -398,13 +410,15 @@ def _save_keras_member(model, path: Path) -> None:
 def write_bundle(bundle_dir: Path, models: list, *, model_id: str, variant: str,
                  channels: tuple[str, ...], preprocessing: dict[str, Any],
                  training: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                 parent: str | None = None, member_info: list[dict[str, Any]] | None = None) -> Manifest:
+                 parent: str | None = None, member_info: list[dict[str, Any]] | None = None,
+                 rotations: int = 1) -> Manifest:
     """Write a new bundle folder atomically, its members compact (:func:`stored_copy`); refuses to
-    overwrite an existing one."""
+    overwrite an existing one. ``rotations``: the views to average at inference (the evaluated setting)."""
     bundle_dir = Path(bundle_dir)
     if bundle_dir.exists():
         raise ModelError(f"{bundle_dir} already exists; model bundles are never overwritten. "
                          "Choose a new folder name.")
+    inference = {"rotations": check_rotations(rotations, "rotations")}
     with atomic_folder(bundle_dir) as tmp:
         entries = []
         for i, model in enumerate(models):
@@ -413,7 +427,8 @@ def write_bundle(bundle_dir: Path, models: list, *, model_id: str, variant: str,
         manifest = Manifest(model_id=model_id, variant=variant, channels=tuple(channels),
                             preprocessing=preprocessing, members=tuple(entries),
                             training=training or {}, metrics=metrics or {}, parent=parent,
-                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                            inference=inference)
         write_json_atomic(tmp / BUNDLE_MANIFEST, manifest.to_dict(), indent=2)
     return manifest
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import CancelledError, InputError
 from ..progress import CancelFn, ProgressEvent, ProgressFn
+from .rotations import rotation_average
 
 SLICES_PER_BATCH = 1
 
@@ -204,9 +205,10 @@ class EnsemblePredictor:
         self.ensemble.model.set_weights(self.ensemble.weights[k])
         self._folded.refresh()
 
-    def predict(self, x: np.ndarray, *, slices_per_batch: int = SLICES_PER_BATCH,
+    def predict(self, x: np.ndarray, *, slices_per_batch: int = SLICES_PER_BATCH, rotations: int = 1,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
-        """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``.
+        """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``, over ``rotations``
+        quarter-turned views (:mod:`LVMyoSegLib.model.rotations`).
 
         ``progress`` gets an event after each batch of slices of each
         member; ``cancel()`` is polled before each batch and raises
@@ -216,8 +218,13 @@ class EnsemblePredictor:
         if int(slices_per_batch) < 1:
             raise InputError(f"slices_per_batch must be >= 1, got {slices_per_batch}.")
         x = x.astype(np.float32, copy=False)
+        return rotation_average(lambda view, events: self._predict(view, int(slices_per_batch), events, cancel),
+                                x, rotations, progress)
+
+    def _predict(self, x: np.ndarray, slices_per_batch: int, progress: ProgressFn | None,
+                 cancel: CancelFn | None) -> np.ndarray:
         z = x.shape[0]
-        batch = min(int(slices_per_batch), z)
+        batch = min(slices_per_batch, z)
         n = len(self.ensemble)
         total = np.zeros(0, np.float32)  # shaped by the first batch
         try:
@@ -246,9 +253,9 @@ class EnsemblePredictor:
 
 
 def predict_ensemble(models: Sequence | Ensemble | EnsemblePredictor, x: np.ndarray, *,
-                     slices_per_batch: int = SLICES_PER_BATCH, progress: ProgressFn | None = None,
-                     cancel: CancelFn | None = None) -> np.ndarray:
-    """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``.
+                     slices_per_batch: int = SLICES_PER_BATCH, rotations: int = 1,
+                     progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
+    """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]`` (over ``rotations`` views).
 
     ``models`` is a list of Keras models built alike, an :class:`Ensemble`, or an
     :class:`EnsemblePredictor` to reuse its compiled graph across calls.
@@ -259,4 +266,5 @@ def predict_ensemble(models: Sequence | Ensemble | EnsemblePredictor, x: np.ndar
     if not isinstance(models, EnsemblePredictor):
         x = _checked_input(x)  # before the members are folded and traced
         models = EnsemblePredictor(models)
-    return models.predict(x, slices_per_batch=slices_per_batch, progress=progress, cancel=cancel)
+    return models.predict(x, slices_per_batch=slices_per_batch, rotations=rotations, progress=progress,
+                          cancel=cancel)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import CancelledError, InputError, ModelError
 from ..progress import CancelFn, ProgressEvent, ProgressFn
+from .rotations import rotation_average
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "directml")
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "directml": "DmlExecutionProvider",
@@ -98,9 +99,10 @@ class OnnxEnsemble:
     def __len__(self) -> int:
         return len(self.sessions)
 
-    def predict(self, x: np.ndarray, *, slices_per_batch: int = SLICES_PER_BATCH,
+    def predict(self, x: np.ndarray, *, slices_per_batch: int = SLICES_PER_BATCH, rotations: int = 1,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
-        """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``.
+        """Mean of the members' probabilities for ``x`` ``[Z, T, H, W, 1]``, over ``rotations``
+        quarter-turned views (:mod:`LVMyoSegLib.model.rotations`).
 
         ``progress`` gets an event after each batch of slices of each
         member; ``cancel()`` is polled before each batch and raises
@@ -114,8 +116,12 @@ class OnnxEnsemble:
             raise InputError(f"Network input height and width must be multiples of 4, got {x.shape[2:4]}.")
         if int(slices_per_batch) < 1:
             raise InputError(f"slices_per_batch must be >= 1, got {slices_per_batch}.")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        z, n, batch = x.shape[0], len(self.sessions), int(slices_per_batch)
+        return rotation_average(lambda view, events: self._predict(view, int(slices_per_batch), events, cancel),
+                                np.asarray(x, dtype=np.float32), rotations, progress)
+
+    def _predict(self, x: np.ndarray, batch: int, progress: ProgressFn | None,
+                 cancel: CancelFn | None) -> np.ndarray:
+        z, n = x.shape[0], len(self.sessions)
         total = np.zeros(x.shape[:-1] + (0,), np.float32)
         for k, sess in enumerate(self.sessions):
             name = sess.get_inputs()[0].name

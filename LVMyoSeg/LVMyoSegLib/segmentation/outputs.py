@@ -79,7 +79,7 @@ def write_segmentation_outputs(folder: Path, cine: Cine, result: SegmentationRes
         "lvmyoseg_version": __version__,
         "input": cine.summary(),
         "model": {"id": result.model_id, "dir": str(model_dir), "members_used": result.members,
-                  "trust": result.trust},
+                  "rotations": result.rotations, "trust": result.trust},
         "threshold": result.threshold,
         "device": result.device,
         "execution_provider": result.execution_provider,

@@ -18,6 +18,7 @@ from ..io.cine_checks import check_short_axis_cine
 from ..labels import labels_from_probabilities
 from ..model.bundle import Manifest
 from ..model.onnx_runtime import OnnxEnsemble, load_onnx_ensemble
+from ..model.rotations import check_rotations
 from ..model.trust import bundle_trust
 from ..preprocessing import preprocess
 from ..preprocessing.localisation import localise
@@ -42,13 +43,17 @@ class SegmentationResult:
     device: str = "CPU"
     execution_provider: str = "CPUExecutionProvider"
     trust: dict = field(default_factory=dict)  # trust.Trust.to_dict() of the bundle
+    rotations: int = 1  # quarter-turned views averaged (:mod:`LVMyoSegLib.model.rotations`)
 
 
 def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, threshold: float = 0.5,
                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                  loaded: tuple[Manifest, OnnxEnsemble] | None = None,
-                 device: str = "auto") -> SegmentationResult:
+                 device: str = "auto", rotations: int | None = None) -> SegmentationResult:
     """Segment every frame of ``cine`` with the first ``members`` (all when None) of the ensemble in ``bundle_dir``.
+
+    ``rotations``: quarter-turned views to average (:mod:`LVMyoSegLib.model.rotations`); None: the
+    bundle's own (``inference.rotations``, the setting it was evaluated with).
 
     ``device`` picks the ONNX Runtime execution provider (:data:`LVMyoSegLib.model.onnx_runtime.DEVICES`).
     ``loaded`` lets a caller that segments many studies pass ``load_onnx_ensemble(bundle_dir)`` once.
@@ -56,6 +61,8 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     (:func:`~LVMyoSegLib.io.cine_checks.check_short_axis_cine`).
     """
     check_short_axis_cine(cine)
+    if rotations is not None:
+        check_rotations(rotations)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if loaded is None:
@@ -74,7 +81,8 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     def on_device(event: ProgressEvent) -> None:
         progress(dataclasses.replace(event, message=f"{event.message} on {ensemble.device}"))
 
-    net = ensemble.predict(x, progress=None if progress is None else on_device, cancel=cancel)
+    views = manifest.rotations if rotations is None else rotations
+    net = ensemble.predict(x, rotations=views, progress=None if progress is None else on_device, cancel=cancel)
     timings["network"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -82,4 +90,4 @@ def segment_cine(cine: Cine, bundle_dir: Path, *, members: int | None = None, th
     label_map = labels_from_probabilities(probabilities, threshold)
     timings["inverse_mapping"] = time.perf_counter() - t0
     return SegmentationResult(probabilities, label_map, transform, manifest.model_id, len(ensemble),
-                              threshold, timings, ensemble.device, ensemble.provider, trust)
+                              threshold, timings, ensemble.device, ensemble.provider, trust, views)

@@ -53,9 +53,9 @@ CV_COLUMNS = (*((key, f"Myo {label}") for key, label in POSITION_METRICS),
 
 
 def score_frames(models: Sequence, frames: edes.NetworkFrames, threshold: float,
-                 groups: dict[str, str]) -> list[dict]:
+                 groups: dict[str, str], rotations: int = 1) -> list[dict]:
     """Per-frame records (myocardium where known, blood pool) of ``models`` on ED/ES ``frames``."""
-    probs = edes.to_frame_grid(predict_ensemble(models, frames.x), frames)
+    probs = edes.to_frame_grid(predict_ensemble(models, frames.x, rotations=rotations), frames)
     spacing = (edes.NOMINAL_SPACING_MM,) * 2
     records = []
     for k, f in enumerate(frames.frames):
@@ -87,6 +87,7 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
                 "cine_dataset_sha256": None if cine_dataset is None else dataset_hash(cine_dataset),
                 "folds": folds, "groups": groups, "excluded": excluded, "cnn": config.cnn.to_dict(),
                 "preprocessing": config.preprocessing, "threshold": config.threshold,
+                "rotations": config.rotations,
                 **({"members": config.members} if config.members > 1 else {})}  # 1-member runs: as before
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are read and checked
     check_settings(out_dir / "settings.json", settings)
@@ -108,10 +109,10 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
                         cancel=cancel) for m in range(config.members)]
         test = edes.concat_frames([edes.patient_frames(patients[p], config.preprocessing["pixel_mm"],
                                                        config.preprocessing["crop_size"]) for p in test_ids])
-        records = score_frames([f.model for f in fits], test, config.threshold, groups)
+        records = score_frames([f.model for f in fits], test, config.threshold, groups, config.rotations)
         alone = {}
         if config.members > 1:
-            single = score_frames([fits[0].model], test, config.threshold, groups)
+            single = score_frames([fits[0].model], test, config.threshold, groups, config.rotations)
             alone = {"records_member_0": single, "summary_member_0": case_summary(single)}
         write_json_atomic(out_dir / f"fold_{k}.json", {
             "fold": k, "patients": test_ids, "train_frames": len(x), "best_epoch": fits[0].best_epoch,

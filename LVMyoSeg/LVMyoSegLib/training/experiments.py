@@ -43,7 +43,9 @@ WALL_TIME_FILE = "wall_time.json"  # in a run folder: seconds of all its invocat
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """What to train: variants, ensemble size, both stages' settings, preprocessing."""
+    """What to train: variants, ensemble size, both stages' settings, preprocessing; ``rotations``:
+    the quarter-turned views the held-out scoring averages (:mod:`LVMyoSegLib.model.rotations`),
+    written into a trained bundle as its inference setting."""
 
     variants: tuple[str, ...] = VARIANTS
     members: int = 1
@@ -51,11 +53,12 @@ class ExperimentConfig:
     rnn: TrainConfig = TrainConfig(epochs=20, augment=False)
     preprocessing: dict[str, Any] = field(default_factory=lambda: dict(preprocess.DEFAULT_PREPROCESSING))
     threshold: float = 0.5
+    rotations: int = 4
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": list(self.variants), "members": self.members, "cnn": self.cnn.to_dict(),
                 "rnn": self.rnn.to_dict(), "preprocessing": self.preprocessing,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "rotations": self.rotations}
 
 
 @dataclass(frozen=True)
@@ -192,9 +195,10 @@ def _member_epochs(config: ExperimentConfig, cnn_epochs: int) -> int:
     return cnn_epochs + config.rnn.epochs * sum(v != "cnn" for v in config.variants)
 
 
-def predict_case(models: Sequence, prepared: PreparedCase, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def predict_case(models: Sequence, prepared: PreparedCase, threshold: float,
+                 rotations: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities [T, Z, Y, X, 2], label map) of an ensemble on a prepared case, on its input grid."""
-    probs = preprocess.to_input(predict_ensemble(models, prepared.x), prepared.transform)
+    probs = preprocess.to_input(predict_ensemble(models, prepared.x, rotations=rotations), prepared.transform)
     return probs, labels_from_probabilities(probs, threshold)
 
 
@@ -254,7 +258,7 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
         if initial_models is not None:
             scored = {"before": next(iter(initial_models.values())), "after": next(iter(models.values()))}
         for name, members in scored.items():
-            probabilities, label_map = predict_case(members, test, config.threshold)
+            probabilities, label_map = predict_case(members, test, config.threshold, config.rotations)
             records = evaluate_case(label_map, test.case.labels, test.case.cine.geometry, held_out)
             fold["records"][name] = records
             fold["summary"][name] = case_summary(records)
@@ -367,7 +371,7 @@ def train_final(dataset_dir: Path, bundle_dir: Path, run_dir: Path, config: Expe
                            "cases": case_ids, "settings": config.to_dict(),
                            **edes_record,
                            "wall_time_s": round(wall, 1), "init": str(init_bundle) if init_bundle else "scratch"},
-                 metrics=metrics or {}, parent=parent,
+                 metrics=metrics or {}, parent=parent, rotations=config.rotations,
                  member_info=[{"seed": config.cnn.seed + i} for i in range(config.members)])
     return Path(bundle_dir)
 

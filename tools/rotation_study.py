@@ -1,0 +1,84 @@
+"""Held-out accuracy with 1 and 4 rotation views (:mod:`LVMyoSegLib.model.rotations`), re-scoring
+the models of finished runs: a cross-validation run's fold CNNs on their held-out ED/ES
+frames, and a leave-one-out run's fold models on their held-out cines.
+
+Usage: python tools/rotation_study.py --cv docs/results/cv36_v1 --edes ../shared/data/sunnybrook-edes \\
+           [--loo runs/loo36 --dataset runs/sunnybrook_dataset --cv-run runs/cv36]
+
+The leave-one-out models are not committed (their fold folders are ~70 MB each); ``--cv-run``
+is the cross-validation run that gave the leave-one-out run its stage 1 (``loo --stage-one``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from LVMyoSegLib.analysis.evaluation import case_summary, evaluate_case
+from LVMyoSegLib.files import read_json
+from LVMyoSegLib.io.dataset import read_case
+from LVMyoSegLib.model.bundle import load_keras_file
+from LVMyoSegLib.training import edes
+from LVMyoSegLib.training.cross_validation import score_frames
+from LVMyoSegLib.training.experiments import predict_case, prepare_case
+from LVMyoSegLib.training.stage_one_frames import fold_cnn_paths
+
+KEYS = ("dsc", "hd_mm", "apd_mm", "pool_dsc_ed", "pool_dsc_es")
+
+
+def cross_validation(cv: Path, root: Path, views: int) -> dict[str, float]:
+    """Slice-wise means over every finished fold's held-out patients."""
+    settings = read_json(cv / "settings.json", "Give a folder `lvmyoseg cv` wrote.")
+    patients, excluded = edes.usable_patients(edes.read_edes(root))
+    pre = settings["preprocessing"]
+    records = []
+    for k, fold in enumerate(settings["folds"]):
+        if not (cv / f"fold_{k}.json").is_file():
+            continue
+        test = edes.concat_frames([edes.patient_frames(patients[p], pre["pixel_mm"], pre["crop_size"])
+                                   for p in fold if p not in excluded])
+        model = load_keras_file(cv / f"fold_{k}" / "cnn" / "model.keras")
+        records += score_frames([model], test, settings["threshold"], settings["groups"], views)
+    summary = case_summary(records)
+    return {k: summary[k]["mean"] for k in KEYS}
+
+
+def leave_one_out(loo: Path, dataset: Path, cv_run: Path, variant: str, views: int) -> dict[str, float]:
+    """Means over folds of the held-out cine's slice-wise means (as `lvmyoseg loo` averages)."""
+    settings = read_json(loo / "settings.json", "Give a folder `lvmyoseg loo` wrote.")
+    per_fold = []
+    for case_id in settings["cases"]:
+        fold = loo / f"fold_{case_id}"
+        path = (fold_cnn_paths(cv_run, case_id)[0] if variant == "cnn"
+                else fold / "member_0" / f"rnn_{variant}" / "model.keras")
+        prepared = prepare_case(read_case(dataset, case_id), settings["preprocessing"])
+        _, label_map = predict_case([load_keras_file(path)], prepared, settings["threshold"], views)
+        summary = case_summary(evaluate_case(label_map, prepared.case.labels, prepared.case.cine.geometry, case_id))
+        per_fold.append([summary[k]["mean"] for k in KEYS[:3]])
+    return dict(zip(KEYS[:3], np.mean(per_fold, axis=0).tolist()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cv", type=Path, help="an `lvmyoseg cv` run folder")
+    ap.add_argument("--edes", type=Path, help="the ED/ES frames it used")
+    ap.add_argument("--loo", type=Path, help="an `lvmyoseg loo --stage-one` run folder")
+    ap.add_argument("--dataset", type=Path, help="the cine dataset it used")
+    ap.add_argument("--cv-run", type=Path, help="its --stage-one cross-validation run")
+    ap.add_argument("--variants", default="cnn,multi_level")
+    args = ap.parse_args()
+    print("| run | views | " + " | ".join(KEYS) + " |\n|---|---|" + "---|" * len(KEYS))
+    rows = []
+    if args.cv:
+        rows += [(f"CV {args.cv.name}", v, cross_validation(args.cv, args.edes, v)) for v in (1, 4)]
+    if args.loo:
+        rows += [(f"LOO {args.loo.name} {variant}", v, leave_one_out(args.loo, args.dataset, args.cv_run, variant, v))
+                 for variant in args.variants.split(",") for v in (1, 4)]
+    for name, views, means in rows:
+        print(f"| {name} | {views} | " + " | ".join(f"{means[k]:.4f}" if k in means else "–" for k in KEYS) + " |")
+
+
+if __name__ == "__main__":
+    main()
