@@ -291,6 +291,11 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     stored = np.load(tmp_path / "loo_x2" / f"fold_{pid}" / "labels_cnn.npz")["label_map"]
     assert np.array_equal(stored, experiments.predict_case(cnns, prepared, 0.5, config.rotations)[1])
     assert (tmp_path / "loo_x2" / f"fold_{pid}" / "member_1" / "rnn_one_level" / "model.keras").is_file()
+    alone = np.load(tmp_path / "loo_x2" / f"fold_{pid}" / "labels_cnn_member_0.npz")["label_map"]
+    assert np.array_equal(alone, experiments.predict_case(cnns[:1], prepared, 0.5, config.rotations)[1])
+    assert set(pair["overall"]) == {"cnn", "one_level", "cnn_member_0", "one_level_member_0"}
+    assert "| metric | CNN | One-level ConvLSTM | CNN, member 0 alone | One-level ConvLSTM, member 0 alone |" \
+        in (tmp_path / "loo_x2" / "loo_table.md").read_text()
 
 
 @pytest.mark.slow

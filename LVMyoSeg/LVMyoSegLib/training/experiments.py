@@ -214,7 +214,8 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
 
     With ``init_bundle`` every fold fine-tunes that bundle's members (its own
     variant only) and the held-out case is also scored with the starting model
-    ("before"), so the table shows before vs after.
+    ("before"), so the table shows before vs after. Otherwise, with more than one member, each
+    variant's member 0 is also scored alone (``<variant>_member_0``): the ensemble's gain.
     """
     run = LooRun(Path(out_dir))
     case_ids = list(cases) if cases else list_cases(dataset_dir)
@@ -257,6 +258,8 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
         scored = dict(models)
         if initial_models is not None:
             scored = {"before": next(iter(initial_models.values())), "after": next(iter(models.values()))}
+        elif config.members > 1:  # the ensemble's gain: its member 0 alone beside it
+            scored.update({f"{name}{ALONE}": members[:1] for name, members in models.items()})
         for name, members in scored.items():
             probabilities, label_map = predict_case(members, test, config.threshold, config.rotations)
             records = evaluate_case(label_map, test.case.labels, test.case.cine.geometry, held_out)
@@ -270,6 +273,15 @@ def run_loo(dataset_dir: Path, out_dir: Path, config: ExperimentConfig, *,
     results = summarise_loo(run.folder, wall_time_s=time.perf_counter() - t_start)
     loo_examples_figure(run.folder, dataset_dir, run.examples_figure)
     return results
+
+
+ALONE = "_member_0"  # suffix of a model name in a LOO run: the ensemble's member 0 scored alone
+
+
+def model_title(name: str) -> str:
+    """Table title of a scored model of a LOO run: a variant, "before"/"after", or a member 0 alone."""
+    base = name.removesuffix(ALONE)
+    return VARIANT_TITLES.get(base, base) + (", member 0 alone" if name.endswith(ALONE) else "")
 
 
 def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, Any]:
@@ -286,7 +298,7 @@ def summarise_loo(out_dir: Path, wall_time_s: float | None = None) -> dict[str, 
     if wall_time_s is not None:
         results["last_invocation_wall_time_s"] = round(wall_time_s, 1)
     write_json_atomic(run.results, results)
-    titles = {n: VARIANT_TITLES.get(n, n) for n in names}
+    titles = {n: model_title(n) for n in names}
     lines = [f"Leave-one-case-out over {len(folds)} of {len(settings['cases'])} folds "
              f"({settings['members']} member(s) per ensemble), slice-wise mean (sd) averaged over folds.", "",
              markdown_table({titles[n]: overall[n] for n in names}), "",
@@ -328,7 +340,8 @@ def loo_examples_figure(out_dir: Path, dataset_dir: Path, path: Path, n_examples
     case = read_case(dataset_dir, first_case)
     predictions = {name: np.load(p)["label_map"] for name, p in run.saved_predictions(first_case).items()}
     known = (*VARIANTS, "before", "after")  # the paper's order; a fine-tuning run: start model first
-    order = [v for v in known if v in predictions] + [v for v in predictions if v not in known]
+    order = [v for v in known if v in predictions] + [v for v in predictions
+                                                       if v not in known and not v.endswith(ALONE)]
     examples = [(t, z) for _, cid, t, z in chosen if cid == first_case]
     return consecutive_frames_figure(case.cine, case.labels.label_map,
                                      {v: predictions[v] for v in order}, examples, path,
