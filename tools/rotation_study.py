@@ -1,4 +1,4 @@
-"""Held-out accuracy with 1 and 4 rotation views (:mod:`LVMyoSegLib.model.rotations`), re-scoring
+"""Held-out accuracy with 1, 2 or 4 rotation views (:mod:`LVMyoSegLib.model.rotations`), re-scoring
 the models of finished runs: a cross-validation run's fold CNNs on their held-out ED/ES
 frames, and a leave-one-out run's fold models on their held-out cines.
 
@@ -68,14 +68,15 @@ def main() -> None:
     ap.add_argument("--dataset", type=Path, help="the cine dataset it used")
     ap.add_argument("--cv-run", type=Path, help="its --stage-one cross-validation run")
     ap.add_argument("--variants", default="cnn,multi_level")
+    ap.add_argument("--views", default="1,4", help="comma-separated view counts to score (1, 2, 4)")
     args = ap.parse_args()
     print("| run | views | " + " | ".join(KEYS) + " |\n|---|---|" + "---|" * len(KEYS))
-    rows = []
+    rows, views = [], [int(v) for v in args.views.split(",")]
     if args.cv:
-        rows += [(f"CV {args.cv.name}", v, cross_validation(args.cv, args.edes, v)) for v in (1, 4)]
+        rows += [(f"CV {args.cv.name}", v, cross_validation(args.cv, args.edes, v)) for v in views]
     if args.loo:
         rows += [(f"LOO {args.loo.name} {variant}", v, leave_one_out(args.loo, args.dataset, args.cv_run, variant, v))
-                 for variant in args.variants.split(",") for v in (1, 4)]
+                 for variant in args.variants.split(",") for v in views]
     for name, views, means in rows:
         print(f"| {name} | {views} | " + " | ".join(f"{means[k]:.4f}" if k in means else "–" for k in KEYS) + " |")
 
