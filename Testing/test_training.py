@@ -160,6 +160,22 @@ def test_zero_strength_is_the_identity(phantom_arrays):
     assert t.angle_rad == 0 and t.scale == 1 and t.gamma == 1 and t.noise_std == 0
 
 
+def test_blur_is_opt_in_and_leaves_every_other_draw_alone(phantom_arrays):
+    x, y, _ = phantom_arrays
+    plain = draw_transform(np.random.default_rng(5), (32, 32))
+    blurred = draw_transform(np.random.default_rng(5), (32, 32), AugmentConfig(blur_sigma_px=1.5))
+    assert plain.blur_sigma_px == 0 and 0 < blurred.blur_sigma_px <= 1.5
+    assert (plain.angle_rad, plain.scale, plain.gamma, plain.noise_std) == \
+        (blurred.angle_rad, blurred.scale, blurred.gamma, blurred.noise_std)
+    sharp, soft = (augment_batch(x[:1], y[:1], np.random.default_rng(2), AugmentConfig(noise_std=0.0, blur_sigma_px=b))
+                   for b in (0.0, 3.0))
+    edges = [np.abs(np.diff(a[0][0, 0, ..., 0], axis=0)).mean() for a in (sharp, soft)]
+    assert edges[1] < 0.8 * edges[0]  # softer edges; the labels are the same anatomy
+    np.testing.assert_array_equal(sharp[1], soft[1])
+    assert "augment_blur_px" not in training.TrainConfig().to_dict()  # runs without it read as before
+    assert training.TrainConfig(augment_blur_px=1.0).to_dict()["augment_blur_px"] == 1.0
+
+
 # ------------------------------------------------------------------ training
 
 @pytest.mark.slow

@@ -43,6 +43,8 @@ def _check_training_args(args: argparse.Namespace, variants: tuple[str, ...]) ->
                          "model unchanged. Give at least 1 epoch.")
     if args.width < 1:
         raise InputError(f"--width {args.width} must be at least 1 (paper: 16).")
+    if not 0.0 <= args.augment_blur <= 3.0:
+        raise InputError(f"--augment-blur {args.augment_blur} must lie between 0 (off, the default) and 3 pixels.")
     if args.learning_rate is not None and not 0.0 < args.learning_rate < 1.0:
         raise InputError(f"--learning-rate {args.learning_rate} must lie between 0 and 1 (default 1e-3).")
     problem = preprocessing_problem({"pixel_mm": args.pixel_mm, "crop_size": args.crop_size})
@@ -77,9 +79,9 @@ def _experiment_config(args: argparse.Namespace):
     trained = (args.variant,) if hasattr(args, "variant") else VARIANTS  # train: one variant; loo: all
     _check_training_args(args, variants if variants is not None else trained)
     cnn = TrainConfig(epochs=args.cnn_epochs, seed=args.seed, width=args.width,
-                      learning_rate=args.learning_rate, jit_compile=args.jit)
+                      learning_rate=args.learning_rate, jit_compile=args.jit, augment_blur_px=args.augment_blur)
     rnn = TrainConfig(epochs=args.rnn_epochs, seed=args.seed, width=args.width,
-                      learning_rate=args.learning_rate, augment=args.rnn_augment)
+                      learning_rate=args.learning_rate, augment=args.rnn_augment, augment_blur_px=args.augment_blur)
     kwargs = {"members": args.members, "cnn": cnn, "rnn": rnn, "rotations": check_rotations(args.rotations),
               "preprocessing": {"pixel_mm": args.pixel_mm, "crop_size": args.crop_size}}
     if variants:
@@ -199,6 +201,9 @@ def add_training_options(p: argparse.ArgumentParser, default_members: int) -> No
     p.add_argument("--rotations", type=int, default=4,
                    help="quarter-turned views averaged when scoring held-out patients, and the trained "
                         "bundle's inference setting: 1, 2 or 4 (default 4)")
+    p.add_argument("--augment-blur", type=float, default=0.0,
+                   help="resolution augmentation: Gaussian blur up to this sigma in network pixels "
+                        "(default 0: off; not yet evaluated)")
     p.add_argument("--jit", action="store_true", help="XLA-compile the stage 1 training step")
     p.add_argument("--rnn-augment", action="store_true",
                    help="augment stage 2 too (slower: the frozen CNN then runs in every step "

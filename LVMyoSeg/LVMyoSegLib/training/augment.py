@@ -8,6 +8,10 @@ targets alike:
   scaling, small translation and a smooth elastic deformation, combined into
   one sampling grid; images are interpolated linearly (edge values extend),
   targets linearly then re-thresholded at 0.5;
+- resolution (opt-in, ``blur_sigma_px`` > 0): a Gaussian blur of a random width up to
+  ``blur_sigma_px`` on the warped images, as a scanner of coarser in-plane resolution
+  gives once resampled to the network grid; drawn last, so without it every other
+  draw is as before;
 - intensity: gamma, a smooth multiplicative bias field (coil shading, static
   over the cycle), then the sequence is brought back to its original mean and
   standard deviation (so the network input keeps the preprocessing's scale),
@@ -41,6 +45,7 @@ class AugmentConfig:
     gamma: float = 0.3
     bias_field: float = 0.25
     noise_std: float = 0.05
+    blur_sigma_px: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class SequenceTransform:
     gamma: float
     bias: np.ndarray          # [H, W] multiplicative field
     noise_std: float
+    blur_sigma_px: float = 0.0
 
 
 def draw_transform(rng: np.random.Generator, shape: tuple[int, int],
@@ -76,7 +82,8 @@ def draw_transform(rng: np.random.Generator, shape: tuple[int, int],
     log_bias = c[0] * xx + c[1] * yy + c[2] * xx * yy + c[3] * (xx ** 2 - 1 / 12) + c[4] * (yy ** 2 - 1 / 12)
     bias = np.exp(log_bias * config.bias_field * s)
     noise = float(rng.uniform(0, 1) * config.noise_std * s)
-    return SequenceTransform(float(angle), scale, shift, disp, gamma, bias, noise)
+    blur = float(rng.uniform(0, 1) * config.blur_sigma_px * s) if config.blur_sigma_px > 0 else 0.0
+    return SequenceTransform(float(angle), scale, shift, disp, gamma, bias, noise, blur)
 
 
 def sampling_grid(transform: SequenceTransform, shape: tuple[int, int]) -> np.ndarray:
@@ -100,6 +107,8 @@ def apply_transform(images: np.ndarray, targets: np.ndarray, transform: Sequence
     out_tgt = np.empty(targets.shape, np.float32)
     for f in range(t):
         out_img[f] = ndimage.map_coordinates(images[f], grid, order=1, mode="nearest")
+        if transform.blur_sigma_px > 0:
+            out_img[f] = ndimage.gaussian_filter(out_img[f], transform.blur_sigma_px, mode="nearest")
         for c in range(targets.shape[-1]):
             warped = ndimage.map_coordinates(targets[f, ..., c].astype(np.float32), grid, order=1,
                                              mode="constant", cval=0.0)

@@ -68,7 +68,8 @@ class TrainConfig:
     of the ConvLSTM's variable-length time loop. Off by default: on a 2-core CPU
     it doubled the first-step compile time and did not speed up the steps.
     ``feature_cache_mb`` caps the memory of stage 2's precomputed CNN features
-    (used only without augmentation).
+    (used only without augmentation). ``augment_blur_px``: the resolution augmentation's
+    largest blur (:mod:`LVMyoSegLib.training.augment`); 0 (the default) leaves it out.
     """
 
     epochs: int = 50
@@ -86,9 +87,13 @@ class TrainConfig:
     circular_passes: int = 1
     jit_compile: bool = False
     feature_cache_mb: float = 2048.0
+    augment_blur_px: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["augment_blur_px"]:  # opt-in: without it, a run's settings (and checkpoints) read as before
+            del d["augment_blur_px"]
+        return d
 
 
 @dataclass
@@ -304,7 +309,7 @@ def fit_cnn(images: np.ndarray, targets: np.ndarray, known: np.ndarray, run_dir:
         raise InputError("No labelled frame is left for training after the validation split; "
                          "lower validation_fraction or add labelled cases.")
     vn, vt = frames(val_idx)
-    aug = AugmentConfig(strength=config.augment_strength)
+    aug = AugmentConfig(strength=config.augment_strength, blur_sigma_px=config.augment_blur_px)
 
     def make_batch(items: np.ndarray, rng: np.random.Generator):
         n, t = tn[items], tt[items]
@@ -365,7 +370,7 @@ def fit_rnn(images: np.ndarray, targets: np.ndarray, known: np.ndarray, cnn: ker
     cache_mb = len(train_idx) * t * h * w * width * (2 / 4 + 4 / 16) * 4 / 2**20
     use_cache = not config.augment and cache_mb <= config.feature_cache_mb
     bsz = config.sequences_per_batch
-    aug = AugmentConfig(strength=config.augment_strength)
+    aug = AugmentConfig(strength=config.augment_strength, blur_sigma_px=config.augment_blur_px)
     if use_cache:
         f_half, f_quarter = _predict(features, images[train_idx], bsz)
 
