@@ -53,7 +53,8 @@ def test_segment_outputs_are_aligned_with_input(tmp_path: Path, tiny_bundle: Pat
         assert 0.0 <= prob.frames.min() and prob.frames.max() <= 1.0
     report = json.loads((out / "report.json").read_text())
     trust = report["model"].pop("trust")
-    assert report["model"] == {"id": "tiny-untrained", "dir": str(tiny_bundle), "members_used": 1}
+    assert report["model"] == {"id": "tiny-untrained", "dir": str(tiny_bundle), "members_used": 1,
+                               "rotations": 1}  # the bundle's own views (write_bundle's default)
     assert trust["verified"] is False and trust["anchor"] == "none"  # a folder nothing vouches for
     assert report["input"]["shape_tzyx"] == list(cine.frames.shape)
     assert set(report["timing_s"]) >= {"read", "preprocess", "network", "inverse_mapping", "write"}
