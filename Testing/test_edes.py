@@ -256,6 +256,7 @@ def test_leave_one_out_takes_stage_one_from_the_fold_that_held_the_patient_out(e
     assert two["records_member_0"] == one["records"]  # the same member 0, scored alone
     assert two["records"] != one["records"]  # the ensemble's own scores
     assert pair["settings"]["members"] == 2 and "members" not in cv["settings"]
+    assert cv["settings"]["rotations"] == 4 and "rotations" not in dataclasses.replace(config, rotations=1).to_dict()
     assert pair["ensemble_gain"]["member_0"] == one["summary"] and pair["ensemble_gain"]["ensemble"] == two["summary"]
     assert "| all, member 0 alone |" in (tmp_path / "cv_x2" / "cv_table.md").read_text()
 

@@ -87,8 +87,8 @@ def run_cv(edes_root: Path, out_dir: Path, config: ExperimentConfig, *, cine_dat
                 "cine_dataset_sha256": None if cine_dataset is None else dataset_hash(cine_dataset),
                 "folds": folds, "groups": groups, "excluded": excluded, "cnn": config.cnn.to_dict(),
                 "preprocessing": config.preprocessing, "threshold": config.threshold,
-                "rotations": config.rotations,
-                **({"members": config.members} if config.members > 1 else {})}  # 1-member runs: as before
+                **({"rotations": config.rotations} if config.rotations != 1 else {}),
+                **({"members": config.members} if config.members > 1 else {})}  # 1 view, 1 member: as before
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are read and checked
     check_settings(out_dir / "settings.json", settings)
     cines = {cid: prepare_case(read_case(cine_dataset, cid), config.preprocessing) for cid in cine_ids}

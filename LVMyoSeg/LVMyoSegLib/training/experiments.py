@@ -58,7 +58,8 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"variants": list(self.variants), "members": self.members, "cnn": self.cnn.to_dict(),
                 "rnn": self.rnn.to_dict(), "preprocessing": self.preprocessing,
-                "threshold": self.threshold, "rotations": self.rotations}
+                "threshold": self.threshold,
+                **({"rotations": self.rotations} if self.rotations != 1 else {})}  # 1 view: as runs before it
 
 
 @dataclass(frozen=True)
