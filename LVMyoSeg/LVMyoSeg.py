@@ -16,7 +16,7 @@ import numpy as np
 import qt
 import slicer
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLSequenceNode
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
@@ -61,7 +61,7 @@ class LVMyoSegParameterNode:
     """
     inputSequence - the cine: a volume sequence, one 3D stack per phase.
     model - "bundled", a registered model id, or a model bundle folder (an id survives upgrades).
-    members - ensemble members to use (0 = all).
+    members, views - ensemble members (0 = all) and test-time views ("model's": the bundle's own) to use.
     threshold - probability threshold of the masks.
     segmentationSequence - the result being shown / thresholded / exported.
     rvInsertion - point list whose first point is the anterior RV insertion point (AHA sectors).
@@ -70,6 +70,7 @@ class LVMyoSegParameterNode:
     inputSequence: vtkMRMLSequenceNode
     model: str = "bundled"
     members: Annotated[int, WithinRange(0, 20)] = 0
+    views: Annotated[str, Choice(["model's", "1", "2", "4"])] = "model's"
     threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
     segmentationSequence: vtkMRMLSequenceNode
     rvInsertion: vtkMRMLMarkupsFiducialNode
@@ -243,12 +244,11 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
             if not self.logic.ensureRequirements(askUser=True):
                 self.ui.statusLabel.text = "The Python packages LVMyoSeg needs are not installed."
                 return
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Starting..."
-            self.logic.startSegmentation(p.inputSequence, p.model, p.members, p.threshold,
-                                         onFinished=self.onFinished, rvInsertionNode=p.rvInsertion,
-                                         onProgress=lambda e: self._showProgress(self.ui.progressBar,
-                                                                                  self.ui.statusLabel, e))
+            self.ui.progressBar.value, self.ui.statusLabel.text = 0, "Starting..."
+            views = None if p.views == "model's" else int(p.views)
+            self.logic.startSegmentation(p.inputSequence, p.model, p.members, p.threshold, onFinished=self.onFinished,
+                                         rvInsertionNode=p.rvInsertion, rotations=views, onProgress=lambda e:
+                                         self._showProgress(self.ui.progressBar, self.ui.statusLabel, e))
         self._updateButtons()
 
     @staticmethod
@@ -346,18 +346,18 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
     def isRunning(self) -> bool:
         return self.runner.is_running()
 
-    def startSegmentation(self, sequenceNode, model: Optional[str] = None, members: int = 0,
-                          threshold: float = 0.5, onProgress=None, onFinished=None, rvInsertionNode=None) -> "Job":
-        """Start segmenting the cine ``sequenceNode`` with ``model`` (an id or a bundle folder; None: the
-        bundled model); ``onFinished(job)`` is called at the end. Results (``job.result``) are added to
-        the scene only when the run succeeds; the point list ``rvInsertionNode`` gives AHA numbers."""
+    def startSegmentation(self, sequenceNode, model: Optional[str] = None, members: int = 0, threshold: float = 0.5,
+                          onProgress=None, onFinished=None, rvInsertionNode=None, rotations=None) -> "Job":
+        """Start segmenting the cine ``sequenceNode`` with ``model`` (an id or a bundle folder; None: the bundled
+        model) and ``rotations`` test-time views (None: the model's own); ``onFinished(job)`` is called at the end.
+        Results (``job.result``) join the scene only if it succeeds; ``rvInsertionNode`` gives AHA numbers."""
         if self.isRunning():
             raise InputError("A segmentation is already running; wait for it or press Cancel.")
         modelDir = registry.resolve(model, self.dataDirs.registry)
         return self.runner.start(segmentation_job(
             slicer.mrmlScene, sequenceNode, modelDir, temp_root=Path(slicer.app.temporaryPath), members=members,
-            threshold=threshold, rv_insertion_node=rvInsertionNode, on_progress=onProgress, on_finished=onFinished,
-            show=lambda nodes, table: show_segmentation(slicer, nodes, table)))
+            threshold=threshold, rv_insertion_node=rvInsertionNode, rotations=rotations, on_progress=onProgress,
+            on_finished=onFinished, show=lambda nodes, table: show_segmentation(slicer, nodes, table)))
 
     def cancel(self) -> None:
         """Stop the running segmentation (and every process it started); nothing is added to the scene."""

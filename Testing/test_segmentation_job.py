@@ -37,6 +37,8 @@ def test_bad_inputs_are_refused_before_a_process_starts(scene, sample, tmp_path)
         segmentation_job(scene, sequence, bundled_model_dir(), temp_root=tmp_path, rv_insertion_node=points)
     with pytest.raises(InputError, match="Unknown device 'tpu'"):
         segmentation_job(scene, sequence, bundled_model_dir(), temp_root=tmp_path, device="tpu")
+    with pytest.raises(InputError, match="--rotations 3: choose 1"):
+        segmentation_job(scene, sequence, bundled_model_dir(), temp_root=tmp_path, rotations=3)
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
@@ -47,6 +49,10 @@ def test_cancel_adds_nothing_and_removes_the_work_folder(scene, sample, qt_core,
     job = runner.start(segmentation_job(scene, sequence, bundled_model_dir(), temp_root=tmp_path, members=1))
     assert (job.work_dir / "cine.nrrd").is_file()
     assert job.args[job.args.index("--device") + 1] == "auto"  # ONNX Runtime picks the provider
+    assert "--rotations" not in job.args  # the model's own views
+    runner.cancel()
+    job = runner.start(segmentation_job(scene, sequence, bundled_model_dir(), temp_root=tmp_path, rotations=2))
+    assert job.args[job.args.index("--rotations") + 1] == "2"
     runner.cancel()
     assert job.finished and job.cancelled and job.result is None and job.error is None
     assert not job.work_dir.exists() and scene.GetNumberOfNodes() == nodes_before

@@ -21,6 +21,7 @@ from .jobs import Job
 
 def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, members: int = 0,
                      threshold: float = 0.5, rv_insertion_node=None, device: str = "auto",
+                     rotations: int | None = None,
                      on_progress: ProgressFn | None = None,
                      on_finished: Callable[[Job], None] | None = None,
                      show: Callable[[object, object], None] | None = None) -> Job:
@@ -29,13 +30,15 @@ def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, 
     Everything that can be refused is refused here, before a process starts: a running job is the
     runner's business, a missing package, a bad threshold, a cine that is not one, an RV insertion
     point off the image, a ``device`` (ONNX Runtime execution provider, ``lvmyoseg segment
-    --device``) this ONNX Runtime lacks. On success ``job.result`` holds the result nodes
+    --device``) this ONNX Runtime lacks, a number of test-time views (``rotations``; None: the
+    model's own) other than 1, 2 or 4. On success ``job.result`` holds the result nodes
     (``mrml.ResultNodes``), synchronised with the cine's browser, with their function tables;
     ``show(nodes, table)`` then displays them. The temporary folder (under ``temp_root``) is removed at every end.
     """
     from ..analysis.wall_thickness import rv_insertion_pixel
     from ..io.volume_files import write_4d
     from ..model.onnx_runtime import execution_providers
+    from ..model.rotations import check_rotations
 
     if sequence_node is None:
         raise InputError("No cine selected; select the cine's volume sequence.")
@@ -46,6 +49,8 @@ def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, 
         raise InputError(f"Python packages missing: {', '.join(missing)}. Call ensureRequirements() "
                          "(the Apply button offers to install them).")
     execution_providers(device)
+    if rotations is not None:
+        check_rotations(rotations)
     cine = mrml.cine_from_sequence(sequence_node)  # validates the cine before anything runs
     rv_insertion = mrml.rv_insertion_lps(rv_insertion_node)  # an empty list, a point off the image: refused now
     if rv_insertion is not None:
@@ -62,6 +67,8 @@ def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, 
             "--progress-lines"]
     if members:
         args += ["--members", str(int(members))]
+    if rotations is not None:
+        args += ["--rotations", str(rotations)]
 
     def collect(job: Job) -> None:
         i = job.inputs
