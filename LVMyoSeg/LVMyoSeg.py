@@ -1,12 +1,11 @@
 """LV Myocardium Segmentation: the 3D Slicer scripted module (Module, Widget, Logic, Test).
 
-Thin by design: the Widget reads the GUI and reacts to the parameter node; the Logic starts
-the background segmentation (``PythonSlicer -m LVMyoSegLib.cli segment ... --progress-lines``,
-run by :mod:`LVMyoSegLib.app.jobs`) and delegates to the Lib. Everything else lives in
-LVMyoSegLib: ``app.results`` (a result in the scene), ``app.export`` (dataset cases), ``app.install``
-(Python packages), ``app.batch_job`` (the Batch section: ``lvmyoseg batch`` over studies on disk),
-``app.result_selection`` (what a threshold or result change does), ``app.review`` (the QC "review
-first" list and its jumps), ``mrml`` (arrays <-> MRML nodes).
+Thin by design: the Widget reads the GUI and reacts to the parameter node; the Logic starts the background
+segmentation (``PythonSlicer -m LVMyoSegLib.cli segment ... --progress-lines``, run by :mod:`LVMyoSegLib.app.jobs`)
+and delegates to the Lib. Everything else lives in LVMyoSegLib: ``app.results`` (a result in the scene),
+``app.export`` (dataset cases), ``app.install`` (Python packages), ``app.batch_job`` (the Batch section: ``lvmyoseg
+batch`` over studies on disk), ``app.result_selection`` (what a threshold or result change does), ``app.review``
+(the QC "review first" list and its jumps), ``mrml`` (arrays <-> MRML nodes).
 """
 
 from pathlib import Path
@@ -35,7 +34,7 @@ if UNSUPPORTED is None:
     from LVMyoSegLib.app.export import export_result
     from LVMyoSegLib.app.jobs import Job, JobRunner
     from LVMyoSegLib.app.result_selection import Action, ResultState, react
-    from LVMyoSegLib.app.segmentation import segmentation_job
+    from LVMyoSegLib.app.segmentation import chosen_rotations, segmentation_job
     from LVMyoSegLib.errors import InputError, LVMyoSegError
     from LVMyoSegLib.model import registry
 
@@ -245,10 +244,10 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
                 self.ui.statusLabel.text = "The Python packages LVMyoSeg needs are not installed."
                 return
             self.ui.progressBar.value, self.ui.statusLabel.text = 0, "Starting..."
-            views = None if p.views == "model's" else int(p.views)
             self.logic.startSegmentation(p.inputSequence, p.model, p.members, p.threshold, onFinished=self.onFinished,
-                                         rvInsertionNode=p.rvInsertion, rotations=views, onProgress=lambda e:
-                                         self._showProgress(self.ui.progressBar, self.ui.statusLabel, e))
+                                         rvInsertionNode=p.rvInsertion, rotations=chosen_rotations(p.views),
+                                         onProgress=lambda e: self._showProgress(self.ui.progressBar,
+                                                                                 self.ui.statusLabel, e))
         self._updateButtons()
 
     @staticmethod
@@ -291,7 +290,7 @@ class LVMyoSegWidget(ModuleWidgetBase, ScriptedLoadableModuleWidget, VTKObservat
                 self.logic.batchRunner.start(batch_job.batch_job(
                     ui.batchCsvPathLineEdit.currentPath or ui.batchFolderPathLineEdit.currentPath,
                     ui.batchOutputPathLineEdit.currentPath, registry.resolve(p.model, self.logic.dataDirs.registry),
-                    members=p.members, on_finished=self.onBatchFinished,
+                    members=p.members, rotations=chosen_rotations(p.views), on_finished=self.onBatchFinished,
                     on_progress=lambda e: self._showProgress(ui.batchProgressBar, ui.batchStatusLabel, e)))
         self._updateButtons()
 

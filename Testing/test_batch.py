@@ -19,6 +19,7 @@ from LVMyoSegLib.resources import bundled_model_dir, sample_case_dir
 from LVMyoSegLib.segmentation.cohort import COLUMNS, input_sha256, list_studies, output_complete, qc_summary
 
 SAMPLE = sample_case_dir() / "cine.nrrd"
+FAST = ["--members", "1", "--rotations", "1"]  # the bundled model's first member, 1 view: the batch, not accuracy
 NUMBERS = [c for c in COLUMNS if c not in ("source", "runtime_s", "output", "model_sha256", "input_sha256")]
 
 
@@ -116,7 +117,7 @@ def test_row_reads_slices_counted_and_qc_from_the_real_report_keys(tmp_path: Pat
     labels[2, 3] = 0  # frame 2 loses slice 3: not counted there, and QC sees the jumps around it
     report = _report(tmp_path / "s", labels)
     row = study_row(Study("s", tmp_path / "in.nrrd"), tmp_path / "s", model_id="m", model_hash="h", members=1,
-                    input_hash="i")
+                    rotations=1, input_hash="i")
     function, qc = report["cardiac_function"], report["qc"]
     counted = {f: sum(r["counted"] for r in function["slices"]["rows"] if r["frame"] == f) for f in range(5)}
     assert counted[2] < 6 and row["slices_counted_ed"] == counted[function["ed_frame"]]
@@ -139,7 +140,7 @@ def test_withheld_function_leaves_the_function_columns_empty_and_says_why(tmp_pa
     report = _report(tmp_path / "s", labels)
     assert report["function_withheld"]
     row = study_row(Study("s", tmp_path / "in.nrrd"), tmp_path / "s", model_id="m", model_hash="h", members=1,
-                    input_hash="i")
+                    rotations=1, input_hash="i")
     assert row["status"] == "ok (function withheld)" and row["function_withheld"] == report["function_withheld"]
     assert all(row[k] is None for k in ("edv_ml", "esv_ml", "sv_ml", "ef_percent", "lv_mass_g"))
     assert row["ed_frame"] == 0 and row["slices_counted_ed"] is not None
@@ -164,7 +165,38 @@ def test_a_study_folder_holding_the_users_files_is_refused_before_any_work_and_r
     assert [p.name for p in (out / "s").iterdir()] == ["notes.txt"]
     (out / "s" / "notes.txt").unlink()  # the user cleared the folder: the next run does the study
     study = list_studies(inputs)[0]
-    assert CohortTable(out, [study], {}).up_to_date(study, row["model_sha256"], int(row["members"])) is None
+    assert CohortTable(out, [study], {}).up_to_date(study, row["model_sha256"], int(row["members"]),
+                                                    int(row["rotations"])) is None
+
+
+def test_a_rerun_with_other_test_time_views_redoes_the_study(tmp_path: Path, tiny_bundle: Path, capsys) -> None:
+    """The views are part of a row's identity, as the model and members are; rows of a table written
+    before the column were segmented with 1 view; a view count other than 1, 2 or 4 is refused."""
+    inputs, out = tmp_path / "studies", tmp_path / "out"
+    inputs.mkdir()
+    shutil.copy(SAMPLE, inputs / "s.nrrd")
+    command = ["batch", str(inputs), "-o", str(out), "--model", str(tiny_bundle)]
+    assert main(command) == 0  # the tiny bundle names no views: 1
+    table = json.loads((out / "cohort.json").read_text())
+    assert table["settings"]["rotations"] == 1 and table["studies"][0]["rotations"] == 1
+    for row in table["studies"]:
+        del row["rotations"]  # as an earlier version wrote it
+    (out / "cohort.json").write_text(json.dumps(table))
+    capsys.readouterr()
+    assert main(command) == 0
+    said = capsys.readouterr()
+    assert "Nothing to do: all 1 studies are up to date" in said.out + said.err
+    assert _read_csv(out / "cohort.csv")["s"]["rotations"] == "1"
+    assert main(command + ["--rotations", "2"]) == 0
+    said = capsys.readouterr()
+    assert "1 studies: 0 up to date, 1 to segment" in said.out + said.err
+    row = _read_csv(out / "cohort.csv")["s"]
+    assert row["status"].startswith("ok") and row["rotations"] == "2"
+    assert json.loads((out / "s" / "report.json").read_text())["model"]["rotations"] == 2
+    before = (out / "cohort.json").read_bytes()
+    assert main(command + ["--rotations", "3"]) == 2
+    assert "--rotations 3: choose 1" in capsys.readouterr().err
+    assert (out / "cohort.json").read_bytes() == before
 
 
 # ------------------------------------------------------------------ slow: real batches
@@ -180,7 +212,7 @@ def cohort(tmp_path_factory, sunnybrook_root: Path):
         (inputs / study.name).symlink_to(study, target_is_directory=True)
     _bad_inputs(inputs)
     out = base / "out"
-    assert main(["batch", str(inputs), "-o", str(out)]) == 0
+    assert main(["batch", str(inputs), "-o", str(out), *FAST]) == 0
     return inputs, out
 
 
@@ -200,7 +232,8 @@ def test_batch_gives_ok_and_refused_rows(cohort) -> None:
     assert rows["truncated"]["status"].startswith("refused: ") and "truncated" in rows["truncated"]["status"]
     assert not (out / "one_phase").exists() and not (out / "truncated").exists()
     table = json.loads((out / "cohort.json").read_text())
-    assert table["settings"]["members"] == 1 and table["columns"] == list(COLUMNS)
+    assert table["settings"]["members"] == 1 and table["settings"]["rotations"] == 1
+    assert table["columns"] == list(COLUMNS) and {r["rotations"] for r in table["studies"]} == {1}
     assert [r["id"] for r in table["studies"]] == list(rows)
 
 
@@ -208,7 +241,7 @@ def test_batch_gives_ok_and_refused_rows(cohort) -> None:
 def test_batch_outputs_are_those_of_segment(cohort, tmp_path: Path) -> None:
     inputs, out = cohort
     study = sorted(p for p in inputs.iterdir() if p.is_dir())[2]
-    assert main(["segment", str(study), "-o", str(tmp_path / "seg")]) == 0
+    assert main(["segment", str(study), "-o", str(tmp_path / "seg"), *FAST]) == 0
     batch, single = out / study.name, tmp_path / "seg"
     assert sorted(p.name for p in batch.iterdir()) == sorted(p.name for p in single.iterdir())
     for name in ("labels.nii.gz", "probabilities_myocardium.nii.gz", "probabilities_blood_pool.nii.gz"):
@@ -225,14 +258,14 @@ def test_rerun_does_nothing_and_a_deleted_study_is_redone_alone(cohort, capsys) 
     before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
     table_before = _read_csv(out / "cohort.csv")
     capsys.readouterr()
-    assert main(["batch", str(inputs), "-o", str(out)]) == 0
+    assert main(["batch", str(inputs), "-o", str(out), *FAST]) == 0
     said = capsys.readouterr()
     assert "Nothing to do: all 7 studies are up to date" in said.out + said.err
     assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/report.json")} == before
 
     redo = sorted(before)[1]
     shutil.rmtree(out / redo)
-    assert main(["batch", str(inputs), "-o", str(out)]) == 0
+    assert main(["batch", str(inputs), "-o", str(out), *FAST]) == 0
     said = capsys.readouterr()
     assert "7 studies: 6 up to date, 1 to segment" in said.out + said.err
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
@@ -248,7 +281,7 @@ def test_two_worker_local_cluster_gives_the_same_numbers(cohort, tmp_path: Path)
     inputs, out = cohort
     rows = ["path,id"] + [f"{p},{p.name.split('.')[0]}" for p in sorted(inputs.iterdir())]
     (tmp_path / "studies.csv").write_text("\n".join(rows) + "\n")
-    assert main(["batch", str(tmp_path / "studies.csv"), "-o", str(tmp_path / "out"), "--workers", "2"]) == 0
+    assert main(["batch", str(tmp_path / "studies.csv"), "-o", str(tmp_path / "out"), "--workers", "2", *FAST]) == 0
     one, two = _read_csv(out / "cohort.csv"), _read_csv(tmp_path / "out" / "cohort.csv")
     assert list(one) == list(two)
     for study in one:
@@ -320,6 +353,8 @@ def test_slicer_batch_job_refuses_before_a_process_starts(tmp_path: Path, tiny_b
 
     assert set(install.requirements("segment")) < set(install.requirements("batch"))
     (tmp_path / "list.txt").write_text("path\n")
+    with pytest.raises(InputError, match="--rotations 3: choose 1"):
+        batch_job(tmp_path, tmp_path / "o", tiny_bundle, rotations=3)
     for inputs, out, expected in [("", tmp_path / "o", "were not found"),
                                   (tmp_path / "nowhere", tmp_path / "o", "were not found"),
                                   (tmp_path / "list.txt", tmp_path / "o", "not a CSV study list"),

@@ -475,6 +475,14 @@ def test_ui_widgets_and_parameter_bindings_match_the_module():
     assert "self._parameterNode.model = modelId" in source and "self._parameterNode.model = path" in source
     used = set(re.findall(r"\bui\.(\w+)", source))  # self.ui.X and a local ui.X
     assert used <= widgets, f"widgets used in LVMyoSeg.py but missing from the .ui: {used - widgets}"
+    # the test-time views offered: each one a rotations value segment and batch accept (None: the model's own)
+    from LVMyoSegLib.app.segmentation import chosen_rotations
+    from LVMyoSegLib.model.rotations import ROTATIONS
+
+    views = next(s for s in node_class.body if isinstance(s, ast.AnnAssign) and s.target.id == "views")
+    choices = ast.literal_eval(next(n for n in ast.walk(views.annotation)
+                                    if isinstance(n, ast.Call) and n.func.id == "Choice").args[0])
+    assert [chosen_rotations(c) for c in choices] == [None, *ROTATIONS]
 
 
 def test_requirements_file_is_pyproject_minus_slicer_own_packages():

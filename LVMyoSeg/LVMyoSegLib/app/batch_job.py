@@ -41,11 +41,14 @@ def read_result(output_dir: Path) -> BatchResult:
 
 
 def batch_job(inputs: str | Path, output_dir: str | Path, model_dir: Path, *, members: int = 0,
-              on_progress: ProgressFn | None = None,
+              rotations: int | None = None, on_progress: ProgressFn | None = None,
               on_finished: Callable[[Job], None] | None = None) -> Job:
     """A :class:`Job` that segments every study of ``inputs`` (a folder of studies or a CSV study
-    list) into ``output_dir`` with the bundle ``model_dir``; ``job.result`` is a
-    :class:`BatchResult`. Running it again into the same folder does only what is not done."""
+    list) into ``output_dir`` with the bundle ``model_dir`` (``members``: 0 for all; ``rotations``: test-time
+    views, None for the model's own); ``job.result`` is a :class:`BatchResult`. Running it again into the
+    same folder does only what is not done."""
+    from ..model.rotations import check_rotations
+
     inputs = Path(inputs) if str(inputs or "").strip() else None
     if inputs is None or not inputs.exists():
         raise InputError(f"The studies {inputs or '(none given)'} were not found: pick a folder of studies "
@@ -57,6 +60,8 @@ def batch_job(inputs: str | Path, output_dir: str | Path, model_dir: Path, *, me
     output_dir = Path(output_dir)
     if output_dir.resolve() == inputs.resolve():
         raise InputError(f"The output folder {output_dir} is the studies' folder; pick a separate output folder.")
+    if rotations is not None:
+        check_rotations(rotations)
     missing = install.missing(install.requirements("batch"))
     if missing:
         raise InputError(f"Python packages missing: {', '.join(missing)}. Call ensureRequirements() "
@@ -69,6 +74,8 @@ def batch_job(inputs: str | Path, output_dir: str | Path, model_dir: Path, *, me
     args = ["batch", str(inputs), "-o", str(output_dir), "--model", str(model_dir), "--progress-lines"]
     if members:
         args += ["--members", str(int(members))]
+    if rotations is not None:
+        args += ["--rotations", str(int(rotations))]
 
     def collect(job: Job) -> None:
         job.result = read_result(job.work_dir)

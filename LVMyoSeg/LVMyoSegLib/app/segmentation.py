@@ -19,6 +19,12 @@ from . import install, results
 from .jobs import Job
 
 
+def chosen_rotations(views: str) -> int | None:
+    """The test-time views of the module's choice (``"model's"``, ``"1"``, ``"2"`` or ``"4"``) as the
+    ``rotations`` of :func:`segmentation_job` and ``batch_job``: None for the model's own."""
+    return None if views == "model's" else int(views)
+
+
 def segmentation_job(scene, sequence_node, model_dir: Path, *, temp_root: Path, members: int = 0,
                      threshold: float = 0.5, rv_insertion_node=None, device: str = "auto",
                      rotations: int | None = None,

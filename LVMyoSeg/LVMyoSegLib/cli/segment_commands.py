@@ -128,7 +128,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     try:
         summary = run_batch(Path(args.inputs), Path(args.output),
                             Path(args.model) if args.model else bundled_model_dir(), members=args.members,
-                            workers=args.workers, scheduler=args.scheduler, progress=progress, say=say)
+                            rotations=args.rotations, workers=args.workers, scheduler=args.scheduler, progress=progress, say=say)
     except CancelledError as exc:
         print(f"\nlvmyoseg: {exc}", file=sys.stderr)
         return 130
@@ -164,6 +164,12 @@ def _add_overwrite_option(p: argparse.ArgumentParser) -> None:
                         "(an earlier, untouched LVMyoSeg result is replaced without it)")
 
 
+def _add_rotations_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rotations", type=int,
+                   help="views averaged: 1, 2 or 4 quarter-turned copies of the study (default: the model's "
+                        "own, inference.rotations in its manifest; 4 is more accurate and 4x the network time)")
+
+
 def _add_study_arguments(p: argparse.ArgumentParser) -> None:
     """The study to read and the output folder (``preprocess`` and ``segment``)."""
     p.add_argument("path", help="DICOM folder, 4D NIfTI/NRRD file, or folder of 3D frames")
@@ -192,9 +198,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model bundle folder (default: the bundled model)")
     p.add_argument("--members", type=int, help="ensemble members to use (default: all)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--rotations", type=int,
-                   help="views averaged: 1, 2 or 4 quarter-turned copies of the study (default: the model's "
-                        "own, inference.rotations in its manifest; 4 is more accurate and 4x the network time)")
+    _add_rotations_option(p)
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="ONNX Runtime execution provider (default auto: CUDA or DirectML when present, "
                         "else the CPU); report.json names the one used")
@@ -215,6 +219,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="output folder: OUT/<study id>/ as `segment` writes it, OUT/cohort.csv and cohort.json")
     p.add_argument("--model", help="model bundle folder (default: the bundled model)")
     p.add_argument("--members", type=int, help="ensemble members to use (default: all)")
+    _add_rotations_option(p)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=1,
                        help="local Dask worker processes (default 1, which uses all cores)")

@@ -29,6 +29,7 @@ from .. import __version__
 from ..errors import CancelledError, InputError, LVMyoSegError
 from ..files import check_output_folder, output_folder
 from ..model.bundle import member_count, verify_bundle
+from ..model.rotations import check_rotations
 from ..progress import ProgressEvent, ProgressFn
 from .cohort import CohortTable, Study, base_row, input_sha256, is_ok, list_studies, study_row
 
@@ -50,6 +51,7 @@ class BatchSettings:
     members: int
     model_id: str
     model_hash: str
+    rotations: int = 1  # test-time views (:mod:`LVMyoSegLib.model.rotations`), resolved: never None
     threshold: float = 0.5
 
     @property
@@ -58,7 +60,7 @@ class BatchSettings:
 
     def identity(self, input_hash: str | None) -> dict[str, Any]:
         return {"model_id": self.model_id, "model_hash": self.model_hash, "members": self.members,
-                "input_hash": input_hash}
+                "rotations": self.rotations, "input_hash": input_hash}
 
 
 class ModelCache(WorkerPlugin):
@@ -79,7 +81,7 @@ class ModelCache(WorkerPlugin):
             except ValueError:  # not the worker process's main thread: leave it
                 pass
 
-    def segment(self, cine, threshold: float):
+    def segment(self, cine, threshold: float, rotations: int):
         from ..model.onnx_runtime import load_onnx_ensemble
         from .pipeline import segment_cine
 
@@ -87,7 +89,8 @@ class ModelCache(WorkerPlugin):
         with self._lock:
             if self._loaded is None:
                 self._loaded = load_onnx_ensemble(Path(self.model_dir), self.members)
-            return segment_cine(cine, Path(self.model_dir), threshold=threshold, loaded=self._loaded)
+            return segment_cine(cine, Path(self.model_dir), threshold=threshold, loaded=self._loaded,
+                                rotations=rotations)
 
 
 def segment_study(study: Study, settings: BatchSettings, cache: ModelCache | None = None) -> dict[str, Any]:
@@ -116,7 +119,7 @@ def segment_study(study: Study, settings: BatchSettings, cache: ModelCache | Non
             read_s = time.perf_counter() - t0
             if study.rv_insertion is not None:
                 rv_insertion_pixel(study.rv_insertion, cine.geometry, cine.frames.shape[2:])
-            result = cache.segment(cine, settings.threshold)
+            result = cache.segment(cine, settings.threshold, settings.rotations)
             write_segmentation_outputs(staging, cine, result, model_dir=settings.model_dir,
                                        file_format=default_format(study.path), read_seconds=read_s,
                                        rv_insertion_lps=study.rv_insertion)
@@ -155,32 +158,37 @@ def _start_client(workers: int, scheduler: str | None):
     return Client(cluster), cluster
 
 
-def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None = None, workers: int = 1,
-              scheduler: str | None = None, progress: ProgressFn | None = None,
-              say: Callable[[str], None] = print) -> BatchSummary:
-    """Segment every study of ``inputs`` into ``out/<id>/`` and tabulate them in ``out/cohort.csv``.
+def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None = None,
+              rotations: int | None = None, workers: int = 1, scheduler: str | None = None,
+              progress: ProgressFn | None = None, say: Callable[[str], None] = print) -> BatchSummary:
+    """Segment every study of ``inputs`` into ``out/<id>/`` and tabulate them in ``out/cohort.csv``,
+    with ``members`` ensemble members (None: all) and ``rotations`` test-time views (None: the
+    model's own).
 
     Raises :class:`~LVMyoSegLib.errors.CancelledError` on Ctrl-C, after the table holds every
     study finished so far.
     """
     if workers < 1:
         raise InputError(f"--workers {workers}: give at least 1 worker process.")
+    if rotations is not None:
+        check_rotations(rotations)
     t_start = time.perf_counter()
     out, model_dir = Path(out).resolve(), Path(model_dir).resolve()
     manifest = verify_bundle(model_dir)
     n_members = member_count(model_dir, manifest, members)
     from ..model.trust import manifest_sha256
 
-    settings = BatchSettings(out, model_dir, n_members, manifest.model_id, manifest_sha256(model_dir))
+    settings = BatchSettings(out, model_dir, n_members, manifest.model_id, manifest_sha256(model_dir),
+                             manifest.rotations if rotations is None else rotations)
     studies = list_studies(Path(inputs), exclude=out)
     table = CohortTable(out, studies, {
         "inputs": str(Path(inputs).resolve()), "output": str(out), "model_dir": str(model_dir),
         "model_id": settings.model_id, "model_sha256": settings.model_hash, "members": n_members,
-        "threshold": settings.threshold, "workers": None if scheduler else workers, "scheduler": scheduler,
+        "rotations": settings.rotations, "threshold": settings.threshold, "workers": None if scheduler else workers, "scheduler": scheduler,
         "lvmyoseg_version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     pending, refused_now = [], 0
     for study in studies:
-        kept = table.up_to_date(study, settings.model_hash, n_members)
+        kept = table.up_to_date(study, settings.model_hash, n_members, settings.rotations)
         if kept is not None:
             table.rows[study.id] = kept
             continue

@@ -28,7 +28,7 @@ COLUMNS = (
     "id", "source", "status", "T", "Z", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm",
     "edv_ml", "esv_ml", "sv_ml", "ef_percent", "lv_mass_g", "heart_rate_bpm", "ed_frame", "es_frame",
     "slices_counted_ed", "slices_counted_es", "function_withheld", "qc_flagged_frames",
-    "qc_flagged_slices", "qc_worst_score", "runtime_s", "model_id", "model_sha256", "members", "input_sha256", "rv_insertion", "output",
+    "qc_flagged_slices", "qc_worst_score", "runtime_s", "model_id", "model_sha256", "members", "rotations", "input_sha256", "rv_insertion", "output",
 )
 
 
@@ -168,12 +168,12 @@ def qc_summary(report: dict) -> tuple[int | None, int | None, float | None]:
             round(max(scores), 4) if scores else None)
 
 
-def base_row(study: Study, status: str, *, model_id: str, model_hash: str, members: int,
+def base_row(study: Study, status: str, *, model_id: str, model_hash: str, members: int, rotations: int,
              input_hash: str | None, runtime_s: float | None = None) -> dict[str, Any]:
     """A row with the study's identity and status and empty measurements."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(id=study.id, source=str(study.path), status=status, model_id=model_id,
-               model_sha256=model_hash, members=members, input_sha256=input_hash,
+               model_sha256=model_hash, members=members, rotations=rotations, input_sha256=input_hash,
                rv_insertion=study.rv_text(), runtime_s=_num(runtime_s, 2))
     return row
 
@@ -226,21 +226,22 @@ class CohortTable:
                 raise InputError(f"{path} is not a cohort table ({exc}); move it away to start the "
                                  "batch afresh.") from None
 
-    def up_to_date(self, study: Study, model_hash: str, members: int) -> dict[str, Any] | None:
-        """The earlier row of ``study`` when it can be kept: same input bytes, model, members and
-        RV insertion point, and either refused (the same input is refused again) or ok with its
-        output folder complete. Failed rows are always redone."""
+    def up_to_date(self, study: Study, model_hash: str, members: int, rotations: int) -> dict[str, Any] | None:
+        """The earlier row of ``study`` when it can be kept: same input bytes, model, members,
+        test-time views and RV insertion point, and either refused (the same input is refused
+        again) or ok with its output folder complete. Failed rows are always redone."""
         row = self.previous.get(study.id)
         if row is None or not (is_ok(row) or str(row.get("status", "")).startswith("refused")):
             return None
         want = {"model_sha256": model_hash, "members": members, "rv_insertion": study.rv_text()}
-        if any(row.get(k) != v for k, v in want.items()) or row.get("source") != str(study.path):
+        if any(row.get(k) != v for k, v in want.items()) or row.get("source") != str(study.path) \
+                or row.get("rotations", 1) != rotations:  # rows from before the column: 1 view
             return None
         if is_ok(row) and not output_complete(self.out / study.id):
             return None
         if not study.path.exists() or row.get("input_sha256") != input_sha256(study.path):
             return None
-        return row
+        return {"rotations": 1, **row}
 
     def add(self, row: dict[str, Any]) -> None:
         """Record a row and rewrite both files atomically."""
