@@ -27,10 +27,14 @@ def _refuse(name: str):
 
 
 def test_bundled_model_is_intact_and_small() -> None:
+    """Multi-level, 5 members as the paper, under 30 MB; its manifest carries the held-out figures of
+    the 36-heart evaluation: the leave-one-out per variant and the cross-validation summary."""
     manifest = verify_bundle(bundled_model_dir())
-    assert manifest.variant == "multi_level"
+    assert manifest.variant == "multi_level" and len(manifest.members) == 5
     total = sum(p.stat().st_size for p in bundled_model_dir().iterdir())
     assert total < 30 * 2**20
+    assert {"cnn", "one_level", "multi_level", "cross_validation"} <= set(manifest.metrics)
+    assert len(manifest.training["edes_patients"]) >= 30
 
 
 def test_demo_output_is_aligned_and_matches_the_expert(tmp_path: Path) -> None:

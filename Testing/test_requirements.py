@@ -51,7 +51,7 @@ def test_installed_keras_meets_the_pin_and_reads_and_writes_the_bundle(tmp_path:
     from LVMyoSegLib.resources import bundled_model_dir
 
     assert keras.__version__ in _keras_pin()
-    manifest, (model,) = load_members(bundled_model_dir())
+    manifest, (model,) = load_members(bundled_model_dir(), 1)
     write_bundle(tmp_path / "again", [model], model_id="again", variant=manifest.variant,
                  channels=manifest.channels, preprocessing=manifest.preprocessing)
     assert load_members(tmp_path / "again")[1][0].count_params() == model.count_params()

@@ -471,8 +471,9 @@ def load_runtime(bundle: Path, members: int, runtime: str):
 
 
 def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path,
-                 runtime: str = "onnx") -> tuple[dict, Any]:
-    """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process)."""
+                 runtime: str = "onnx", rotations: int | None = 1) -> tuple[dict, Any]:
+    """The ``lvmyoseg segment`` path, timed by stage (the CLI's steps, in process), with ``rotations``
+    test-time views (1 unless given; None: the bundle's own, as ``segment`` without ``--rotations``)."""
     from LVMyoSegLib.files import output_folder
     from LVMyoSegLib.segmentation.outputs import write_segmentation_outputs
     from LVMyoSegLib.segmentation.pipeline import segment_cine
@@ -480,7 +481,7 @@ def segment_once(cine, read_s: float, bundle: Path, members: int, out: Path,
     t0 = time.perf_counter()
     loaded = load_runtime(bundle, members, runtime)
     load_s = time.perf_counter() - t0
-    result = segment_cine(cine, bundle, loaded=loaded)  # loaded holds the first `members` already
+    result = segment_cine(cine, bundle, loaded=loaded, rotations=rotations)  # loaded: the first `members`
     t0 = time.perf_counter()
     with output_folder(out, overwrite=True) as staging:
         write_segmentation_outputs(staging, cine, result, model_dir=bundle, file_format="nifti",
@@ -515,7 +516,7 @@ def naive_network(models: list, x: np.ndarray, variant: str) -> float:
 def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list: list[int],
                  naive_members: list[int], bundles: dict[str, BenchBundle]) -> tuple[list, list, dict]:
     from LVMyoSegLib.io.readers import read_cine
-    from LVMyoSegLib.model.bundle import load_members
+    from LVMyoSegLib.model.bundle import load_members, read_manifest
     from LVMyoSegLib.preprocessing import preprocess
 
     t0 = time.perf_counter()
@@ -529,19 +530,21 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
     try:
         for v, bb in bundles.items():
             bundle = bb.path
-            for n in members_list:
+            views = read_manifest(bundle).rotations  # a trained bundle's own views: one more row with them
+            runs = [(n, 1) for n in members_list] + ([(max(members_list), views)] if views > 1 else [])
+            for n, r in runs:
                 lim_before = limit.rate()
-                t, result = segment_once(cine, read_s, bundle, n, tmp / "out")
+                t, result = segment_once(cine, read_s, bundle, n, tmp / "out", rotations=r)
                 lim = 0.5 * (lim_before + limit.rate())
                 crop = result.transform.crop_size
-                macs = n * cine.n_slices * multiply_accumulates(v, cine.n_phases, crop, crop)
+                macs = n * r * cine.n_slices * multiply_accumulates(v, cine.n_phases, crop, crop)
                 t["efficiency_network"] = macs / (t["network"] * lim)
-                rows.append([v, n, t["read"], t["load_model"], t["preprocess"], t["network"],
+                rows.append([v, n, r, t["read"], t["load_model"], t["preprocess"], t["network"],
                              t["inverse_mapping"], t["write_files"], t["write_report_figures"],
                              t["total"], t["network_fraction"], t["efficiency_network"]])
                 print("progress: " + table(_SEG_HEAD, [rows[-1]]).split("\n")[-1], file=sys.stderr, flush=True)
-                raw[f"{v}/{n}"] = {**t, "macs": macs, "limit_mac_s": lim}
-                if n in naive_members:
+                raw[f"{v}/{n}" + (f"/{r}_views" if r > 1 else "")] = {**t, "macs": macs, "limit_mac_s": lim}
+                if n in naive_members and r == 1:
                     x = preprocess.to_network(cine, result.transform)
                     naive_s = naive_network(load_members(bundle, n)[1], x, v)  # plain Keras models
                     total_naive = t["total"] - t["network"] + naive_s
@@ -557,7 +560,7 @@ def segment_rows(limit: ConvLimit, study: Path, slices: int | None, members_list
     return rows, naive_rows, raw
 
 
-_SEG_HEAD = ["variant", "members", "read s", "load s", "preprocess s", "network s", "inverse s",
+_SEG_HEAD = ["variant", "members", "views", "read s", "load s", "preprocess s", "network s", "inverse s",
              "write files s", "report+figures s", "total s", "network fraction", "network efficiency"]
 _NAIVE_HEAD = ["variant", "members", "naive = model.predict", "naive network s", "product network s",
                "speed-up (network)", "speed-up (end to end)"]
