@@ -363,9 +363,9 @@ class LVMyoSegLogic(ScriptedLoadableModuleLogic):
         self.runner.cancel()
 
     def segmentBlocking(self, sequenceNode, model=None, members: int = 0, threshold: float = 0.5,
-                        timeoutSeconds: float = 3600.0):
+                        timeoutSeconds: float = 3600.0, rotations: Optional[int] = None):
         """Segment and wait (keeping the GUI alive); returns the result nodes or raises."""
-        job = self.startSegmentation(sequenceNode, model, members, threshold)
+        job = self.startSegmentation(sequenceNode, model, members, threshold, rotations=rotations)
         if not self.runner.wait(job, slicer.app.processEvents, timeoutSeconds):
             self.cancel()
             raise LVMyoSegError(f"Segmentation did not finish within {timeoutSeconds:.0f} s; it was cancelled.")
