@@ -7,6 +7,7 @@ Models here are ResNets with 1 unit per stage and width 4 (the product uses 9 an
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import numpy as np
@@ -227,6 +228,12 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     with pytest.raises(InputError, match="different training"):
         training.fit_cnn(x, y, k, tmp_path / "resumed",
                          training.TrainConfig(epochs=3, learning_rate=0.5, **SMALL))
+    # a finished model whose checkpoint is gone is refused, not trained again over
+    shutil.rmtree(tmp_path / "resumed" / "checkpoint")
+    before = (tmp_path / "resumed" / "model.keras").read_bytes()
+    with pytest.raises(InputError, match="checkpoint folder .* is missing"):
+        training.fit_cnn(x, y, k, tmp_path / "resumed", cfg)
+    assert (tmp_path / "resumed" / "model.keras").read_bytes() == before
 
 
 @pytest.mark.slow

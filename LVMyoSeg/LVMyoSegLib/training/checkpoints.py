@@ -23,6 +23,7 @@ from ..files import atomic_path
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS, OPTIMIZER, BEST, STATE = "model.weights.h5", "optimizer.npz", "best.weights.h5", "state.json"
+MODEL = "model.keras"  # a finished stage's model, beside its checkpoint folder
 
 
 def checkpoint_dir(run_dir: Path) -> Path | None:
@@ -103,9 +104,14 @@ def _restore(ckpt: Path, model: keras.Model, optimizer: keras.optimizers.Optimiz
 def resume(run_dir: Path, expect: dict, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict | None:
     """The state of ``run_dir``'s checkpoint with its weights and optimizer state restored into
     ``model`` and ``optimizer``; None when there is no checkpoint. Raises :class:`InputError` for a
-    checkpoint of another training (``expect``: this one's state without the epoch's entries) or a
-    damaged one (named, with how to restart the stage)."""
+    checkpoint of another training (``expect``: this one's state without the epoch's entries), a
+    damaged one (named, with how to restart the stage), or a finished model without its checkpoint
+    (it would be trained again and replaced, without its settings ever being checked)."""
     ckpt = checkpoint_dir(run_dir)
+    if ckpt is None and (run_dir / MODEL).is_file():
+        raise InputError(f"{run_dir / MODEL} is a finished model whose checkpoint folder ({run_dir / 'checkpoint'}) "
+                         "is missing, so its training settings cannot be checked. Restore that folder to keep "
+                         f"the model, or move {MODEL} away to train this stage again.")
     if ckpt is None:
         return None
     state = _read_state(ckpt)

@@ -18,7 +18,8 @@ With ``members`` > 1 each fold trains an ensemble (member ``i`` with seed ``seed
 scores it as the product predicts (mean probabilities, :func:`~LVMyoSegLib.model.ensemble.predict_ensemble`),
 and member 0 alone beside it: the ensemble's gain on held-out patients (issue 14, item 4).
 Member 0 is the CNN a 1-member run of the same settings trains, so a 1-member fold's
-``cnn`` folder may be copied in to save its training.
+``cnn`` folder, with its ``checkpoint`` folder (which holds the settings checked on resume), may
+be copied in to save its training.
 
 Resumable as :func:`~LVMyoSegLib.training.experiments.run_loo`: stage 1 checkpoints every
 epoch, and a fold whose ``fold_<k>.json`` exists is not run again. Outputs in

@@ -258,7 +258,7 @@ def _train_loop(stage: _Stage, config: TrainConfig, lr: float, run_dir: Path, fi
             report("epoch", epoch, n_batches, record["loss"], val)
     if config.restore_best:
         checkpoints.load_best(run_dir, stage.model)
-    checkpoints.save_model(stage.model, run_dir / "model.keras")
+    checkpoints.save_model(stage.model, run_dir / checkpoints.MODEL)
     return FitResult(model=stage.model, history=history, best_epoch=best_epoch, best_val_dsc=best_val,
                      resumed_from_epoch=start_epoch, run_dir=run_dir)
 
