@@ -375,7 +375,7 @@ def test_a_study_folder_is_an_output_unit_foreign_files_refused_old_results_repl
     from LVMyoSegLib.segmentation.batch import BatchSettings, ModelCache, segment_study
     from LVMyoSegLib.segmentation.cohort import Study
 
-    settings = BatchSettings(tmp_path / "out", tiny_bundle, 1, "tiny-untrained", manifest_sha256(tiny_bundle))
+    settings = BatchSettings(tmp_path / "out", tiny_bundle, 1, "tiny-untrained", manifest_sha256(tiny_bundle), 1)
     cache = ModelCache(tiny_bundle, 1)
     cache.setup()
     study = Study("sample", SAMPLE)

@@ -128,7 +128,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     try:
         summary = run_batch(Path(args.inputs), Path(args.output),
                             Path(args.model) if args.model else bundled_model_dir(), members=args.members,
-                            rotations=args.rotations, workers=args.workers, scheduler=args.scheduler, progress=progress, say=say)
+                            rotations=args.rotations, workers=args.workers, scheduler=args.scheduler,
+                            progress=progress, say=say)
     except CancelledError as exc:
         print(f"\nlvmyoseg: {exc}", file=sys.stderr)
         return 130

@@ -51,7 +51,7 @@ class BatchSettings:
     members: int
     model_id: str
     model_hash: str
-    rotations: int = 1  # test-time views (:mod:`LVMyoSegLib.model.rotations`), resolved: never None
+    rotations: int  # test-time views (:mod:`LVMyoSegLib.model.rotations`), resolved: never None
     threshold: float = 0.5
 
     @property
@@ -184,7 +184,8 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
     table = CohortTable(out, studies, {
         "inputs": str(Path(inputs).resolve()), "output": str(out), "model_dir": str(model_dir),
         "model_id": settings.model_id, "model_sha256": settings.model_hash, "members": n_members,
-        "rotations": settings.rotations, "threshold": settings.threshold, "workers": None if scheduler else workers, "scheduler": scheduler,
+        "rotations": settings.rotations, "threshold": settings.threshold,
+        "workers": None if scheduler else workers, "scheduler": scheduler,
         "lvmyoseg_version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     pending, refused_now = [], 0
     for study in studies:

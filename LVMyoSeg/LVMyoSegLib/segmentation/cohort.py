@@ -28,7 +28,8 @@ COLUMNS = (
     "id", "source", "status", "T", "Z", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm",
     "edv_ml", "esv_ml", "sv_ml", "ef_percent", "lv_mass_g", "heart_rate_bpm", "ed_frame", "es_frame",
     "slices_counted_ed", "slices_counted_es", "function_withheld", "qc_flagged_frames",
-    "qc_flagged_slices", "qc_worst_score", "runtime_s", "model_id", "model_sha256", "members", "rotations", "input_sha256", "rv_insertion", "output",
+    "qc_flagged_slices", "qc_worst_score", "runtime_s", "model_id", "model_sha256", "members", "rotations",
+    "input_sha256", "rv_insertion", "output",
 )
 
 
