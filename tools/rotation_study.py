@@ -3,7 +3,7 @@ the models of finished runs: a cross-validation run's fold CNNs on their held-ou
 frames, and a leave-one-out run's fold models on their held-out cines.
 
 Usage: python tools/rotation_study.py --cv docs/results/cv36_v1 --edes ../shared/data/sunnybrook-edes \\
-           [--loo runs/loo36 --dataset runs/sunnybrook_dataset --cv-run runs/cv36]
+           [--members 1,5] [--loo runs/loo36 --dataset runs/sunnybrook_dataset --cv-run runs/cv36]
 
 The leave-one-out models are not committed (their fold folders are ~70 MB each); ``--cv-run``
 is the cross-validation run that gave the leave-one-out run its stage 1 (``loo --stage-one``).
@@ -28,8 +28,9 @@ from LVMyoSegLib.training.stage_one_frames import fold_cnn_paths
 KEYS = ("dsc", "hd_mm", "apd_mm", "pool_dsc_ed", "pool_dsc_es")
 
 
-def cross_validation(cv: Path, root: Path, views: int) -> dict[str, float]:
-    """Slice-wise means over every finished fold's held-out patients."""
+def cross_validation(cv: Path, root: Path, views: int, members: int = 1) -> dict[str, float]:
+    """Slice-wise means over every finished fold's held-out patients, predicted by the mean of the
+    fold's first ``members`` CNNs."""
     settings = read_json(cv / "settings.json", "Give a folder `lvmyoseg cv` wrote.")
     patients, excluded = edes.usable_patients(edes.read_edes(root))
     pre = settings["preprocessing"]
@@ -39,8 +40,8 @@ def cross_validation(cv: Path, root: Path, views: int) -> dict[str, float]:
             continue
         test = edes.concat_frames([edes.patient_frames(patients[p], pre["pixel_mm"], pre["crop_size"])
                                    for p in fold if p not in excluded])
-        model = load_keras_file(cv / f"fold_{k}" / "cnn" / "model.keras")
-        records += score_frames([model], test, settings["threshold"], settings["groups"], views)
+        models = [load_keras_file(p) for p in fold_cnn_paths(cv, fold[0], members)]
+        records += score_frames(models, test, settings["threshold"], settings["groups"], views)
     summary = case_summary(records)
     return {k: summary[k]["mean"] for k in KEYS}
 
@@ -69,11 +70,13 @@ def main() -> None:
     ap.add_argument("--cv-run", type=Path, help="its --stage-one cross-validation run")
     ap.add_argument("--variants", default="cnn,multi_level")
     ap.add_argument("--views", default="1,4", help="comma-separated view counts to score (1, 2, 4)")
+    ap.add_argument("--members", default="1", help="comma-separated CV ensemble sizes to score (the fold's first N CNNs)")
     args = ap.parse_args()
     print("| run | views | " + " | ".join(KEYS) + " |\n|---|---|" + "---|" * len(KEYS))
     rows, views = [], [int(v) for v in args.views.split(",")]
     if args.cv:
-        rows += [(f"CV {args.cv.name}", v, cross_validation(args.cv, args.edes, v)) for v in views]
+        rows += [(f"CV {args.cv.name}, {n} member(s)", v, cross_validation(args.cv, args.edes, v, n))
+                 for n in (int(m) for m in args.members.split(",")) for v in views]
     if args.loo:
         rows += [(f"LOO {args.loo.name} {variant}", v, leave_one_out(args.loo, args.dataset, args.cv_run, variant, v))
                  for variant in args.variants.split(",") for v in views]
