@@ -39,7 +39,8 @@ def main() -> None:
     _, onnx = load_onnx_ensemble(args.bundle, device="cpu")
     for i, (original, keras_member) in enumerate(zip(originals, stored)):
         want = predict_ensemble([original], x)
-        print(f"member {i}: max |keras compact - float32| {np.abs(predict_ensemble([keras_member], x) - want).max():.2e}")
+        moved = np.abs(predict_ensemble([keras_member], x) - want).max()
+        print(f"member {i}: max |keras compact - float32| {moved:.2e}")
     want = predict_ensemble(originals, x)
     print(f"ensemble of {len(stored)}: max |keras compact - float32| "
           f"{np.abs(predict_ensemble(stored, x) - want).max():.2e}, "

@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--cv-run", type=Path, help="its --stage-one cross-validation run")
     ap.add_argument("--variants", default="cnn,multi_level")
     ap.add_argument("--views", default="1,4", help="comma-separated view counts to score (1, 2, 4)")
-    ap.add_argument("--members", default="1", help="comma-separated CV ensemble sizes to score (the fold's first N CNNs)")
+    ap.add_argument("--members", default="1",
+                    help="comma-separated CV ensemble sizes to score (the fold's first N CNNs)")
     args = ap.parse_args()
     print("| run | views | " + " | ".join(KEYS) + " |\n|---|---|" + "---|" * len(KEYS))
     rows, views = [], [int(v) for v in args.views.split(",")]
