@@ -234,15 +234,16 @@ class CohortTable:
         row = self.previous.get(study.id)
         if row is None or not (is_ok(row) or str(row.get("status", "")).startswith("refused")):
             return None
-        want = {"model_sha256": model_hash, "members": members, "rv_insertion": study.rv_text()}
-        if any(row.get(k) != v for k, v in want.items()) or row.get("source") != str(study.path) \
-                or row.get("rotations", 1) != rotations:  # rows from before the column: 1 view
+        row = {"rotations": 1, **row}  # rows from before the column: 1 view
+        want = {"model_sha256": model_hash, "members": members, "rotations": rotations,
+                "rv_insertion": study.rv_text(), "source": str(study.path)}
+        if any(row.get(k) != v for k, v in want.items()):
             return None
         if is_ok(row) and not output_complete(self.out / study.id):
             return None
         if not study.path.exists() or row.get("input_sha256") != input_sha256(study.path):
             return None
-        return {"rotations": 1, **row}
+        return row
 
     def add(self, row: dict[str, Any]) -> None:
         """Record a row and rewrite both files atomically."""
