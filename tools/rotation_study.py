@@ -3,7 +3,8 @@ the models of finished runs: a cross-validation run's fold CNNs on their held-ou
 frames, and a leave-one-out run's fold models on their held-out cines.
 
 Usage: python tools/rotation_study.py --cv docs/results/cv36_v1 --edes ../shared/data/sunnybrook-edes \\
-           [--members 1,5] [--loo runs/loo36 --dataset runs/sunnybrook_dataset --cv-run runs/cv36]
+           [--members 1,5] [--each-member 5] [--by-fold]
+           [--loo runs/loo36 --dataset runs/sunnybrook_dataset --cv-run runs/cv36]
 
 The leave-one-out models are not committed (their fold folders are ~70 MB each); ``--cv-run``
 is the cross-validation run that gave the leave-one-out run its stage 1 (``loo --stage-one``).
@@ -28,22 +29,25 @@ from LVMyoSegLib.training.stage_one_frames import fold_cnn_paths
 KEYS = ("dsc", "hd_mm", "apd_mm", "pool_dsc_ed", "pool_dsc_es")
 
 
-def cross_validation(cv: Path, root: Path, views: int, members: int = 1) -> dict[str, float]:
-    """Slice-wise means over every finished fold's held-out patients, predicted by the mean of the
-    fold's first ``members`` CNNs."""
+def cross_validation(cv: Path, root: Path, views: int, members: int = 1,
+                     alone: int | None = None) -> dict[str, dict[str, float]]:
+    """Slice-wise means per finished fold ("fold k") and over all of them ("all") of the held-out
+    patients, predicted by the mean of the fold's first ``members`` CNNs, or by its CNN number
+    ``alone`` only."""
     settings = read_json(cv / "settings.json", "Give a folder `lvmyoseg cv` wrote.")
     patients, excluded = edes.usable_patients(edes.read_edes(root))
     pre = settings["preprocessing"]
-    records = []
+    by_fold: dict[str, list] = {}
     for k, fold in enumerate(settings["folds"]):
         if not (cv / f"fold_{k}.json").is_file():
             continue
         test = edes.concat_frames([edes.patient_frames(patients[p], pre["pixel_mm"], pre["crop_size"])
                                    for p in fold if p not in excluded])
-        models = [load_keras_file(p) for p in fold_cnn_paths(cv, fold[0], members)]
-        records += score_frames(models, test, settings["threshold"], settings["groups"], views)
-    summary = case_summary(records)
-    return {k: summary[k]["mean"] for k in KEYS}
+        paths = fold_cnn_paths(cv, fold[0], members if alone is None else alone + 1)
+        models = [load_keras_file(p) for p in (paths if alone is None else paths[alone:])]
+        by_fold[f"fold {k}"] = score_frames(models, test, settings["threshold"], settings["groups"], views)
+    by_fold["all"] = [r for records in by_fold.values() for r in records]
+    return {name: {k: case_summary(records)[k]["mean"] for k in KEYS} for name, records in by_fold.items()}
 
 
 def leave_one_out(loo: Path, dataset: Path, cv_run: Path, variant: str, views: int) -> dict[str, float]:
@@ -72,12 +76,19 @@ def main() -> None:
     ap.add_argument("--views", default="1,4", help="comma-separated view counts to score (1, 2, 4)")
     ap.add_argument("--members", default="1",
                     help="comma-separated CV ensemble sizes to score (the fold's first N CNNs)")
+    ap.add_argument("--each-member", type=int, default=0, metavar="N",
+                    help="also score each of the fold's first N CNNs alone")
+    ap.add_argument("--by-fold", action="store_true", help="a row per CV fold besides the mean over all")
     args = ap.parse_args()
     print("| run | views | " + " | ".join(KEYS) + " |\n|---|---|" + "---|" * len(KEYS))
     rows, views = [], [int(v) for v in args.views.split(",")]
     if args.cv:
-        rows += [(f"CV {args.cv.name}, {n} member(s)", v, cross_validation(args.cv, args.edes, v, n))
-                 for n in (int(m) for m in args.members.split(",")) for v in views]
+        scored = [(f"{n} member(s)", v, cross_validation(args.cv, args.edes, v, n))
+                  for n in (int(m) for m in args.members.split(",")) for v in views]
+        scored += [(f"member {i} alone", v, cross_validation(args.cv, args.edes, v, alone=i))
+                   for i in range(args.each_member) for v in views]
+        rows += [(f"CV {args.cv.name}, {who}" + ("" if part == "all" else f", {part}"), v, means)
+                 for who, v, parts in scored for part, means in parts.items() if args.by_fold or part == "all"]
     if args.loo:
         rows += [(f"LOO {args.loo.name} {variant}", v, leave_one_out(args.loo, args.dataset, args.cv_run, variant, v))
                  for variant in args.variants.split(",") for v in views]
