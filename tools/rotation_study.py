@@ -50,14 +50,18 @@ def cross_validation(cv: Path, root: Path, views: int, members: int = 1,
     return {name: {k: case_summary(records)[k]["mean"] for k in KEYS} for name, records in by_fold.items()}
 
 
-def leave_one_out(loo: Path, dataset: Path, cv_run: Path, variant: str, views: int) -> dict[str, float]:
-    """Means over folds of the held-out cine's slice-wise means (as `lvmyoseg loo` averages)."""
+def leave_one_out(loo: Path, dataset: Path, cv_run: Path, variant: str, views: int,
+                  member: int = 0) -> dict[str, float]:
+    """Means over finished folds of the held-out cine's slice-wise means (as `lvmyoseg loo`
+    averages), predicted by the fold's member ``member`` alone."""
     settings = read_json(loo / "settings.json", "Give a folder `lvmyoseg loo` wrote.")
     per_fold = []
     for case_id in settings["cases"]:
         fold = loo / f"fold_{case_id}"
-        path = (fold_cnn_paths(cv_run, case_id)[0] if variant == "cnn"
-                else fold / "member_0" / f"rnn_{variant}" / "model.keras")
+        if not (loo / f"fold_{case_id}.json").is_file():
+            continue
+        path = (fold_cnn_paths(cv_run, case_id, member + 1)[member] if variant == "cnn"
+                else fold / f"member_{member}" / f"rnn_{variant}" / "model.keras")
         prepared = prepare_case(read_case(dataset, case_id), settings["preprocessing"])
         _, label_map = predict_case([load_keras_file(path)], prepared, settings["threshold"], views)
         summary = case_summary(evaluate_case(label_map, prepared.case.labels, prepared.case.cine.geometry, case_id))
@@ -77,7 +81,7 @@ def main() -> None:
     ap.add_argument("--members", default="1",
                     help="comma-separated CV ensemble sizes to score (the fold's first N CNNs)")
     ap.add_argument("--each-member", type=int, default=0, metavar="N",
-                    help="also score each of the fold's first N CNNs alone")
+                    help="also score each of the fold's first N members alone (CV: its CNNs; LOO: its models)")
     ap.add_argument("--by-fold", action="store_true", help="a row per CV fold besides the mean over all")
     args = ap.parse_args()
     print("| run | views | " + " | ".join(KEYS) + " |\n|---|---|" + "---|" * len(KEYS))
@@ -90,8 +94,9 @@ def main() -> None:
         rows += [(f"CV {args.cv.name}, {who}" + ("" if part == "all" else f", {part}"), v, means)
                  for who, v, parts in scored for part, means in parts.items() if args.by_fold or part == "all"]
     if args.loo:
-        rows += [(f"LOO {args.loo.name} {variant}", v, leave_one_out(args.loo, args.dataset, args.cv_run, variant, v))
-                 for variant in args.variants.split(",") for v in views]
+        rows += [(f"LOO {args.loo.name} {variant}" + (f", member {i} alone" if i else ""), v,
+                  leave_one_out(args.loo, args.dataset, args.cv_run, variant, v, i))
+                 for variant in args.variants.split(",") for i in range(max(1, args.each_member)) for v in views]
     for name, views, means in rows:
         print(f"| {name} | {views} | " + " | ".join(f"{means[k]:.4f}" if k in means else "–" for k in KEYS) + " |")
 
