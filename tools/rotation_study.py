@@ -47,7 +47,8 @@ def cross_validation(cv: Path, root: Path, views: int, members: int = 1,
         models = [load_keras_file(p) for p in (paths if alone is None else paths[alone:])]
         by_fold[f"fold {k}"] = score_frames(models, test, settings["threshold"], settings["groups"], views)
     by_fold["all"] = [r for records in by_fold.values() for r in records]
-    return {name: {k: case_summary(records)[k]["mean"] for k in KEYS} for name, records in by_fold.items()}
+    summaries = {name: case_summary(records) for name, records in by_fold.items()}
+    return {name: {k: summary[k]["mean"] for k in KEYS} for name, summary in summaries.items()}
 
 
 def leave_one_out(loo: Path, dataset: Path, cv_run: Path, variant: str, views: int,
