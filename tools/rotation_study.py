@@ -44,7 +44,7 @@ def cross_validation(cv: Path, root: Path, views: int, members: int = 1,
         test = edes.concat_frames([edes.patient_frames(patients[p], pre["pixel_mm"], pre["crop_size"])
                                    for p in fold if p not in excluded])
         paths = fold_cnn_paths(cv, fold[0], members if alone is None else alone + 1)
-        models = [load_keras_file(p) for p in (paths if alone is None else paths[alone:])]
+        models = [load_keras_file(p) for p in (paths if alone is None else [paths[alone]])]
         by_fold[f"fold {k}"] = score_frames(models, test, settings["threshold"], settings["groups"], views)
     by_fold["all"] = [r for records in by_fold.values() for r in records]
     summaries = {name: case_summary(records) for name, records in by_fold.items()}
