@@ -169,6 +169,18 @@ def test_a_study_folder_holding_the_users_files_is_refused_before_any_work_and_r
                                                     int(row["rotations"])) is None
 
 
+def test_the_table_a_rerun_reads_is_written_before_the_one_users_read(tmp_path: Path) -> None:
+    """A write cut between the two files (Ctrl-C) never leaves a CSV row the next run would redo."""
+    from LVMyoSegLib.segmentation.cohort import TABLE_CSV, TABLE_JSON, CohortTable, Study, base_row
+
+    study = Study("s", SAMPLE)
+    table = CohortTable(tmp_path, [study], {})
+    (tmp_path / TABLE_CSV).mkdir()  # the CSV cannot be replaced: the write stops there
+    with pytest.raises(OSError):
+        table.add(base_row(study, "ok", model_id="m", model_hash="h", members=1, rotations=1, input_hash="i"))
+    assert [r["id"] for r in json.loads((tmp_path / TABLE_JSON).read_text())["studies"]] == [study.id]
+
+
 def test_a_rerun_with_other_test_time_views_redoes_the_study(tmp_path: Path, tiny_bundle: Path, capsys) -> None:
     """The views are part of a row's identity, as the model and members are; rows of a table written
     before the column were segmented with 1 view; a view count other than 1, 2 or 4 is refused."""

@@ -244,6 +244,7 @@ def run_batch(inputs: Path, out: Path, model_dir: Path, *, members: int | None =
     except KeyboardInterrupt:
         if futures:
             client.cancel(list(futures))
+        table.write()  # Ctrl-C may have cut the last add() between its two files
         raise CancelledError(f"Stopped: {len(table.rows)} of {total} studies are finished in "
                              f"{out / 'cohort.csv'}; run the same command again to do the rest.") from None
     finally:

@@ -254,12 +254,14 @@ class CohortTable:
         return sorted(self.rows.values(), key=lambda r: self.order.get(r["id"], len(self.order)))
 
     def write(self) -> None:
+        """Rewrite both files, the JSON (what a rerun keeps rows from) first: a CSV row is never
+        one that the next run would redo."""
         self.out.mkdir(parents=True, exist_ok=True)
         rows = self.ordered()
+        write_json_atomic(self.out / TABLE_JSON, {"settings": self.settings, "columns": list(COLUMNS),
+                                                  "studies": rows})
         with atomic_path(self.out / TABLE_CSV) as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-        write_json_atomic(self.out / TABLE_JSON, {"settings": self.settings, "columns": list(COLUMNS),
-                                                  "studies": rows})
