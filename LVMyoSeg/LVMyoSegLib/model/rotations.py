@@ -6,8 +6,8 @@ turned study is as familiar to the network as the upright one, and the average o
 views smooths the errors that depend on orientation. A quarter turn moves no pixel off
 the grid, so nothing is interpolated. Measured on held-out patients with 1-member models
 (docs/RESULTS.md): 4 turns raised the 36-heart cross-validation's myocardium DSC from
-0.803 to 0.811 (HD 5.21 to 4.79 mm) and the leave-one-out multi-level model's from 0.812
-to 0.815 (HD 4.64 to 4.36 mm), at 4 times the network time.
+0.803 to 0.811 (HD 5.21 to 4.79 mm) and the leave-one-out multi-level model's (v2 run) from
+0.807 to 0.810 (HD 4.63 to 4.40 mm), at 4 times the network time.
 
 A bundle names the turns it was evaluated with (manifest ``inference.rotations``; 1 for
 bundles without it); ``segment --rotations`` overrides.
