@@ -317,9 +317,12 @@ def _descendants(pid: int) -> list:
     return psutil.Process(pid).children(recursive=True)
 
 
-def _finished_rows_are_whole(out: Path) -> dict[str, dict[str, str]]:
-    rows = _read_csv(out / "cohort.csv")
+def _finished_rows_are_whole(out: Path) -> dict[str, dict]:
+    """The rows a rerun keeps (cohort.json's), each ok with its folder whole; the CSV lists no
+    other (a kill between the two files' writes may leave it one row behind)."""
+    rows = {r["id"]: r for r in json.loads((out / "cohort.json").read_text())["studies"]}
     assert rows and all(r["status"].startswith("ok") and output_complete(out / i) for i, r in rows.items())
+    assert set(_read_csv(out / "cohort.csv")) <= set(rows)
     return rows
 
 
