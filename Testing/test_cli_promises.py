@@ -33,6 +33,7 @@ TRAINING_REFUSALS = [
     (["--variants", "foo"], "unknown variant(s) foo; choose from cnn, one_level, multi_level"),
     (["--rotations", "3"], "--rotations 3: choose 1 (no rotation), 2 (upright and half-turned) or 4"),
     (["--augment-blur", "-1"], "--augment-blur -1.0 must lie between 0 (off, the default) and 3 pixels"),
+    (["--boundary-weight", "-1"], "--boundary-weight -1.0 must lie between 0 (off, the default) and 20"),
 ]
 
 

@@ -82,6 +82,27 @@ def test_masked_loss_is_cross_entropy_over_labelled_pixels():
         float(losses.masked_loss(targets, probs, weight, 0.5)), rel=1e-6)
 
 
+
+def test_boundary_weight_counts_the_pixels_beside_a_contour_more():
+    targets = np.zeros((1, 1, 9, 9, 2), np.float32)
+    targets[0, 0, 2:7, 2:7, 0] = 1  # a 5x5 square; channel 1 empty, so it has no contour
+    band = np.asarray(losses.boundary_band(targets))
+    expected = np.zeros((9, 9), bool)
+    expected[1:8, 1:8] = True   # the square grown by one pixel ...
+    expected[3:6, 3:6] = False  # ... less the square shrunk by one
+    np.testing.assert_array_equal(band[0, 0, ..., 0] > 0, expected)
+    assert band[..., 1].sum() == 0 and band[0, 0, 4, 4, 0] == 0  # no contour, and the square's centre
+    targets, probs, weight = _loss_inputs(2)
+    bce = -(targets * np.log(probs) + (1 - targets) * np.log(1 - probs))
+    w = np.broadcast_to(weight[:, :, None, None, :], targets.shape).astype(bool)
+    weighted = bce * (1 + 3.0 * np.asarray(losses.boundary_band(targets * w)))
+    assert float(losses.masked_loss(targets, probs, weight, boundary_weight=3.0)) == pytest.approx(
+        weighted[w].sum() / w.sum(), rel=1e-5)
+    loss_fn = losses.MaskedSegmentationLoss(dice_weight=0.5, boundary_weight=3.0)
+    assert keras.losses.deserialize(keras.losses.serialize(loss_fn)).boundary_weight == 3.0
+    assert "boundary_weight" not in training.TrainConfig().to_dict()  # runs without it read as before
+    assert training.TrainConfig(boundary_weight=2.0).to_dict()["boundary_weight"] == 2.0
+
 def test_unlabelled_frame_targets_do_not_change_the_model_gradient():
     cnn = networks.build_cnn(seed=0, **SMALL)
     x, y, k = synthetic_network_arrays(n_phases=3, n_slices=1, size=32)

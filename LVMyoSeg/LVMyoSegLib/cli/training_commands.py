@@ -45,6 +45,8 @@ def _check_training_args(args: argparse.Namespace, variants: tuple[str, ...]) ->
         raise InputError(f"--width {args.width} must be at least 1 (paper: 16).")
     if not 0.0 <= args.augment_blur <= 3.0:
         raise InputError(f"--augment-blur {args.augment_blur} must lie between 0 (off, the default) and 3 pixels.")
+    if not 0.0 <= args.boundary_weight <= 20.0:
+        raise InputError(f"--boundary-weight {args.boundary_weight} must lie between 0 (off, the default) and 20.")
     if args.learning_rate is not None and not 0.0 < args.learning_rate < 1.0:
         raise InputError(f"--learning-rate {args.learning_rate} must lie between 0 and 1 (default 1e-3).")
     problem = preprocessing_problem({"pixel_mm": args.pixel_mm, "crop_size": args.crop_size})
@@ -79,9 +81,11 @@ def _experiment_config(args: argparse.Namespace):
     trained = (args.variant,) if hasattr(args, "variant") else VARIANTS  # train: one variant; loo: all
     _check_training_args(args, variants if variants is not None else trained)
     cnn = TrainConfig(epochs=args.cnn_epochs, seed=args.seed, width=args.width,
-                      learning_rate=args.learning_rate, jit_compile=args.jit, augment_blur_px=args.augment_blur)
+                      learning_rate=args.learning_rate, jit_compile=args.jit, augment_blur_px=args.augment_blur,
+                      boundary_weight=args.boundary_weight)
     rnn = TrainConfig(epochs=args.rnn_epochs, seed=args.seed, width=args.width,
-                      learning_rate=args.learning_rate, augment=args.rnn_augment, augment_blur_px=args.augment_blur)
+                      learning_rate=args.learning_rate, augment=args.rnn_augment, augment_blur_px=args.augment_blur,
+                      boundary_weight=args.boundary_weight)
     kwargs = {"members": args.members, "cnn": cnn, "rnn": rnn, "rotations": check_rotations(args.rotations),
               "preprocessing": {"pixel_mm": args.pixel_mm, "crop_size": args.crop_size}}
     if variants:
@@ -204,6 +208,9 @@ def add_training_options(p: argparse.ArgumentParser, default_members: int) -> No
     p.add_argument("--augment-blur", type=float, default=0.0,
                    help="resolution augmentation: Gaussian blur up to this sigma in network pixels "
                         "(default 0: off; 1.0 gave no gain on 2 CV folds, docs/RESULTS.md)")
+    p.add_argument("--boundary-weight", type=float, default=0.0,
+                   help="extra loss weight on pixels within one pixel of a contour: a boundary pixel "
+                        "counts 1 + this (default 0: off)")
     p.add_argument("--jit", action="store_true", help="XLA-compile the stage 1 training step")
     p.add_argument("--rnn-augment", action="store_true",
                    help="augment stage 2 too (slower: the frozen CNN then runs in every step "

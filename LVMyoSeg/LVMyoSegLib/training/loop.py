@@ -15,7 +15,9 @@ float32 (per-slice standardised), ``targets [N, T, H, W, 2]`` in {0, 1} and
   masked soft Dice term per labelled frame and channel. The Dice term is added
   because the myocardium covers a few percent of a crop, so cross-entropy alone
   is dominated by background; the Dice term optimises the reported overlap.
-  ``dice_weight=0`` gives the paper's plain cross-entropy.
+  ``dice_weight=0`` gives the paper's plain cross-entropy. ``boundary_weight`` > 0
+  weighs the cross-entropy of pixels next to a contour more (opt-in; see
+  :func:`LVMyoSegLib.model.losses.masked_loss`).
 - Train/validation split by sequence (slice), ``validation_fraction`` of them,
   by the seed (or by ``groups``, e.g. study ids, so no study is on both sides).
   Validation DSC = mean 2D DSC of the myocardium over labelled validation frames.
@@ -70,6 +72,7 @@ class TrainConfig:
     ``feature_cache_mb`` caps the memory of stage 2's precomputed CNN features
     (used only without augmentation). ``augment_blur_px``: the resolution augmentation's
     largest blur (:mod:`LVMyoSegLib.training.augment`); 0 (the default) leaves it out.
+    ``boundary_weight``: the loss's extra weight next to contours; 0 (the default) leaves it out.
     """
 
     epochs: int = 50
@@ -88,11 +91,13 @@ class TrainConfig:
     jit_compile: bool = False
     feature_cache_mb: float = 2048.0
     augment_blur_px: float = 0.0
+    boundary_weight: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if not d["augment_blur_px"]:  # opt-in: without it, a run's settings (and checkpoints) read as before
-            del d["augment_blur_px"]
+        for opt_in in ("augment_blur_px", "boundary_weight"):
+            if not d[opt_in]:  # without it, a run's settings (and checkpoints) read as before
+                del d[opt_in]
         return d
 
 
@@ -165,7 +170,7 @@ def split_sequences(n: int, validation_fraction: float, seed: int,
 def _compile(model: keras.Model, lr: float, config: TrainConfig, jit: bool = False
              ) -> keras.optimizers.Optimizer:
     optimizer = keras.optimizers.Adam(learning_rate=lr)
-    model.compile(optimizer=optimizer, loss=MaskedSegmentationLoss(config.dice_weight),
+    model.compile(optimizer=optimizer, loss=MaskedSegmentationLoss(config.dice_weight, config.boundary_weight),
                   jit_compile=jit)
     optimizer.build(model.trainable_variables)  # before the first step: avoids a second trace
     return optimizer
