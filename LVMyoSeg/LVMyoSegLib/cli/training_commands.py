@@ -210,7 +210,7 @@ def add_training_options(p: argparse.ArgumentParser, default_members: int) -> No
                         "(default 0: off; 1.0 gave no gain on 2 CV folds, docs/RESULTS.md)")
     p.add_argument("--boundary-weight", type=float, default=0.0,
                    help="extra loss weight on pixels within one pixel of a contour: a boundary pixel "
-                        "counts 1 + this (default 0: off)")
+                        "counts 1 + this (default 0: off; 2 gave no gain on 2 CV folds, docs/RESULTS.md)")
     p.add_argument("--jit", action="store_true", help="XLA-compile the stage 1 training step")
     p.add_argument("--rnn-augment", action="store_true",
                    help="augment stage 2 too (slower: the frozen CNN then runs in every step "
