@@ -82,7 +82,6 @@ def test_masked_loss_is_cross_entropy_over_labelled_pixels():
         float(losses.masked_loss(targets, probs, weight, 0.5)), rel=1e-6)
 
 
-
 def test_boundary_weight_counts_the_pixels_beside_a_contour_more():
     targets = np.zeros((1, 1, 9, 9, 2), np.float32)
     targets[0, 0, 2:7, 2:7, 0] = 1  # a 5x5 square; channel 1 empty, so it has no contour
@@ -102,6 +101,7 @@ def test_boundary_weight_counts_the_pixels_beside_a_contour_more():
     assert keras.losses.deserialize(keras.losses.serialize(loss_fn)).boundary_weight == 3.0
     assert "boundary_weight" not in training.TrainConfig().to_dict()  # runs without it read as before
     assert training.TrainConfig(boundary_weight=2.0).to_dict()["boundary_weight"] == 2.0
+
 
 def test_unlabelled_frame_targets_do_not_change_the_model_gradient():
     cnn = networks.build_cnn(seed=0, **SMALL)
