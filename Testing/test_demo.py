@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from LVMyoSegLib.analysis.evaluation import evaluate_case
+from LVMyoSegLib.analysis.function_report import assess
+from LVMyoSegLib.cine import Geometry
 from LVMyoSegLib.cli.main import main
 from LVMyoSegLib.io.dataset import read_case
 from LVMyoSegLib.io.volume_files import read_labels_4d
@@ -64,9 +66,28 @@ def test_demo_output_is_aligned_and_matches_the_expert(tmp_path: Path) -> None:
         row_10 = next(r for r in rows if r["frame"] == frame and r["slice"] == 10)
         assert not row_10["counted"] or row_10["coverage"] >= 0.5, row_10
     assert report["qc"]["review_first"] and len(report["qc"]["review_first"]) <= 10
+    _assert_function_ignores_how_the_stack_is_stored(labels, case.cine)
     for name in ("overlay.png", "volume_curve.png", "wall_thickness.png",
                  "probabilities_myocardium.nrrd", "probabilities_blood_pool.nrrd"):
         assert (out / name).stat().st_size > 0
+
+
+def _assert_function_ignores_how_the_stack_is_stored(label_map: np.ndarray, cine) -> None:
+    """The same segmentation stored apex-first, or with no patient orientation (identity
+    direction, as some NIfTI exports), gives the same figures and the same slices: base and
+    apex come from the images, not from the header."""
+    g, n_z = cine.geometry, cine.n_slices
+    as_read = assess(label_map, g, cine.trigger_times_ms).function
+    stored = {"apex first": (label_map[:, ::-1], g.reversed_slices(n_z), True),
+              "no orientation": (label_map, Geometry(g.spacing, (0, 0, 0)), False),
+              "both": (label_map[:, ::-1], Geometry(g.spacing, (0, 0, 0)), True)}
+    for name, (lm, geometry, flipped) in stored.items():
+        f = assess(lm, geometry, cine.trigger_times_ms).function
+        for key in ("edv_ml", "esv_ml", "ef_percent", "lv_mass_g", "ed_frame", "es_frame"):
+            assert getattr(f, key) == pytest.approx(getattr(as_read, key), rel=1e-9), (name, key)
+        counted = f.slices.counted[:, ::-1] if flipped else f.slices.counted
+        assert np.array_equal(counted, as_read.slices.counted), name
+        assert f.slices.order_source == "data", name
 
 
 def test_rv_insertion_point_numbers_the_thickness_as_aha_segments(tmp_path: Path) -> None:

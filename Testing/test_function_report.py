@@ -48,6 +48,16 @@ def test_coverage_is_the_angular_share_of_the_pool_boundary() -> None:
     assert math.isnan(coverage(ring, np.zeros_like(pool), (1.0, 1.0)))
 
 
+def test_reversed_slices_place_every_voxel_where_it_was() -> None:
+    g = Geometry((1.2, 1.4, 8.0), (-30.0, 12.0, 55.0),
+                 np.array([[0.8, -0.6, 0.0], [0.36, 0.48, -0.8], [0.48, 0.64, 0.6]]))
+    back = g.reversed_slices(7)
+    for i, j, k in ((0, 0, 0), (5, 3, 2), (9, 1, 6)):
+        there = g.index_to_lps() @ np.array([i, j, 6 - k, 1.0])
+        assert back.index_to_lps() @ np.array([i, j, k, 1.0]) == pytest.approx(there)
+    assert back.reversed_slices(7).matches(g)
+
+
 def test_order_from_the_data_and_atrium_excluded_on_every_phase() -> None:
     lm = rings()
     # the stack is written apex -> base along k, but the geometry says the opposite: the data wins

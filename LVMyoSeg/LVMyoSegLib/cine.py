@@ -46,6 +46,13 @@ class Geometry:
         m[:3, 3] = self.origin
         return m
 
+    def reversed_slices(self, n_slices: int) -> "Geometry":
+        """The geometry of the same ``n_slices`` planes stored in the opposite slice order."""
+        direction = self.direction.copy()
+        direction[:, 2] *= -1
+        origin = np.asarray(self.origin) + self.direction[:, 2] * self.spacing[2] * (n_slices - 1)
+        return Geometry(self.spacing, tuple(origin), direction)
+
     def matches(self, other: "Geometry", tol_mm: float = 1e-3) -> bool:
         """True when both geometries place every voxel within ``tol_mm`` of each other."""
         a, b = self.index_to_lps(), other.index_to_lps()
