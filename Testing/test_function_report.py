@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from LVMyoSegLib.analysis.function_report import assess
-from LVMyoSegLib.analysis.slice_selection import coverage, decide_slices
+from LVMyoSegLib.analysis.slice_selection import coverage, decide_slices, half_section_ratio
 from LVMyoSegLib.cine import Geometry
 from LVMyoSegLib.labels import BLOOD_POOL, MYOCARDIUM
 
@@ -82,6 +82,30 @@ def test_order_from_the_data_and_atrium_excluded_on_every_phase() -> None:
     d = decide_slices(atrial, GEOMETRY, overrides={(2, 5): True, (2, 4): False})
     assert d.counted[2, 5] and not d.counted[2, 4] and d.by_user[2, 5] and d.by_user[2, 4]
     assert d.reasons[2][5].startswith("included by the user")
+
+
+def test_ends_alike_the_halves_tell_the_base() -> None:
+    """A small fragment segmented above the base makes both end sections alike; the LV tapers
+    towards the apex, so the halves' summed sections decide, against a geometry saying the opposite."""
+    lm = rings(n_z=7)
+    lm[:, 6] = lm[:, 0]
+    flipped = Geometry((1.0, 1.0, 10.0), (0, 0, 0), np.diag([1.0, 1.0, -1.0]))
+    d = decide_slices(lm, flipped)
+    assert d.order_source == "data" and d.base_to_apex[0] == 6 and d.base_to_apex[-1] == 0
+    assert half_section_ratio(np.array([0, 500, 900, 1900, 2000, 600, 0])) == pytest.approx(1400 / 2600)
+    assert math.isnan(half_section_ratio(np.array([0, 800, 0])))
+
+
+@pytest.mark.parametrize("direction, missing", [(np.eye(3), True), (np.diag([1.0, 1.0, -1.0]), False)])
+def test_when_the_data_cannot_tell_the_note_says_whether_the_header_can(direction, missing) -> None:
+    """A cylinder (every section alike) leaves base and apex to the geometry; with an identity
+    direction matrix (orientation lost in export) the report says that the choice is a guess."""
+    lm = rings()
+    lm[:] = lm[:, 2:3]
+    f = assess(lm, Geometry((1.0, 1.0, 10.0), (0, 0, 0), direction)).function
+    assert f.slices.order_source == "geometry"
+    assert any("holds no patient orientation" in n for n in f.notes) == missing
+    assert any("slice normal decided" in n for n in f.notes) != missing
 
 
 def test_function_report_is_strict_json_and_ranks_frames() -> None:

@@ -37,7 +37,7 @@ import numpy as np
 from ..cine import Geometry
 from ..errors import InputError, LabelError
 from ..labels import MYOCARDIUM, Labels, checked_label_map
-from .slice_selection import SliceDecisions, decide_slices, slice_blood_pool
+from .slice_selection import SliceDecisions, decide_slices, orientation_is_missing, slice_blood_pool
 from .wall_thickness import SliceThickness, thickness_of_frames
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
@@ -181,7 +181,11 @@ def _volumes(lm: np.ndarray, geometry: Geometry, include: Mapping[tuple[int, int
     if left_out:
         notes.append(f"{left_out} frame-slice(s) with LV labels do not count (base, atrium or outflow "
                      "tract; see slices).")
-    if decisions.order_source == "geometry":
+    if decisions.order_source == "geometry" and orientation_is_missing(geometry):
+        notes.append("Base and apex could not be told apart from the data, and the image holds no "
+                     "patient orientation (identity direction matrix): which end is the base is a "
+                     "guess. Check the slice choice (slices) and include or exclude slices.")
+    elif decisions.order_source == "geometry":
         notes.append("Base and apex could not be told apart from the data; the slice normal decided.")
     return _Volumes(step, decisions, slice_blood, slice_myo, labelled, blood, myo)
 
