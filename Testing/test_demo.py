@@ -14,7 +14,7 @@ import pytest
 
 from LVMyoSegLib.analysis.evaluation import evaluate_case
 from LVMyoSegLib.analysis.function_report import assess
-from LVMyoSegLib.cine import Geometry
+from LVMyoSegLib.cine import Cine, Geometry
 from LVMyoSegLib.cli.main import main
 from LVMyoSegLib.io.dataset import read_case
 from LVMyoSegLib.io.volume_files import read_labels_4d
@@ -72,7 +72,7 @@ def test_demo_output_is_aligned_and_matches_the_expert(tmp_path: Path) -> None:
         assert (out / name).stat().st_size > 0
 
 
-def _assert_function_ignores_how_the_stack_is_stored(label_map: np.ndarray, cine) -> None:
+def _assert_function_ignores_how_the_stack_is_stored(label_map: np.ndarray, cine: Cine) -> None:
     """The same segmentation stored apex-first, or with no patient orientation (identity
     direction, as some NIfTI exports), gives the same figures and the same slices: base and
     apex come from the images, not from the header."""

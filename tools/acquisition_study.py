@@ -74,6 +74,11 @@ VARIANTS: dict[str, Callable[[Cine], Cine]] = {
 }
 
 
+def _number(value: float) -> float | None:
+    """A figure for strict JSON: None where it was withheld (NaN)."""
+    return None if np.isnan(value) else float(value)
+
+
 def study(cine: Cine, model_dir: Path, members: int | None, rotations: int | None) -> dict[str, dict]:
     """The function figures of every variant of ``cine`` (module docstring)."""
     out = {}
@@ -86,8 +91,8 @@ def study(cine: Cine, model_dir: Path, members: int | None, rotations: int | Non
                    probabilities=result.probabilities,
                    localisation_fallback=None if loc is None else loc.fallback).function
         decisions = f.slices
-        out[name] = {"edv_ml": f.edv_ml, "esv_ml": f.esv_ml, "ef_percent": f.ef_percent,
-                     "lv_mass_g": f.lv_mass_g, "ed_frame": f.ed_frame, "es_frame": f.es_frame,
+        out[name] = {**{k: _number(getattr(f, k)) for k in ("edv_ml", "esv_ml", "ef_percent", "lv_mass_g")},
+                     "ed_frame": f.ed_frame, "es_frame": f.es_frame,
                      "slices_ed": decisions.counted_text(f.ed_frame),
                      "slices_es": decisions.counted_text(f.es_frame),
                      "order_source": decisions.order_source, "withheld": f.withheld,
@@ -107,7 +112,10 @@ def main() -> None:
     ap.add_argument("--rotations", type=int, default=None)
     args = ap.parse_args()
     model_dir = args.model or bundled_model_dir()
-    results = {"model": str(model_dir), "members": args.members, "rotations": args.rotations,
+    shown = model_dir.resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    results = {"model": str(shown), "members": args.members, "rotations": args.rotations,
                "studies": {}}
     for path in args.cines:
         results["studies"][path.name] = study(read_cine(path), model_dir, args.members, args.rotations)
