@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from LVMyoSegLib.analysis.slice_selection import END_RATIO, HALF_RATIO, half_section_ratio
+from LVMyoSegLib.analysis.slice_selection import apex_by_end_sections, apex_by_halves, half_section_ratio
 from LVMyoSegLib.training import edes
 
 
@@ -25,9 +25,8 @@ def main(root: Path) -> None:
         for z, area in ed.items():
             section[z] = area
         lo, hi = section[min(ed)], section[max(ed)]
-        ends = None if min(lo, hi) >= END_RATIO * max(lo, hi) else bool(lo < hi)
+        ends, halves = apex_by_end_sections(section), apex_by_halves(section)
         ratio = half_section_ratio(section)
-        halves = None if min(ratio, 1 / ratio) >= HALF_RATIO else bool(ratio < 1)
         ends_decided += ends is not None
         halves_decided += halves is not None
         if ends is not None and halves is not None:

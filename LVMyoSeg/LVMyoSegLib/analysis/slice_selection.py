@@ -186,20 +186,31 @@ def half_section_ratio(lv_section: np.ndarray) -> float:
     return float(run[:run.size // 2].sum() / run[(run.size + 1) // 2:].sum())
 
 
-def apex_is_low_k(lv_section: np.ndarray) -> bool | None:
-    """Whether the apex is at the low-index end, from the LV sections ``[Z]`` (module docstring):
-    the end sections, else the halves' sections; None when the data cannot tell."""
+def apex_by_end_sections(lv_section: np.ndarray) -> bool | None:
+    """End rule: whether the apex is at the low-index end (the smaller end section, when under
+    ``END_RATIO`` of the other); None when the ends are alike or fewer than two slices hold LV."""
     lv_section = np.asarray(lv_section, dtype=float)
     lv_z = np.flatnonzero(lv_section > 0)
     if lv_z.size < 2:
         return None
     lo, hi = lv_section[lv_z[0]], lv_section[lv_z[-1]]
-    if min(lo, hi) < END_RATIO * max(lo, hi):
-        return bool(lo < hi)
+    return bool(lo < hi) if min(lo, hi) < END_RATIO * max(lo, hi) else None
+
+
+def apex_by_halves(lv_section: np.ndarray) -> bool | None:
+    """Halves rule: whether the apex is at the low-index end (the half whose summed section is
+    under ``HALF_RATIO`` of the other's); None when the halves are alike or undefined."""
     ratio = half_section_ratio(lv_section)
-    if min(ratio, 1.0 / ratio) < HALF_RATIO:
-        return ratio < 1.0  # the low-index half tapers: the apex is there
-    return None
+    if not math.isfinite(ratio) or min(ratio, 1.0 / ratio) >= HALF_RATIO:
+        return None
+    return ratio < 1.0  # the low-index half tapers: the apex is there
+
+
+def apex_is_low_k(lv_section: np.ndarray) -> bool | None:
+    """Whether the apex is at the low-index end, from the LV sections ``[Z]`` (module docstring):
+    the end rule, else the halves rule; None when the data cannot tell."""
+    by_ends = apex_by_end_sections(lv_section)
+    return by_ends if by_ends is not None else apex_by_halves(lv_section)
 
 
 def _geometry_apex_is_low_k(geometry: Geometry) -> bool:
